@@ -1,0 +1,388 @@
+//! Files inside a cgroup directory, v1 and v2: single values, limits, flat keyed files, cpu.max,
+//! cpuacct.usage_all, io.stat, blkio.throttle.*, pressure (PSI).
+
+use super::{number, ParseResult};
+use crate::error::ParseError;
+use std::collections::BTreeMap;
+
+/// Parses a file holding one unsigned number (memory.current, memory.usage_in_bytes, ...).
+pub fn parse_u64(text: &str) -> ParseResult<u64> {
+    number(text.trim(), "value")
+}
+
+/// Parses a v2 limit: "max" is unlimited (`None`), otherwise a number of bytes or tasks.
+pub fn parse_limit(text: &str) -> ParseResult<Option<u64>> {
+    match text.trim() {
+        "max" => Ok(None),
+        other => number(other, "limit").map(Some),
+    }
+}
+
+/// Parses a v1 signed value where -1 means unlimited (cpu.cfs_quota_us).
+pub fn parse_v1_quota(text: &str) -> ParseResult<Option<u64>> {
+    match text.trim() {
+        "-1" => Ok(None),
+        other => number(other, "cfs_quota_us").map(Some),
+    }
+}
+
+/// Parses a flat keyed file ("key value" per line: memory.stat, cpu.stat, cpuacct.stat,
+/// memory.events) into a map. Values must be unsigned numbers.
+pub fn parse_flat_keyed(text: &str) -> ParseResult<BTreeMap<String, u64>> {
+    let mut map = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut parts = line.split_whitespace();
+        let (Some(key), Some(value), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(ParseError::new(format!("keyed: malformed line {line:?}")));
+        };
+        map.insert(key.to_string(), number(value, key)?);
+    }
+    Ok(map)
+}
+
+/// A CFS bandwidth limit: `quota_us` of CPU time every `period_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuMax {
+    /// Allowed CPU time per period in µs; `None` is unlimited.
+    pub quota_us: Option<u64>,
+    /// Period length in µs.
+    pub period_us: u64,
+}
+
+/// Parses v2 cpu.max ("max 100000" or "50000 100000").
+pub fn parse_cpu_max(text: &str) -> ParseResult<CpuMax> {
+    let mut parts = text.split_whitespace();
+    let (Some(quota), Some(period), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(ParseError::new(format!("cpu.max: malformed {:?}", text.trim())));
+    };
+    let quota_us = parse_limit(quota)?;
+    let period_us = number(period, "cpu.max period")?;
+    if period_us == 0 {
+        return Err(ParseError::new("cpu.max: zero period"));
+    }
+    Ok(CpuMax { quota_us, period_us })
+}
+
+/// One row of cpuacct.usage_all: a host CPU's user and system time charged to the cgroup, in ns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PerCpuUsage {
+    /// Host CPU number.
+    pub cpu: u32,
+    /// User time in ns.
+    pub user_ns: u64,
+    /// System time in ns.
+    pub system_ns: u64,
+}
+
+/// Parses v1 cpuacct.usage_all ("cpu user system" header, then one row per possible CPU).
+pub fn parse_usage_all(text: &str) -> ParseResult<Vec<PerCpuUsage>> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    match lines.next().map(|h| h.split_whitespace().collect::<Vec<_>>()) {
+        Some(h) if h == ["cpu", "user", "system"] => {}
+        _ => return Err(ParseError::new("usage_all: missing 'cpu user system' header")),
+    }
+    lines
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() != 3 {
+                return Err(ParseError::new(format!("usage_all: malformed row {line:?}")));
+            }
+            let cpu = u32::try_from(number(f[0], "usage_all cpu")?)
+                .map_err(|_| ParseError::new("usage_all: cpu out of range"))?;
+            Ok(PerCpuUsage {
+                cpu,
+                user_ns: number(f[1], "usage_all user")?,
+                system_ns: number(f[2], "usage_all system")?,
+            })
+        })
+        .collect()
+}
+
+/// I/O done by a cgroup on one block device, summed over the file's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IoDeviceStat {
+    /// Device major number.
+    pub major: u32,
+    /// Device minor number.
+    pub minor: u32,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Read operations completed.
+    pub read_ios: u64,
+    /// Write operations completed.
+    pub write_ios: u64,
+    /// Bytes discarded.
+    pub discard_bytes: u64,
+    /// Discard operations completed.
+    pub discard_ios: u64,
+}
+
+fn parse_dev(token: &str) -> ParseResult<(u32, u32)> {
+    let (major, minor) = token
+        .split_once(':')
+        .ok_or_else(|| ParseError::new(format!("io: bad device {token:?}")))?;
+    let to_u32 = |t: &str| {
+        u32::try_from(number(t, "device number")?)
+            .map_err(|_| ParseError::new(format!("io: device number out of range {token:?}")))
+    };
+    Ok((to_u32(major)?, to_u32(minor)?))
+}
+
+/// Parses v2 io.stat ("8:0 rbytes=.. wbytes=.. rios=.. wios=.. dbytes=.. dios=.."). Unknown keys
+/// (newer kernels add some) are ignored.
+pub fn parse_io_stat(text: &str) -> ParseResult<Vec<IoDeviceStat>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut parts = line.split_whitespace();
+            let (major, minor) = parse_dev(parts.next().unwrap_or(""))?;
+            let mut stat = IoDeviceStat { major, minor, ..Default::default() };
+            for kv in parts {
+                let (key, value) = kv
+                    .split_once('=')
+                    .ok_or_else(|| ParseError::new(format!("io.stat: bad field {kv:?}")))?;
+                let value = number(value, key)?;
+                match key {
+                    "rbytes" => stat.read_bytes = value,
+                    "wbytes" => stat.write_bytes = value,
+                    "rios" => stat.read_ios = value,
+                    "wios" => stat.write_ios = value,
+                    "dbytes" => stat.discard_bytes = value,
+                    "dios" => stat.discard_ios = value,
+                    _ => {}
+                }
+            }
+            Ok(stat)
+        })
+        .collect()
+}
+
+/// Parses v1 blkio.throttle.io_service_bytes and blkio.throttle.io_serviced together into
+/// per-device totals. Rows are "MAJ:MIN Op value"; the final "Total value" row is skipped.
+pub fn parse_blkio(service_bytes: &str, serviced: &str) -> ParseResult<Vec<IoDeviceStat>> {
+    let mut devices: BTreeMap<(u32, u32), IoDeviceStat> = BTreeMap::new();
+    for (text, is_bytes) in [(service_bytes, true), (serviced, false)] {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f.as_slice() {
+                ["Total", value] => {
+                    number(value, "blkio Total")?;
+                }
+                [dev, op, value] => {
+                    let (major, minor) = parse_dev(dev)?;
+                    let value = number(value, op)?;
+                    let stat = devices.entry((major, minor)).or_insert(IoDeviceStat {
+                        major,
+                        minor,
+                        ..Default::default()
+                    });
+                    let field = match (*op, is_bytes) {
+                        ("Read", true) => &mut stat.read_bytes,
+                        ("Write", true) => &mut stat.write_bytes,
+                        ("Discard", true) => &mut stat.discard_bytes,
+                        ("Read", false) => &mut stat.read_ios,
+                        ("Write", false) => &mut stat.write_ios,
+                        ("Discard", false) => &mut stat.discard_ios,
+                        _ => continue,
+                    };
+                    *field = value;
+                }
+                _ => return Err(ParseError::new(format!("blkio: malformed line {line:?}"))),
+            }
+        }
+    }
+    Ok(devices.into_values().collect())
+}
+
+/// One line of a pressure file.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PsiLine {
+    /// Share of time stalled over the last 10 s, in percent.
+    pub avg10: f64,
+    /// Over the last 60 s, in percent.
+    pub avg60: f64,
+    /// Over the last 300 s, in percent.
+    pub avg300: f64,
+    /// Total stall time in µs.
+    pub total_us: u64,
+}
+
+/// A pressure file (cpu.pressure, memory.pressure, io.pressure, /proc/pressure/*).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Psi {
+    /// Some tasks stalled.
+    pub some: PsiLine,
+    /// All non-idle tasks stalled; absent from cpu pressure before Linux 5.13.
+    pub full: Option<PsiLine>,
+}
+
+/// Parses a PSI file.
+pub fn parse_psi(text: &str) -> ParseResult<Psi> {
+    let mut some = None;
+    let mut full = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut parts = line.split_whitespace();
+        let kind = parts.next().unwrap_or("");
+        let mut psi = PsiLine::default();
+        let mut seen = 0;
+        for kv in parts {
+            let (key, value) = kv
+                .split_once('=')
+                .ok_or_else(|| ParseError::new(format!("psi: bad field {kv:?}")))?;
+            let ratio = || {
+                value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .ok_or_else(|| ParseError::new(format!("psi: bad {key} {value:?}")))
+            };
+            match key {
+                "avg10" => psi.avg10 = ratio()?,
+                "avg60" => psi.avg60 = ratio()?,
+                "avg300" => psi.avg300 = ratio()?,
+                "total" => psi.total_us = number(value, "psi total")?,
+                _ => continue,
+            }
+            seen += 1;
+        }
+        if seen != 4 {
+            return Err(ParseError::new(format!("psi: incomplete line {line:?}")));
+        }
+        match kind {
+            "some" => some = Some(psi),
+            "full" => full = Some(psi),
+            _ => return Err(ParseError::new(format!("psi: unknown line kind {kind:?}"))),
+        }
+    }
+    let some = some.ok_or_else(|| ParseError::new("psi: no 'some' line"))?;
+    Ok(Psi { some, full })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::fixture;
+    use proptest::prelude::*;
+
+    #[test]
+    fn v1_values() {
+        assert_eq!(parse_u64(&fixture("v1/6.18/memory.limit_in_bytes")).unwrap(), 268435456);
+        assert!(parse_u64(&fixture("v1/6.18/memory.usage_in_bytes")).unwrap() > 0);
+        assert_eq!(parse_v1_quota(&fixture("v1/6.18/cpu.cfs_quota_us")).unwrap(), Some(50000));
+        assert_eq!(parse_u64(&fixture("v1/6.18/cpu.cfs_period_us")).unwrap(), 100000);
+        assert_eq!(parse_v1_quota("-1\n").unwrap(), None);
+        assert!(parse_u64("12 13").is_err());
+        assert!(parse_u64("").is_err());
+    }
+
+    #[test]
+    fn v2_values() {
+        assert_eq!(parse_limit(&fixture("v2/6.1/memory.max")).unwrap(), Some(268435456));
+        assert_eq!(parse_limit(&fixture("v2/6.1/memory.swap.max")).unwrap(), Some(134217728));
+        assert_eq!(parse_limit("max\n").unwrap(), None);
+        let max = parse_cpu_max(&fixture("v2/6.1/cpu.max")).unwrap();
+        assert_eq!(max, CpuMax { quota_us: Some(50000), period_us: 100000 });
+        assert_eq!(parse_cpu_max("max 100000\n").unwrap().quota_us, None);
+        assert!(parse_cpu_max("max 0").is_err());
+        assert!(parse_cpu_max("max").is_err());
+    }
+
+    #[test]
+    fn keyed_fixtures() {
+        let v1 = parse_flat_keyed(&fixture("v1/6.18/memory.stat")).unwrap();
+        assert!(v1.contains_key("total_inactive_file"));
+        assert!(v1.contains_key("total_cache"));
+        let v2 = parse_flat_keyed(&fixture("v2/6.1/memory.stat")).unwrap();
+        assert!(v2.contains_key("slab_reclaimable"));
+        assert!(v2.contains_key("inactive_file"));
+        let cpu = parse_flat_keyed(&fixture("v2/6.1/cpu.stat")).unwrap();
+        assert!(cpu["usage_usec"] >= cpu["user_usec"]);
+        let acct = parse_flat_keyed(&fixture("v1/6.18/cpuacct.stat")).unwrap();
+        assert!(acct.contains_key("user") && acct.contains_key("system"));
+        assert!(parse_flat_keyed("a 1 2\n").is_err());
+        assert!(parse_flat_keyed("a -1\n").is_err());
+    }
+
+    #[test]
+    fn usage_all_fixture() {
+        let rows = parse_usage_all(&fixture("v1/6.18/cpuacct.usage_all")).unwrap();
+        assert!(!rows.is_empty());
+        assert_eq!(rows[0].cpu, 0);
+        assert!(parse_usage_all("0 1 2\n").is_err());
+        assert!(parse_usage_all("cpu user system\n0 1\n").is_err());
+    }
+
+    #[test]
+    fn io_stat() {
+        let rows = parse_io_stat("8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n")
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![IoDeviceStat {
+                major: 8,
+                minor: 0,
+                read_bytes: 4096,
+                write_bytes: 8192,
+                read_ios: 1,
+                write_ios: 2,
+                discard_bytes: 0,
+                discard_ios: 0
+            }]
+        );
+        let fixture_rows = parse_io_stat(&fixture("v2/6.1/io.stat")).unwrap();
+        assert!(fixture_rows.iter().all(|r| r.major > 0));
+        assert!(parse_io_stat("8:x rbytes=1\n").is_err());
+        assert!(parse_io_stat("8:0 rbytes\n").is_err());
+    }
+
+    #[test]
+    fn blkio() {
+        let bytes = "8:0 Read 4096\n8:0 Write 512\n8:0 Sync 0\n8:0 Async 4608\n8:0 Discard 0\n\
+                     8:0 Total 4608\nTotal 4608\n";
+        let ios = "8:0 Read 1\n8:0 Write 1\n8:0 Sync 0\n8:0 Async 2\n8:0 Discard 0\n\
+                   8:0 Total 2\nTotal 2\n";
+        let rows = parse_blkio(bytes, ios).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].read_bytes, rows[0].write_bytes), (4096, 512));
+        assert_eq!((rows[0].read_ios, rows[0].write_ios), (1, 1));
+        let fixture_rows = parse_blkio(
+            &fixture("v1/6.18/blkio.throttle.io_service_bytes"),
+            &fixture("v1/6.18/blkio.throttle.io_serviced"),
+        )
+        .unwrap();
+        assert!(fixture_rows.iter().all(|r| r.major > 0));
+        assert!(parse_blkio("8:0 Read\n", "").is_err());
+    }
+
+    #[test]
+    fn psi() {
+        for name in ["v2/6.1/memory.pressure", "v2/6.1/io.pressure", "v2/6.1/cpu.pressure"] {
+            let psi = parse_psi(&fixture(name)).unwrap();
+            assert!(psi.full.is_some(), "{name}");
+        }
+        let p = parse_psi("some avg10=1.50 avg60=0.00 avg300=0.00 total=42\n").unwrap();
+        assert_eq!(p.some.total_us, 42);
+        assert_eq!(p.some.avg10, 1.5);
+        assert!(p.full.is_none());
+        assert!(parse_psi("some avg10=1.50\n").is_err());
+        assert!(parse_psi("full avg10=0 avg60=0 avg300=0 total=0\n").is_err());
+        assert!(parse_psi("some avg10=NaN avg60=0 avg300=0 total=0\n").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panic(text in "[0-9a-z:= .\n-]{0,80}") {
+            let _ = parse_u64(&text);
+            let _ = parse_limit(&text);
+            let _ = parse_v1_quota(&text);
+            let _ = parse_flat_keyed(&text);
+            let _ = parse_cpu_max(&text);
+            let _ = parse_usage_all(&text);
+            let _ = parse_io_stat(&text);
+            let _ = parse_blkio(&text, &text);
+            let _ = parse_psi(&text);
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The host's own /proc files that containers' views are derived from: meminfo, stat, cpuinfo,
+//! uptime, diskstats.
+
+use super::{number, ParseResult};
+use crate::error::ParseError;
+
+/// One line of /proc/meminfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeminfoLine {
+    /// Field name without the colon, e.g. "MemTotal".
+    pub key: String,
+    /// Value in kB when `in_kb`, else a count (HugePages_*).
+    pub value: u64,
+    /// Whether the kernel prints " kB" after the value.
+    pub in_kb: bool,
+}
+
+/// /proc/meminfo, in the kernel's field order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Meminfo {
+    /// Lines in file order.
+    pub lines: Vec<MeminfoLine>,
+}
+
+impl Meminfo {
+    /// The value of a field, if present.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.lines.iter().find(|l| l.key == key).map(|l| l.value)
+    }
+}
+
+/// Parses /proc/meminfo ("MemTotal:       24542432 kB").
+pub fn parse_meminfo(text: &str) -> ParseResult<Meminfo> {
+    let lines = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let (key, rest) = line
+                .split_once(':')
+                .ok_or_else(|| ParseError::new(format!("meminfo: malformed line {line:?}")))?;
+            let mut parts = rest.split_whitespace();
+            let value = number(parts.next().unwrap_or(""), key)?;
+            let in_kb = match (parts.next(), parts.next()) {
+                (None, None) => false,
+                (Some("kB"), None) => true,
+                _ => return Err(ParseError::new(format!("meminfo: malformed line {line:?}"))),
+            };
+            Ok(MeminfoLine { key: key.to_string(), value, in_kb })
+        })
+        .collect::<ParseResult<Vec<_>>>()?;
+    if lines.is_empty() {
+        return Err(ParseError::new("meminfo: empty"));
+    }
+    Ok(Meminfo { lines })
+}
+
+/// The time columns of a `cpu` row of /proc/stat, in USER_HZ ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuTimes {
+    /// Normal processes in user mode (includes guest).
+    pub user: u64,
+    /// Niced processes in user mode (includes guest_nice).
+    pub nice: u64,
+    /// Kernel mode.
+    pub system: u64,
+    /// Idle.
+    pub idle: u64,
+    /// Waiting for I/O.
+    pub iowait: u64,
+    /// Servicing interrupts.
+    pub irq: u64,
+    /// Servicing softirqs.
+    pub softirq: u64,
+    /// Stolen by the hypervisor.
+    pub steal: u64,
+    /// Running a guest (already counted in `user`).
+    pub guest: u64,
+    /// Running a niced guest (already counted in `nice`).
+    pub guest_nice: u64,
+}
+
+impl CpuTimes {
+    /// All elapsed time on the CPU (guest time is inside user/nice, so not added again).
+    pub fn total(&self) -> u64 {
+        self.user
+            .saturating_add(self.nice)
+            .saturating_add(self.system)
+            .saturating_add(self.idle)
+            .saturating_add(self.iowait)
+            .saturating_add(self.irq)
+            .saturating_add(self.softirq)
+            .saturating_add(self.steal)
+    }
+}
+
+/// /proc/stat: the aggregate row, one row per online CPU, and every other line verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostStat {
+    /// The aggregate `cpu` row.
+    pub total: CpuTimes,
+    /// `cpuN` rows as (N, times), in file order.
+    pub cpus: Vec<(u32, CpuTimes)>,
+    /// The lines after the cpu rows (intr, ctxt, btime, processes, procs_running, ...), verbatim.
+    pub other_lines: Vec<String>,
+}
+
+impl HostStat {
+    /// The times of host CPU `cpu`, if it is online.
+    pub fn cpu(&self, cpu: u32) -> Option<&CpuTimes> {
+        self.cpus.iter().find(|(n, _)| *n == cpu).map(|(_, t)| t)
+    }
+
+    /// The value of a single-number line such as `btime` or `processes`.
+    pub fn field(&self, key: &str) -> Option<u64> {
+        self.other_lines.iter().find_map(|l| {
+            let mut parts = l.split_whitespace();
+            (parts.next() == Some(key)).then(|| parts.next()?.parse().ok()).flatten()
+        })
+    }
+}
+
+fn parse_cpu_times(fields: &[&str], line: &str) -> ParseResult<CpuTimes> {
+    if fields.len() < 4 {
+        return Err(ParseError::new(format!("stat: short cpu row {line:?}")));
+    }
+    let mut values = [0u64; 10];
+    for (slot, token) in values.iter_mut().zip(fields) {
+        *slot = number(token, "stat cpu time")?;
+    }
+    let [user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice] = values;
+    Ok(CpuTimes { user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice })
+}
+
+/// Parses /proc/stat.
+pub fn parse_stat(text: &str) -> ParseResult<HostStat> {
+    let mut stat = HostStat::default();
+    let mut saw_total = false;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut parts = line.split_whitespace();
+        let key = parts.next().unwrap_or("");
+        let fields: Vec<&str> = parts.collect();
+        if key == "cpu" {
+            stat.total = parse_cpu_times(&fields, line)?;
+            saw_total = true;
+        } else if let Some(n) = key.strip_prefix("cpu").filter(|n| !n.is_empty()) {
+            let n = u32::try_from(number(n, "stat cpu number")?)
+                .map_err(|_| ParseError::new("stat: cpu number out of range"))?;
+            stat.cpus.push((n, parse_cpu_times(&fields, line)?));
+        } else {
+            stat.other_lines.push(line.to_string());
+        }
+    }
+    if !saw_total {
+        return Err(ParseError::new("stat: no aggregate cpu row"));
+    }
+    Ok(stat)
+}
+
+/// One processor's block of /proc/cpuinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuinfoBlock {
+    /// The host's processor number.
+    pub processor: u32,
+    /// The block's lines after the `processor` line, verbatim, each ending in '\n'.
+    pub rest: String,
+}
+
+/// /proc/cpuinfo split into per-processor blocks (x86 layout: every block starts with
+/// "processor\t: N").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cpuinfo {
+    /// Blocks in file order.
+    pub blocks: Vec<CpuinfoBlock>,
+}
+
+/// Parses /proc/cpuinfo. Text that does not start every block with a `processor` line (non-x86
+/// layouts) is an error; callers then pass the host file through.
+pub fn parse_cpuinfo(text: &str) -> ParseResult<Cpuinfo> {
+    let mut blocks = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let block = block.trim_start_matches('\n');
+        let (first, rest) = block.split_once('\n').unwrap_or((block, ""));
+        let (key, value) = first
+            .split_once(':')
+            .ok_or_else(|| ParseError::new(format!("cpuinfo: bad first line {first:?}")))?;
+        if key.trim() != "processor" {
+            return Err(ParseError::new(format!("cpuinfo: block starts with {first:?}")));
+        }
+        let processor = u32::try_from(number(value.trim(), "cpuinfo processor")?)
+            .map_err(|_| ParseError::new("cpuinfo: processor out of range"))?;
+        let mut rest = rest.trim_end_matches('\n').to_string();
+        if !rest.is_empty() {
+            rest.push('\n');
+        }
+        blocks.push(CpuinfoBlock { processor, rest });
+    }
+    if blocks.is_empty() {
+        return Err(ParseError::new("cpuinfo: no processor blocks"));
+    }
+    Ok(Cpuinfo { blocks })
+}
+
+/// /proc/uptime: seconds since boot and summed idle seconds of all CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Uptime {
+    /// Seconds since boot.
+    pub uptime_secs: f64,
+    /// Idle seconds summed over CPUs.
+    pub idle_secs: f64,
+}
+
+/// Parses /proc/uptime.
+pub fn parse_uptime(text: &str) -> ParseResult<Uptime> {
+    let mut parts = text.split_whitespace();
+    let mut next = |what: &str| {
+        parts
+            .next()
+            .and_then(|t| t.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| ParseError::new(format!("uptime: bad {what}")))
+    };
+    Ok(Uptime { uptime_secs: next("uptime")?, idle_secs: next("idle")? })
+}
+
+/// A block device named in /proc/diskstats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskName {
+    /// Major number.
+    pub major: u32,
+    /// Minor number.
+    pub minor: u32,
+    /// Kernel name, e.g. "vda".
+    pub name: String,
+}
+
+/// Parses the device columns (major, minor, name) of /proc/diskstats.
+pub fn parse_diskstats_names(text: &str) -> ParseResult<Vec<DiskName>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 {
+                return Err(ParseError::new(format!("diskstats: short line {line:?}")));
+            }
+            let to_u32 = |t: &str| {
+                u32::try_from(number(t, "diskstats device")?)
+                    .map_err(|_| ParseError::new("diskstats: device number out of range"))
+            };
+            Ok(DiskName { major: to_u32(f[0])?, minor: to_u32(f[1])?, name: f[2].to_string() })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::fixture;
+    use proptest::prelude::*;
+
+    #[test]
+    fn meminfo_fixtures() {
+        for name in ["v1/6.18/proc-meminfo", "v2/6.1/proc-meminfo"] {
+            let m = parse_meminfo(&fixture(name)).unwrap();
+            assert_eq!(m.lines[0].key, "MemTotal", "{name}");
+            assert!(m.lines[0].in_kb);
+            assert!(m.get("MemAvailable").unwrap() <= m.get("MemTotal").unwrap());
+            let pages = m.lines.iter().find(|l| l.key == "HugePages_Total").unwrap();
+            assert!(!pages.in_kb);
+        }
+        assert!(parse_meminfo("MemTotal: x kB\n").is_err());
+        assert!(parse_meminfo("").is_err());
+    }
+
+    #[test]
+    fn stat_fixtures() {
+        for name in ["v1/6.18/proc-stat", "v2/6.1/proc-stat"] {
+            let s = parse_stat(&fixture(name)).unwrap();
+            assert!(!s.cpus.is_empty(), "{name}");
+            assert_eq!(s.cpus[0].0, 0);
+            assert!(s.field("btime").unwrap() > 0);
+            assert!(s.other_lines.iter().any(|l| l.starts_with("intr ")));
+            let sum: u64 = s.cpus.iter().map(|(_, t)| t.user).sum();
+            assert!(sum.abs_diff(s.total.user) <= s.cpus.len() as u64 * 2, "{name}");
+        }
+        assert!(parse_stat("cpu0 1 2 3 4\n").is_err());
+        assert!(parse_stat("cpu 1 2\n").is_err());
+    }
+
+    #[test]
+    fn cpuinfo_fixtures() {
+        for name in ["v1/6.18/proc-cpuinfo", "v2/6.1/proc-cpuinfo"] {
+            let c = parse_cpuinfo(&fixture(name)).unwrap();
+            let numbers: Vec<u32> = c.blocks.iter().map(|b| b.processor).collect();
+            assert_eq!(numbers, (0..numbers.len() as u32).collect::<Vec<_>>(), "{name}");
+            assert!(c.blocks[0].rest.contains("model name"));
+        }
+        assert!(parse_cpuinfo("Processor\t: AArch64\n").is_err());
+    }
+
+    #[test]
+    fn uptime_and_diskstats() {
+        let u = parse_uptime(&fixture("v2/6.1/proc-uptime")).unwrap();
+        assert!(u.uptime_secs > 0.0);
+        assert!(parse_uptime("1.0").is_err());
+        let names = parse_diskstats_names(&fixture("v2/6.1/proc-diskstats")).unwrap();
+        assert!(!names.is_empty());
+        assert!(parse_diskstats_names("8 0\n").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panic(text in "[0-9a-z:_ .\n\t]{0,120}") {
+            let _ = parse_meminfo(&text);
+            let _ = parse_stat(&text);
+            let _ = parse_cpuinfo(&text);
+            let _ = parse_uptime(&text);
+            let _ = parse_diskstats_names(&text);
+        }
+    }
+}

@@ -1,0 +1,531 @@
+//! I/O at the edge: reads a container's cgroup files through a [`Layout`] into a
+//! [`ContainerSnapshot`]. All interpretation is done by the pure parsers.
+
+use crate::error::{Error, ParseError, Result};
+use crate::layout::{CgroupSet, Controller, HostPaths, Layout, Version};
+use crate::model::{
+    ContainerSnapshot, CpuQuota, CpuSnapshot, CpuUsage, MemorySnapshot, MemoryStat,
+    PressureSnapshot, TaskCounts,
+};
+use crate::parse::cgroupfs::{self, IoDeviceStat, Psi};
+use crate::parse::cpulist::parse_cpulist;
+use crate::parse::proc_pid::{parse_pid_cgroup, parse_proc_stat};
+use crate::parse::ParseResult;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Kernel USER_HZ: the unit of cpuacct.stat and /proc/<pid>/stat times.
+pub const USER_HZ: u64 = 100;
+
+/// Identifies one container instance: its cgroup set plus the inode of every cgroup directory,
+/// so a cgroup removed and recreated under the same path is a different container.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContainerId {
+    /// Paths in every hierarchy.
+    pub set: CgroupSet,
+    /// Inode of each directory (0 where the set has no path), same order as `set.paths`.
+    pub inodes: Vec<u64>,
+}
+
+/// Reads cgroup state for any process or cgroup set on the host.
+#[derive(Debug, Clone)]
+pub struct CgroupReader {
+    layout: Layout,
+    paths: HostPaths,
+}
+
+/// Reads a whole file, mapping errors with the path.
+pub fn read_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads a file that may legitimately be absent (a controller feature the kernel lacks).
+fn read_optional(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn parsed<T>(path: &Path, result: ParseResult<T>) -> Result<T> {
+    result.map_err(|e| Error::parse(path, e))
+}
+
+impl CgroupReader {
+    /// A reader over an explicit layout.
+    pub fn new(layout: Layout, paths: HostPaths) -> Self {
+        CgroupReader { layout, paths }
+    }
+
+    /// Discovers the layout under `paths` and builds a reader.
+    pub fn discover(paths: HostPaths) -> Result<Self> {
+        Ok(CgroupReader::new(Layout::discover(&paths)?, paths))
+    }
+
+    /// The layout in use.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The host roots in use.
+    pub fn host_paths(&self) -> &HostPaths {
+        &self.paths
+    }
+
+    /// The cgroups of process or thread `pid` (a host pid).
+    pub fn cgroups_of(&self, pid: u32) -> Result<CgroupSet> {
+        let path = self.paths.proc_root.join(format!("{pid}/cgroup"));
+        let text = read_file(&path)?;
+        let lines = parsed(&path, parse_pid_cgroup(&text))?;
+        Ok(self.layout.cgroup_set(&lines))
+    }
+
+    /// The directory of `set`'s cgroup in the hierarchy providing `controller`.
+    pub fn dir(&self, set: &CgroupSet, controller: Controller) -> Option<(Version, PathBuf)> {
+        let index = self.layout.hierarchy_for(controller)?;
+        let hierarchy = &self.layout.hierarchies[index];
+        let path = set.path(index)?;
+        Some((hierarchy.version, join_cgroup(&hierarchy.mount_point, path)))
+    }
+
+    /// The container's identity: its set plus directory inodes. Fails with `Vanished` when a
+    /// directory is gone.
+    pub fn identity(&self, set: &CgroupSet) -> Result<ContainerId> {
+        let inodes = self
+            .layout
+            .hierarchies
+            .iter()
+            .zip(&set.paths)
+            .map(|(h, path)| match path {
+                None => Ok(0),
+                Some(p) => {
+                    let dir = join_cgroup(&h.mount_point, p);
+                    std::fs::metadata(&dir).map(|m| m.ino()).map_err(|e| Error::io(&dir, e))
+                }
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        Ok(ContainerId { set: set.clone(), inodes })
+    }
+
+    /// Reads everything the views need. A cgroup that vanishes during the read is `Vanished`.
+    pub fn snapshot(&self, set: &CgroupSet) -> Result<ContainerSnapshot> {
+        let snapshot = ContainerSnapshot {
+            memory: self.memory(set)?,
+            cpu: self.cpu(set)?,
+            io: self.io(set)?,
+            pressure: self.pressure(set)?,
+        };
+        // Optional files read as absent could mean the cgroup went away mid-read: confirm.
+        self.identity(set)?;
+        Ok(snapshot)
+    }
+
+    /// Memory limits and usage; `None` without a memory controller.
+    pub fn memory(&self, set: &CgroupSet) -> Result<Option<MemorySnapshot>> {
+        let Some((version, dir)) = self.dir(set, Controller::Memory) else { return Ok(None) };
+        let ancestors = ancestors(&dir, set, &self.layout, Controller::Memory);
+        let snapshot = match version {
+            Version::V2 => {
+                let limit_bytes = min_limit(&ancestors, "memory.max", cgroupfs::parse_limit)?;
+                let usage_bytes = read_u64(&dir.join("memory.current"))?;
+                let swap_file = dir.join("memory.swap.current");
+                let swap_current = read_optional(&swap_file)?;
+                let swap_accounted = swap_current.is_some();
+                let swap_usage_bytes = match swap_current {
+                    Some(text) => parsed(&swap_file, cgroupfs::parse_u64(&text))?,
+                    None => 0,
+                };
+                let swap_limit_bytes = if swap_accounted {
+                    min_limit(&ancestors, "memory.swap.max", cgroupfs::parse_limit)?
+                } else {
+                    None
+                };
+                let stat_path = dir.join("memory.stat");
+                let keys = parsed(&stat_path, cgroupfs::parse_flat_keyed(&read_file(&stat_path)?))?;
+                MemorySnapshot {
+                    limit_bytes,
+                    usage_bytes,
+                    swap_limit_bytes,
+                    swap_usage_bytes,
+                    swap_accounted,
+                    stat: MemoryStat::from_v2(&keys),
+                }
+            }
+            Version::V1 => {
+                let limit_bytes = min_limit(&ancestors, "memory.limit_in_bytes", v1_limit)?;
+                let usage_bytes = read_u64(&dir.join("memory.usage_in_bytes"))?;
+                let memsw_usage_path = dir.join("memory.memsw.usage_in_bytes");
+                let memsw_usage = read_optional(&memsw_usage_path)?;
+                let swap_accounted = memsw_usage.is_some();
+                let (swap_limit_bytes, swap_usage_bytes) = match memsw_usage {
+                    Some(text) => {
+                        let memsw_usage = parsed(&memsw_usage_path, cgroupfs::parse_u64(&text))?;
+                        let memsw_limit =
+                            min_limit(&ancestors, "memory.memsw.limit_in_bytes", v1_limit)?;
+                        let swap_limit = match (memsw_limit, limit_bytes) {
+                            (Some(sw), Some(mem)) => Some(sw.saturating_sub(mem)),
+                            _ => None,
+                        };
+                        (swap_limit, memsw_usage.saturating_sub(usage_bytes))
+                    }
+                    None => (None, 0),
+                };
+                let stat_path = dir.join("memory.stat");
+                let keys = parsed(&stat_path, cgroupfs::parse_flat_keyed(&read_file(&stat_path)?))?;
+                MemorySnapshot {
+                    limit_bytes,
+                    usage_bytes,
+                    swap_limit_bytes,
+                    swap_usage_bytes,
+                    swap_accounted,
+                    stat: MemoryStat::from_v1(&keys),
+                }
+            }
+        };
+        Ok(Some(snapshot))
+    }
+
+    /// CPU set, quota and usage.
+    pub fn cpu(&self, set: &CgroupSet) -> Result<CpuSnapshot> {
+        let cpuset = match self.dir(set, Controller::Cpuset) {
+            Some((version, dir)) => {
+                let file = match version {
+                    Version::V2 => dir.join("cpuset.cpus.effective"),
+                    Version::V1 => dir.join("cpuset.effective_cpus"),
+                };
+                let file = if version == Version::V1 && !file.exists() {
+                    dir.join("cpuset.cpus")
+                } else {
+                    file
+                };
+                let text = read_file(&file)?;
+                Some(parsed(&file, parse_cpulist(&text))?)
+            }
+            None => None,
+        };
+        let quota = match self.dir(set, Controller::Cpu) {
+            Some((version, dir)) => {
+                let ancestors = ancestors(&dir, set, &self.layout, Controller::Cpu);
+                min_quota(&ancestors, version)?
+            }
+            None => None,
+        };
+        let usage = match self.dir(set, Controller::Cpuacct) {
+            Some((Version::V2, dir)) => {
+                let path = dir.join("cpu.stat");
+                let keys = parsed(&path, cgroupfs::parse_flat_keyed(&read_file(&path)?))?;
+                let get = |k: &str| {
+                    keys.get(k).copied().ok_or_else(|| {
+                        Error::parse(&path, ParseError::new(format!("cpu.stat: no {k}")))
+                    })
+                };
+                CpuUsage {
+                    user_ns: get("user_usec")?.saturating_mul(1000),
+                    system_ns: get("system_usec")?.saturating_mul(1000),
+                    per_cpu: None,
+                }
+            }
+            Some((Version::V1, dir)) => {
+                let path = dir.join("cpuacct.usage_all");
+                match read_optional(&path)? {
+                    Some(text) => {
+                        let rows = parsed(&path, cgroupfs::parse_usage_all(&text))?;
+                        CpuUsage {
+                            user_ns: rows.iter().map(|r| r.user_ns).sum(),
+                            system_ns: rows.iter().map(|r| r.system_ns).sum(),
+                            per_cpu: Some(rows),
+                        }
+                    }
+                    None => {
+                        let path = dir.join("cpuacct.stat");
+                        let keys = parsed(&path, cgroupfs::parse_flat_keyed(&read_file(&path)?))?;
+                        let ns = |k: &str| {
+                            keys.get(k).copied().unwrap_or(0).saturating_mul(1_000_000_000 / USER_HZ)
+                        };
+                        CpuUsage { user_ns: ns("user"), system_ns: ns("system"), per_cpu: None }
+                    }
+                }
+            }
+            None => CpuUsage::default(),
+        };
+        Ok(CpuSnapshot { cpuset, quota, usage })
+    }
+
+    /// Block I/O per device.
+    pub fn io(&self, set: &CgroupSet) -> Result<Vec<IoDeviceStat>> {
+        match self.dir(set, Controller::Io) {
+            Some((Version::V2, dir)) => {
+                let path = dir.join("io.stat");
+                match read_optional(&path)? {
+                    Some(text) => parsed(&path, cgroupfs::parse_io_stat(&text)),
+                    None => Ok(Vec::new()),
+                }
+            }
+            Some((Version::V1, dir)) => {
+                let bytes_path = dir.join("blkio.throttle.io_service_bytes");
+                let ios_path = dir.join("blkio.throttle.io_serviced");
+                let (Some(bytes), Some(ios)) =
+                    (read_optional(&bytes_path)?, read_optional(&ios_path)?)
+                else {
+                    return Ok(Vec::new());
+                };
+                parsed(&bytes_path, cgroupfs::parse_blkio(&bytes, &ios))
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Pressure files of the container's v2 cgroup; `None` on v1-only containers.
+    pub fn pressure(&self, set: &CgroupSet) -> Result<Option<PressureSnapshot>> {
+        let Some(index) = self.layout.hierarchies.iter().position(|h| h.version == Version::V2)
+        else {
+            return Ok(None);
+        };
+        // On hybrid hosts the unified hierarchy carries no controllers: its PSI is not the
+        // container's (it is wherever systemd put the process), so report none.
+        if self.layout.hierarchy_for(Controller::Memory) != Some(index) {
+            return Ok(None);
+        }
+        let Some(path) = set.path(index) else { return Ok(None) };
+        let dir = join_cgroup(&self.layout.hierarchies[index].mount_point, path);
+        let psi = |name: &str| -> Result<Option<Psi>> {
+            let file = dir.join(name);
+            match read_optional(&file)? {
+                Some(text) => Ok(Some(parsed(&file, cgroupfs::parse_psi(&text))?)),
+                None => Ok(None),
+            }
+        };
+        Ok(Some(PressureSnapshot {
+            cpu: psi("cpu.pressure")?,
+            memory: psi("memory.pressure")?,
+            io: psi("io.pressure")?,
+        }))
+    }
+
+    /// Thread ids of the container (v2 cgroup.threads, v1 `tasks` of the pids, cpu or memory
+    /// hierarchy).
+    pub fn thread_ids(&self, set: &CgroupSet) -> Result<Vec<u32>> {
+        let dir = [Controller::Pids, Controller::Cpu, Controller::Memory]
+            .into_iter()
+            .find_map(|c| self.dir(set, c));
+        let Some((version, dir)) = dir else { return Ok(Vec::new()) };
+        let path = match version {
+            Version::V2 => dir.join("cgroup.threads"),
+            Version::V1 => dir.join("tasks"),
+        };
+        let text = read_file(&path)?;
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.trim().parse::<u32>().map_err(|_| {
+                    Error::parse(&path, ParseError::new(format!("bad thread id {l:?}")))
+                })
+            })
+            .collect()
+    }
+
+    /// Counts the container's threads by state. Threads exiting during the count are skipped.
+    pub fn task_counts(&self, set: &CgroupSet) -> Result<TaskCounts> {
+        let mut counts = TaskCounts::default();
+        for tid in self.thread_ids(set)? {
+            let path = self.paths.proc_root.join(format!("{tid}/stat"));
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let Ok(stat) = parse_proc_stat(&text) else { continue };
+            counts.total += 1;
+            match stat.state {
+                'R' => counts.running += 1,
+                'D' => counts.blocked += 1,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// `mount_point` joined with an absolute cgroup path.
+fn join_cgroup(mount_point: &Path, cgroup: &str) -> PathBuf {
+    let relative = cgroup.trim_start_matches('/');
+    if relative.is_empty() {
+        mount_point.to_path_buf()
+    } else {
+        mount_point.join(relative)
+    }
+}
+
+/// The cgroup directory and its non-root ancestors within the same mount, innermost first.
+fn ancestors(dir: &Path, set: &CgroupSet, layout: &Layout, controller: Controller) -> Vec<PathBuf> {
+    let depth = layout
+        .hierarchy_for(controller)
+        .and_then(|i| set.path(i))
+        .map(|p| p.split('/').filter(|c| !c.is_empty()).count())
+        .unwrap_or(0);
+    let mut dirs = Vec::with_capacity(depth);
+    let mut current = Some(dir);
+    for _ in 0..depth {
+        let Some(d) = current else { break };
+        dirs.push(d.to_path_buf());
+        current = d.parent();
+    }
+    dirs
+}
+
+fn read_u64(path: &Path) -> Result<u64> {
+    parsed(path, cgroupfs::parse_u64(&read_file(path)?))
+}
+
+/// v1 memory limits are numbers; the kernel's "unlimited" is a huge page-aligned value, kept as is
+/// (it is capped by the host's memory when rendered).
+fn v1_limit(text: &str) -> ParseResult<Option<u64>> {
+    cgroupfs::parse_u64(text).map(Some)
+}
+
+/// The minimum of a limit file over `dirs`; a missing file at an ancestor means no limit there.
+fn min_limit(
+    dirs: &[PathBuf],
+    file: &str,
+    parse: fn(&str) -> ParseResult<Option<u64>>,
+) -> Result<Option<u64>> {
+    let mut min: Option<u64> = None;
+    for (i, dir) in dirs.iter().enumerate() {
+        let path = dir.join(file);
+        let text = if i == 0 { Some(read_file(&path)?) } else { read_optional(&path)? };
+        if let Some(limit) = text.map(|t| parsed(&path, parse(&t))).transpose()?.flatten() {
+            min = Some(min.map_or(limit, |m| m.min(limit)));
+        }
+    }
+    Ok(min)
+}
+
+/// The tightest quota (smallest quota/period ratio) over `dirs`.
+fn min_quota(dirs: &[PathBuf], version: Version) -> Result<Option<CpuQuota>> {
+    let mut best: Option<CpuQuota> = None;
+    for dir in dirs {
+        let quota = match version {
+            Version::V2 => {
+                let path = dir.join("cpu.max");
+                let Some(text) = read_optional(&path)? else { continue };
+                let max = parsed(&path, cgroupfs::parse_cpu_max(&text))?;
+                max.quota_us.map(|q| CpuQuota { quota_us: q, period_us: max.period_us })
+            }
+            Version::V1 => {
+                let quota_path = dir.join("cpu.cfs_quota_us");
+                let Some(text) = read_optional(&quota_path)? else { continue };
+                match parsed(&quota_path, cgroupfs::parse_v1_quota(&text))? {
+                    Some(q) => {
+                        let period_us = read_u64(&dir.join("cpu.cfs_period_us"))?;
+                        (period_us > 0).then_some(CpuQuota { quota_us: q, period_us })
+                    }
+                    None => None,
+                }
+            }
+        };
+        if let Some(q) = quota {
+            let tighter = best.is_none_or(|b| {
+                u128::from(q.quota_us) * u128::from(b.period_us)
+                    < u128::from(b.quota_us) * u128::from(q.period_us)
+            });
+            if tighter {
+                best = Some(q);
+            }
+        }
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::mountinfo::parse_mountinfo;
+    use crate::testutil::{copy_fixture_dir, FakeTree};
+
+    /// A v1 tree with the fixture cgroup at /fixture-capture, and a parent with a tighter limit.
+    #[test]
+    fn v1_snapshot_from_fixtures() {
+        let tree = FakeTree::new();
+        let mounts = ["memory", "cpu", "cpuacct", "cpuset", "blkio", "pids"];
+        let mut mountinfo = String::new();
+        for (i, m) in mounts.iter().enumerate() {
+            let dir = tree.path(&format!("cg/{m}/parent/fixture-capture"));
+            copy_fixture_dir("v1/6.18", &dir);
+            mountinfo.push_str(&format!(
+                "{} 1 0:{} / {} rw - cgroup cgroup rw,{m}\n",
+                30 + i,
+                40 + i,
+                tree.path(&format!("cg/{m}")).display()
+            ));
+        }
+        tree.write("cg/memory/parent/memory.limit_in_bytes", "134217728\n");
+        tree.write("cg/cpu/parent/cpu.cfs_quota_us", "-1\n");
+        tree.write("cg/cpu/parent/cpu.cfs_period_us", "100000\n");
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "");
+        let reader = CgroupReader::new(layout, HostPaths::default());
+        let lines = parse_pid_cgroup(
+            "8:pids:/parent/fixture-capture\n7:blkio:/parent/fixture-capture\n\
+             4:memory:/parent/fixture-capture\n3:cpuset:/parent/fixture-capture\n\
+             2:cpuacct:/parent/fixture-capture\n1:cpu:/parent/fixture-capture\n",
+        )
+        .unwrap();
+        let set = reader.layout().cgroup_set(&lines);
+        let snap = reader.snapshot(&set).unwrap();
+        let memory = snap.memory.unwrap();
+        assert_eq!(memory.limit_bytes, Some(134217728), "minimum over ancestors");
+        assert!(memory.swap_accounted);
+        assert_eq!(memory.swap_limit_bytes, Some(536870912 - 134217728));
+        assert!(memory.usage_bytes > 0);
+        assert_eq!(snap.cpu.cpuset, Some(vec![0]));
+        assert_eq!(snap.cpu.quota, Some(CpuQuota { quota_us: 50000, period_us: 100000 }));
+        assert!(snap.cpu.usage.per_cpu.is_some());
+        assert!(snap.io.iter().any(|d| d.read_bytes > 0));
+        assert!(snap.pressure.is_none());
+    }
+
+    #[test]
+    fn v2_snapshot_from_fixtures() {
+        let tree = FakeTree::new();
+        copy_fixture_dir("v2/6.1", &tree.path("cg/fixture"));
+        tree.write("cg/cgroup.controllers", "cpuset cpu io memory pids\n");
+        let mountinfo = format!("25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n", tree.path("cg").display());
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "cpuset cpu io memory pids");
+        let reader = CgroupReader::new(layout, HostPaths::default());
+        let set = reader.layout().cgroup_set(&parse_pid_cgroup("0::/fixture\n").unwrap());
+        let snap = reader.snapshot(&set).unwrap();
+        let memory = snap.memory.unwrap();
+        assert_eq!(memory.limit_bytes, Some(268435456));
+        assert_eq!(memory.swap_limit_bytes, Some(134217728));
+        assert!(memory.swap_usage_bytes > 0);
+        assert_eq!(snap.cpu.cpuset, Some(vec![0]));
+        assert_eq!(snap.cpu.quota, Some(CpuQuota { quota_us: 50000, period_us: 100000 }));
+        assert!(snap.cpu.usage.user_ns > 0 && snap.cpu.usage.per_cpu.is_none());
+        assert!(snap.pressure.unwrap().memory.is_some());
+        assert_eq!(snap.io.len(), 1);
+    }
+
+    #[test]
+    fn vanished_cgroup_is_reported() {
+        let tree = FakeTree::new();
+        copy_fixture_dir("v2/6.1", &tree.path("cg/fixture"));
+        let mountinfo = format!("25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n", tree.path("cg").display());
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "memory cpu");
+        let reader = CgroupReader::new(layout, HostPaths::default());
+        let set = reader.layout().cgroup_set(&parse_pid_cgroup("0::/gone\n").unwrap());
+        let err = reader.snapshot(&set).unwrap_err();
+        assert!(matches!(err, Error::Vanished { .. }), "{err}");
+        assert_eq!(err.errno(), libc::ENOENT);
+    }
+
+    #[test]
+    fn malformed_file_is_a_parse_error() {
+        let tree = FakeTree::new();
+        copy_fixture_dir("v2/6.1", &tree.path("cg/fixture"));
+        tree.write("cg/fixture/memory.current", "lots\n");
+        let mountinfo = format!("25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n", tree.path("cg").display());
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "memory");
+        let reader = CgroupReader::new(layout, HostPaths::default());
+        let set = reader.layout().cgroup_set(&parse_pid_cgroup("0::/fixture\n").unwrap());
+        let err = reader.memory(&set).unwrap_err();
+        assert!(matches!(err, Error::Parse { .. }));
+        assert!(err.to_string().contains("memory.current"), "{err}");
+    }
+}

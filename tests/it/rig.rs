@@ -1,0 +1,99 @@
+use std::process::{Command, Stdio};
+
+use anyhow::{ensure, Context, Result};
+use proclens_tests::parse;
+use proclens_tests::rig::{self, RuncContainer, TempCgroup};
+
+use crate::util::{container_cgroup, host_meminfo_kb, probe_in, probe_on_host, MIB};
+
+#[test]
+fn temp_cgroup_writes_limits_and_removes_itself() -> Result<()> {
+    let cg = container_cgroup()?;
+    let read = |controller: &str, file: &str| -> Result<String> {
+        let dir = cg.dir(controller).with_context(|| format!("no {controller} dir"))?;
+        Ok(std::fs::read_to_string(dir.join(file))?.trim().to_string())
+    };
+    let dirs: Vec<_> = cg.procs_files().iter().map(|f| f.parent().unwrap().to_owned()).collect();
+    if cg.dir("memory").is_some_and(|d| d.join("memory.limit_in_bytes").exists()) {
+        assert_eq!(read("memory", "memory.limit_in_bytes")?, (256 * MIB).to_string());
+        assert_eq!(read("cpuset", "cpuset.cpus")?, "0");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us")?, "50000");
+        assert_eq!(read("cpu", "cpu.cfs_period_us")?, "100000");
+    } else {
+        assert_eq!(read("memory", "memory.max")?, (256 * MIB).to_string());
+        assert_eq!(read("cpuset", "cpuset.cpus")?, "0");
+        assert_eq!(read("cpu", "cpu.max")?, "50000 100000");
+    }
+    let mut sleeper = Command::new("sleep").arg("1000").stdin(Stdio::null()).spawn()?;
+    cg.add_pid(sleeper.id())?;
+    assert_eq!(cg.pids()?, [sleeper.id()]);
+    drop(cg);
+    let status = sleeper.wait()?;
+    assert_eq!(status.code(), None, "the sleeper should have been killed");
+    for dir in dirs {
+        assert!(!dir.exists(), "{} still exists", dir.display());
+    }
+    Ok(())
+}
+
+#[test]
+fn probe_is_pid_1_of_a_new_namespace_inside_the_cgroup() -> Result<()> {
+    let cg = container_cgroup()?;
+    let mut probe = probe_in(&cg)?;
+    let (ns_pid, host_pid) = probe.pids()?;
+    assert_eq!(ns_pid, 1);
+    assert!(cg.pids()?.contains(&host_pid), "{host_pid} not in {:?}", cg.pids()?);
+    let cgroups = std::fs::read_to_string(format!("/proc/{host_pid}/cgroup"))?;
+    for line in cgroups.lines().filter(|l| l.contains("memory") || l.contains("cpuset")) {
+        assert!(line.ends_with(&format!("/{}", cg.name())), "{line}");
+    }
+    let meminfo = probe.read_string("/proc/meminfo".as_ref())?;
+    assert_eq!(parse::meminfo_kb(&meminfo, "MemTotal")?, host_meminfo_kb("MemTotal")?);
+    Ok(())
+}
+
+#[test]
+fn probe_on_host_is_in_every_root_cgroup() -> Result<()> {
+    rig::preflight()?;
+    let mut probe = probe_on_host()?;
+    let (_, host_pid) = probe.pids()?;
+    let cgroups = std::fs::read_to_string(format!("/proc/{host_pid}/cgroup"))?;
+    for line in cgroups.lines() {
+        assert!(line.ends_with(":/"), "not a root cgroup: {line}");
+    }
+    Ok(())
+}
+
+#[test]
+fn probe_reports_errno_and_keeps_open_files() -> Result<()> {
+    let cg = container_cgroup()?;
+    let mut probe = probe_in(&cg)?;
+    let err = probe.read("/nonexistent".as_ref()).unwrap_err();
+    assert_eq!(rig::ProbeError::errno_of(&err), Some(libc::ENOENT), "{err:#}");
+    assert_eq!(probe.stat("/proc".as_ref())?.as_deref(), Some("dir"));
+    assert_eq!(probe.stat("/nonexistent".as_ref())?, None);
+    let h = probe.open("/proc/self/cmdline".as_ref())?;
+    let first = probe.reread(h)?;
+    ensure!(first.contains("proclens-probe\0"), "own cmdline: {first:?}");
+    let tail = probe.pread(h, 1, 1 << 16)?;
+    assert_eq!(&tail[..], &first.as_bytes()[1..]);
+    probe.seek(h, 0)?;
+    assert_eq!(probe.read_in_chunks(h, 1)?, first.as_bytes());
+    probe.alloc_mib(8)?;
+    probe.free()?;
+    probe.close(h)?;
+    Ok(())
+}
+
+#[test]
+fn bare_runc_container_boots_and_sees_the_kernel_meminfo() -> Result<()> {
+    rig::preflight()?;
+    let ctr = RuncContainer::new()?.memory_limit(256 * MIB).cpus("0").cfs_quota(50_000, 100_000);
+    let out = ctr.run("free -k; cat /proc/self/cgroup")?;
+    let mem = out.lines().find(|l| l.starts_with("Mem:")).context(out.clone())?;
+    let total: u64 = mem.split_whitespace().nth(1).context("free total")?.parse()?;
+    assert_eq!(total, host_meminfo_kb("MemTotal")?, "{out}");
+    assert!(out.lines().any(|l| l.contains(":memory:") && l.ends_with(ctr.id())), "{out}");
+    let _ = TempCgroup::builder();
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Helpers shared by the test modules.
+
+use anyhow::{Context, Result};
+use proclens_tests::parse;
+use proclens_tests::rig::{self, Probe, TempCgroup};
+
+/// One mebibyte.
+pub const MIB: u64 = 1 << 20;
+
+/// The host's own `/proc/meminfo` value of `key`, in kB.
+pub fn host_meminfo_kb(key: &str) -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
+    parse::meminfo_kb(&text, key)
+}
+
+/// The container-like cgroup most view tests use: 256 MiB, CPU 0, half a CPU of CFS quota.
+pub fn container_cgroup() -> Result<TempCgroup> {
+    rig::preflight()?;
+    TempCgroup::builder().memory_limit(256 * MIB).cpus("0").cfs_quota(50_000, 100_000).create()
+}
+
+/// A probe inside `cg`, in a fresh pid namespace.
+pub fn probe_in(cg: &TempCgroup) -> Result<Probe> {
+    Probe::spawn(&cg.procs_files(), None)
+}
+
+/// A probe in the root cgroup of every hierarchy (a host process as far as cgroups go), in a
+/// fresh pid namespace.
+pub fn probe_on_host() -> Result<Probe> {
+    Probe::spawn(&rig::root_procs_files()?, None)
+}
+
+/// True if the host has at least `n` CPUs online; otherwise says loudly that `test` is skipped.
+pub fn have_cpus(n: usize, test: &str) -> Result<bool> {
+    let cpus = rig::host_cpus()?;
+    if cpus.len() >= n {
+        return Ok(true);
+    }
+    eprintln!("!!! SKIPPED {test}: needs {n} CPUs online, host has {cpus:?}");
+    Ok(false)
+}

@@ -1,0 +1,278 @@
+//! `proclens-probe`: a scripted reader that the integration tests place inside a container-like
+//! context and drive one command at a time.
+//!
+//! Usage: `proclens-probe [--uid UID] [CGROUP_PROCS_FILE]...`
+//!
+//! Start-up, in this order: write the probe's pid to every given `cgroup.procs` file (joining
+//! those cgroups), `unshare(CLONE_NEWPID)` and fork. The child is pid 1 of the new pid namespace
+//! and inherits the cgroups; it dies with the parent (`PR_SET_PDEATHSIG`), optionally drops to
+//! `UID` (gid the same, no supplementary groups), prints `READY`, then reads one command per stdin
+//! line and answers with one stdout line: `OK[ payload]` or `ERR <errno> <message>`. The parent
+//! only waits for the child and exits with its status. Start-up failures go to stderr with exit
+//! status 1, before `READY`.
+//!
+//! Byte payloads are lowercase hex, so any content survives the line protocol. Commands:
+//!
+//! | command                  | effect                                              | payload |
+//! |--------------------------|-----------------------------------------------------|---------|
+//! | `read PATH`              | open, read to EOF (64 KiB reads), close             | hex     |
+//! | `open PATH`              | open read-only, keep the fd                         | handle  |
+//! | `reread H`               | `lseek(0)` then read to EOF (64 KiB reads)          | hex     |
+//! | `readall H N`            | from the current offset, `read(N)` until EOF        | hex     |
+//! | `pread H OFF LEN`        | one `pread(LEN, OFF)`                               | hex     |
+//! | `seek H OFF`             | `lseek(OFF, SEEK_SET)`                              |         |
+//! | `close H`                | close the fd                                        |         |
+//! | `openw PATH`             | try to open for writing, close at once              |         |
+//! | `stat PATH`              | `stat`: `dir`, `file` or `other`                    | kind    |
+//! | `ls PATH`                | directory entry names, sorted, joined by `\n`       | hex     |
+//! | `alloc MIB`              | allocate MIB MiB and write every byte; keep it      |         |
+//! | `free`                   | release everything `alloc` kept                     |         |
+//! | `pid`                    | pid in the new namespace and in the host's          | `1 N`   |
+//! | `exit`                   | exit 0                                              |         |
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match start() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("proclens-probe: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Joins the cgroups, forks into a new pid namespace and runs the command loop in the child.
+fn start() -> Result<ExitCode, String> {
+    let mut uid = None;
+    let mut procs_files = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--uid" {
+            let value = args.next().ok_or("--uid needs a value")?;
+            uid = Some(value.parse::<u32>().map_err(|e| format!("--uid {value}: {e}"))?);
+        } else {
+            procs_files.push(arg);
+        }
+    }
+    let pid = std::process::id();
+    for file in &procs_files {
+        fs::write(file, pid.to_string()).map_err(|e| format!("join {file}: {e}"))?;
+    }
+    // SAFETY: plain syscall without pointers; affects only children forked after it.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Err(format!("unshare(CLONE_NEWPID): {}", io::Error::last_os_error()));
+    }
+    // SAFETY: the probe is single-threaded here, so the child may keep using std.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(format!("fork: {}", io::Error::last_os_error()));
+    }
+    if child > 0 {
+        return Ok(wait_for(child));
+    }
+    // SAFETY: plain prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
+        return Err(format!("prctl(PR_SET_PDEATHSIG): {}", io::Error::last_os_error()));
+    }
+    if let Some(uid) = uid {
+        drop_privileges(uid)?;
+    }
+    serve().map_err(|e| format!("command loop: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for the namespace's init and maps its status to the probe's exit code.
+fn wait_for(child: libc::pid_t) -> ExitCode {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer for the duration of the call.
+        let rc = unsafe { libc::waitpid(child, &mut status, 0) };
+        if rc == child {
+            break;
+        }
+        if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return ExitCode::from(1);
+        }
+    }
+    if libc::WIFEXITED(status) {
+        ExitCode::from(u8::try_from(libc::WEXITSTATUS(status)).unwrap_or(1))
+    } else {
+        ExitCode::from(128u8.saturating_add(u8::try_from(libc::WTERMSIG(status)).unwrap_or(0)))
+    }
+}
+
+/// Drops to `uid`/`uid` with no supplementary groups.
+fn drop_privileges(uid: u32) -> Result<(), String> {
+    // SAFETY: a zero-length group list with a null pointer is valid for setgroups.
+    let ok = unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(uid) == 0 && libc::setuid(uid) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("drop to uid {uid}: {}", io::Error::last_os_error()))
+    }
+}
+
+/// The command loop: one reply line per command line, until `exit` or end of input.
+fn serve() -> io::Result<()> {
+    let mut state = State::default();
+    let stdin = io::stdin();
+    let mut out = io::stdout().lock();
+    writeln!(out, "READY")?;
+    out.flush()?;
+    for line in stdin.lock().lines() {
+        let line = line?;
+        let words: Vec<&str> = line.split(' ').collect();
+        if words.first() == Some(&"exit") {
+            writeln!(out, "OK")?;
+            out.flush()?;
+            return Ok(());
+        }
+        match state.run(&words) {
+            Ok(payload) if payload.is_empty() => writeln!(out, "OK")?,
+            Ok(payload) => writeln!(out, "OK {payload}")?,
+            Err(err) => {
+                let errno = err.raw_os_error().unwrap_or(libc::EINVAL);
+                let msg = err.to_string().replace('\n', " ");
+                writeln!(out, "ERR {errno} {msg}")?;
+            }
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Open handles and memory kept between commands.
+#[derive(Default)]
+struct State {
+    files: HashMap<u32, File>,
+    next_handle: u32,
+    memory: Vec<Vec<u8>>,
+}
+
+impl State {
+    /// Runs one command; the `Ok` string is the reply payload.
+    fn run(&mut self, words: &[&str]) -> io::Result<String> {
+        match words {
+            ["read", path] => {
+                let mut file = File::open(path)?;
+                Ok(hex(&read_to_eof(&mut file, 65536)?))
+            }
+            ["open", path] => {
+                let file = File::open(path)?;
+                self.next_handle += 1;
+                self.files.insert(self.next_handle, file);
+                Ok(self.next_handle.to_string())
+            }
+            ["reread", h] => {
+                let file = self.file(h)?;
+                file.seek(SeekFrom::Start(0))?;
+                Ok(hex(&read_to_eof(file, 65536)?))
+            }
+            ["readall", h, chunk] => {
+                let chunk = number(chunk)?;
+                Ok(hex(&read_to_eof(self.file(h)?, usize::try_from(chunk).map_err(invalid)?)?))
+            }
+            ["pread", h, off, len] => {
+                let (off, len) = (number(off)?, number(len)?);
+                let mut buf = vec![0; usize::try_from(len).map_err(invalid)?];
+                let n = self.file(h)?.read_at(&mut buf, off)?;
+                Ok(hex(&buf[..n]))
+            }
+            ["seek", h, off] => {
+                let off = number(off)?;
+                self.file(h)?.seek(SeekFrom::Start(off))?;
+                Ok(String::new())
+            }
+            ["close", h] => {
+                let h = u32::try_from(number(h)?).map_err(invalid)?;
+                self.files.remove(&h).ok_or_else(|| invalid("no such handle"))?;
+                Ok(String::new())
+            }
+            ["openw", path] => {
+                OpenOptions::new().write(true).open(path)?;
+                Ok(String::new())
+            }
+            ["stat", path] => {
+                let kind = fs::metadata(path)?.file_type();
+                Ok(if kind.is_dir() {
+                    "dir"
+                } else if kind.is_file() {
+                    "file"
+                } else {
+                    "other"
+                }
+                .to_string())
+            }
+            ["ls", path] => {
+                let mut names = Vec::new();
+                for entry in fs::read_dir(path)? {
+                    names.push(entry?.file_name().to_string_lossy().into_owned());
+                }
+                names.sort();
+                Ok(hex(names.join("\n").as_bytes()))
+            }
+            ["alloc", mib] => {
+                let bytes = number(mib)? << 20;
+                // A non-zero fill writes every page, so the memory is charged at once.
+                self.memory.push(vec![0xa5; usize::try_from(bytes).map_err(invalid)?]);
+                Ok(String::new())
+            }
+            ["free"] => {
+                self.memory = Vec::new();
+                Ok(String::new())
+            }
+            ["pid"] => {
+                let host = fs::read_link("/proc/self")?;
+                Ok(format!("{} {}", std::process::id(), host.display()))
+            }
+            _ => Err(invalid(format!("unknown command {:?}", words.join(" ")))),
+        }
+    }
+
+    /// The open file behind handle `h`.
+    fn file(&mut self, h: &str) -> io::Result<&mut File> {
+        let h = u32::try_from(number(h)?).map_err(invalid)?;
+        self.files.get_mut(&h).ok_or_else(|| invalid("no such handle"))
+    }
+}
+
+/// Reads from the current offset until a read returns 0, `chunk` bytes per `read(2)`.
+fn read_to_eof(file: &mut File, chunk: usize) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0; chunk.max(1)];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Parses a decimal command argument.
+fn number(word: &str) -> io::Result<u64> {
+    word.parse().map_err(|e| invalid(format!("{word:?}: {e}")))
+}
+
+/// An `EINVAL` error carrying `msg`.
+fn invalid(msg: impl ToString) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.to_string())
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}

@@ -1,0 +1,13 @@
+//! Real-parts test rig for proclens: real FUSE mounts, real cgroups, real pid namespaces and real
+//! runc containers, each behind an RAII guard with a unique name so tests can run in parallel.
+//!
+//! Data flow of a typical test: [`rig::TempCgroup`] creates a limited cgroup, [`rig::FusedDaemon`]
+//! mounts `proclens-fused` on a fresh directory, [`rig::Probe`] starts a reader inside the cgroup
+//! and a fresh pid namespace and reads the mount's files on command, and [`parse`] turns the text
+//! into the few numbers a test asserts on. [`rig::RuncContainer`] runs real tools (`free`, `top`,
+//! `lscpu`, …) inside an OCI container whose `/proc` files are bind-mounted from the daemon.
+//!
+//! The probe reader is the `proclens-probe` binary of this crate (`src/bin/proclens-probe.rs`).
+
+pub mod parse;
+pub mod rig;

@@ -1,0 +1,112 @@
+//! Tiny parsers for the values the integration tests assert on. They fail on malformed input
+//! instead of guessing, so a garbled file fails the test that reads it.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+
+/// Parses `/proc/meminfo` text into `key -> value`; values are in kB (the `HugePages_*` counts
+/// are plain numbers). Each line must be `Key: <number>[ kB]`.
+pub fn meminfo(text: &str) -> Result<BTreeMap<String, u64>> {
+    let mut map = BTreeMap::new();
+    for line in text.lines() {
+        let (key, rest) = line.split_once(':').with_context(|| format!("meminfo line {line:?}"))?;
+        let number = rest.trim().trim_end_matches(" kB").trim();
+        let value = number.parse().with_context(|| format!("meminfo line {line:?}"))?;
+        if map.insert(key.to_string(), value).is_some() {
+            bail!("meminfo key {key:?} appears twice");
+        }
+    }
+    Ok(map)
+}
+
+/// The value of `key` in `/proc/meminfo` text, in kB.
+pub fn meminfo_kb(text: &str, key: &str) -> Result<u64> {
+    meminfo(text)?.get(key).copied().with_context(|| format!("no {key} in meminfo:\n{text}"))
+}
+
+/// The numbers of the `processor : N` lines of `/proc/cpuinfo` text, in file order.
+pub fn cpuinfo_processors(text: &str) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        if key.trim() == "processor" {
+            out.push(value.trim().parse().with_context(|| format!("cpuinfo line {line:?}"))?);
+        }
+    }
+    Ok(out)
+}
+
+/// The first word of every `/proc/stat` line that starts with `cpu` (`cpu`, `cpu0`, …), in order.
+pub fn stat_cpu_rows(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|line| line.starts_with("cpu"))
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The two fields of `/proc/uptime` text: (uptime, idle) in seconds.
+pub fn uptime(text: &str) -> Result<(f64, f64)> {
+    let mut fields = text.split_whitespace();
+    let mut next = || -> Result<f64> {
+        let field = fields.next().with_context(|| format!("uptime {text:?}"))?;
+        field.parse().with_context(|| format!("uptime {text:?}"))
+    };
+    let parsed = (next()?, next()?);
+    if fields.next().is_some() {
+        bail!("uptime has more than two fields: {text:?}");
+    }
+    Ok(parsed)
+}
+
+/// Expands a kernel cpulist (`0`, `0-3,8`, with a trailing newline) into CPU numbers.
+pub fn cpulist(text: &str) -> Result<Vec<u32>> {
+    let text = text.trim_end_matches('\n');
+    let mut out = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let bad = || format!("cpulist {text:?}");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().with_context(bad)?, b.parse().with_context(bad)?);
+                if a > b {
+                    bail!("cpulist {text:?}: descending range");
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().with_context(bad)?),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_values_in_kb() {
+        let text = "MemTotal:         262144 kB\nMemFree:          100 kB\nHugePages_Total:       0\n";
+        assert_eq!(meminfo_kb(text, "MemTotal").unwrap(), 262144);
+        assert_eq!(meminfo_kb(text, "HugePages_Total").unwrap(), 0);
+        assert!(meminfo_kb(text, "MemAvailable").is_err());
+        assert!(meminfo("MemTotal: lots kB\n").is_err());
+    }
+
+    #[test]
+    fn cpuinfo_and_stat_rows() {
+        let cpuinfo = "processor\t: 0\nmodel name\t: x\n\nprocessor\t: 1\n";
+        assert_eq!(cpuinfo_processors(cpuinfo).unwrap(), [0, 1]);
+        let stat = "cpu  1 2 3\ncpu0 1 2 3\nintr 5\nctxt 9\n";
+        assert_eq!(stat_cpu_rows(stat), ["cpu", "cpu0"]);
+    }
+
+    #[test]
+    fn uptime_and_cpulist() {
+        assert_eq!(uptime("12.50 3.25\n").unwrap(), (12.5, 3.25));
+        assert!(uptime("12.50\n").is_err());
+        assert_eq!(cpulist("0-2,5\n").unwrap(), [0, 1, 2, 5]);
+        assert_eq!(cpulist("0\n").unwrap(), [0]);
+        assert!(cpulist("2-1").is_err());
+    }
+}

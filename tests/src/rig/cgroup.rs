@@ -1,0 +1,326 @@
+//! [`TempCgroup`]: a uniquely named cgroup in every hierarchy a container view depends on, on
+//! cgroup v1 (each hierarchy found from mountinfo) and on a unified-only cgroup v2 host.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::mountinfo;
+
+/// v1 controllers a container view reads; a hierarchy carrying any of them gets a directory.
+const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "cpuset", "blkio", "pids"];
+
+/// v2 controllers enabled for the test cgroup, when the root offers them.
+const V2_CONTROLLERS: [&str; 5] = ["cpuset", "cpu", "io", "memory", "pids"];
+
+/// How long `Drop` keeps killing tasks and retrying `rmdir`.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One mounted cgroup hierarchy.
+#[derive(Clone, Debug)]
+pub struct Hierarchy {
+    /// Mount point of the hierarchy's root (e.g. `/sys/fs/cgroup/memory`).
+    pub mount: PathBuf,
+    /// v1: controllers from the mount options (`cpu`, `name=systemd`, …). v2: the root's
+    /// `cgroup.controllers`.
+    pub controllers: Vec<String>,
+    /// True for the cgroup2 hierarchy.
+    pub unified: bool,
+}
+
+impl Hierarchy {
+    /// True if `controller` is bound to this hierarchy.
+    pub fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
+}
+
+/// Every cgroup hierarchy mounted in this mount namespace, one per superblock, from
+/// `/proc/self/mountinfo` (mounts of a subtree are skipped).
+pub fn hierarchies() -> Result<Vec<Hierarchy>> {
+    let subsystems = v1_subsystems()?;
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for m in mountinfo::mounts()? {
+        if m.root != "/" || !seen.insert(m.device.clone()) {
+            continue;
+        }
+        match m.fstype.as_str() {
+            "cgroup" => {
+                let controllers = m
+                    .super_options
+                    .iter()
+                    .filter(|o| o.starts_with("name=") || subsystems.contains(o.as_str()))
+                    .cloned()
+                    .collect();
+                out.push(Hierarchy { mount: m.mountpoint, controllers, unified: false });
+            }
+            "cgroup2" => {
+                let path = m.mountpoint.join("cgroup.controllers");
+                let text = fs::read_to_string(&path)
+                    .with_context(|| format!("read {}", path.display()))?;
+                let controllers = text.split_whitespace().map(str::to_string).collect();
+                out.push(Hierarchy { mount: m.mountpoint, controllers, unified: true });
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Controller names the kernel knows, from `/proc/cgroups`.
+fn v1_subsystems() -> Result<BTreeSet<String>> {
+    let text = fs::read_to_string("/proc/cgroups").context("read /proc/cgroups")?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect())
+}
+
+/// The `cgroup.procs` file of the root cgroup of every hierarchy (v1 and v2, named ones too):
+/// a process written to all of them is a host process as far as cgroups go.
+pub fn root_procs_files() -> Result<Vec<PathBuf>> {
+    Ok(hierarchies()?.into_iter().map(|h| h.mount.join("cgroup.procs")).collect())
+}
+
+/// Limits to set on a new [`TempCgroup`]; build it with [`TempCgroupBuilder::create`].
+#[derive(Clone, Debug, Default)]
+pub struct TempCgroupBuilder {
+    memory_bytes: Option<u64>,
+    cpus: Option<String>,
+    cfs: Option<(u64, u64)>,
+}
+
+impl TempCgroupBuilder {
+    /// Memory limit in bytes (v1 `memory.limit_in_bytes`, v2 `memory.max`).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_bytes = Some(bytes);
+        self
+    }
+
+    /// Allowed CPUs as a kernel cpulist, e.g. `"0"` or `"0-1"` (`cpuset.cpus`).
+    pub fn cpus(mut self, cpulist: &str) -> Self {
+        self.cpus = Some(cpulist.to_string());
+        self
+    }
+
+    /// CFS bandwidth: `quota_us` of CPU time per `period_us` (v1 `cpu.cfs_quota_us` and
+    /// `cpu.cfs_period_us`, v2 `cpu.max`).
+    pub fn cfs_quota(mut self, quota_us: u64, period_us: u64) -> Self {
+        self.cfs = Some((quota_us, period_us));
+        self
+    }
+
+    /// Creates the cgroup directories and writes the limits. On any error the directories
+    /// already created are removed again.
+    pub fn create(self) -> Result<TempCgroup> {
+        let all = hierarchies()?;
+        let v1: Vec<&Hierarchy> = all
+            .iter()
+            .filter(|h| !h.unified && V1_CONTROLLERS.iter().any(|c| h.has(c)))
+            .collect();
+        let mut cg = TempCgroup { name: super::unique_name(), dirs: Vec::new() };
+        if !v1.is_empty() {
+            for h in v1 {
+                let path = h.mount.join(&cg.name);
+                mkdir(&path)?;
+                cg.dirs.push(Dir { path, hierarchy: h.clone() });
+            }
+            self.apply_v1(&cg)?;
+        } else {
+            let h = all
+                .iter()
+                .find(|h| h.unified)
+                .context("no cgroup hierarchy is mounted (checked /proc/self/mountinfo)")?;
+            enable_v2_controllers(&h.mount)?;
+            let path = h.mount.join(&cg.name);
+            mkdir(&path)?;
+            cg.dirs.push(Dir { path, hierarchy: h.clone() });
+            self.apply_v2(&cg)?;
+        }
+        Ok(cg)
+    }
+
+    /// Writes the limits into v1 hierarchies. A new cpuset needs `cpuset.cpus` and
+    /// `cpuset.mems` before a task can join, so both are always written.
+    fn apply_v1(&self, cg: &TempCgroup) -> Result<()> {
+        if let Some(dir) = cg.dir("cpuset") {
+            let parent = dir.parent().context("cpuset dir has a parent")?;
+            let cpus = match &self.cpus {
+                Some(cpus) => cpus.clone(),
+                None => read_trimmed(&parent.join("cpuset.cpus"))?,
+            };
+            write(&dir.join("cpuset.cpus"), &cpus)?;
+            write(&dir.join("cpuset.mems"), &read_trimmed(&parent.join("cpuset.mems"))?)?;
+        } else if self.cpus.is_some() {
+            bail!("cpuset limit requested but no v1 cpuset hierarchy is mounted");
+        }
+        if let Some(bytes) = self.memory_bytes {
+            let dir = cg.dir("memory").context("no v1 memory hierarchy is mounted")?;
+            write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+        }
+        if let Some((quota, period)) = self.cfs {
+            let dir = cg.dir("cpu").context("no v1 cpu hierarchy is mounted")?;
+            write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+            write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Writes the limits into the cgroup v2 directory.
+    fn apply_v2(&self, cg: &TempCgroup) -> Result<()> {
+        let dir = &cg.dirs[0].path;
+        if let Some(cpus) = &self.cpus {
+            write(&dir.join("cpuset.cpus"), cpus)?;
+        }
+        if let Some(bytes) = self.memory_bytes {
+            write(&dir.join("memory.max"), &bytes.to_string())?;
+        }
+        if let Some((quota, period)) = self.cfs {
+            write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Enables the test controllers the v2 root offers in its `cgroup.subtree_control`.
+fn enable_v2_controllers(root: &Path) -> Result<()> {
+    let offered = read_trimmed(&root.join("cgroup.controllers"))?;
+    let enabled = read_trimmed(&root.join("cgroup.subtree_control"))?;
+    for c in V2_CONTROLLERS {
+        let is = |list: &str| list.split_whitespace().any(|x| x == c);
+        if is(&offered) && !is(&enabled) {
+            write(&root.join("cgroup.subtree_control"), &format!("+{c}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A cgroup named `proclens-test-<pid>-<n>` directly under the root of every hierarchy carrying
+/// memory, cpu, cpuacct, cpuset, blkio or pids (v1), or the one cgroup2 hierarchy on a
+/// unified-only host. `Drop` kills every task left in it, waits until it is empty and removes it.
+#[derive(Debug)]
+pub struct TempCgroup {
+    name: String,
+    dirs: Vec<Dir>,
+}
+
+/// One directory of a [`TempCgroup`].
+#[derive(Debug)]
+struct Dir {
+    path: PathBuf,
+    hierarchy: Hierarchy,
+}
+
+impl TempCgroup {
+    /// A builder for a cgroup with the given limits.
+    pub fn builder() -> TempCgroupBuilder {
+        TempCgroupBuilder::default()
+    }
+
+    /// The cgroup's name (its directory name in every hierarchy).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cgroup's directory in the hierarchy carrying `controller` (any directory on v2).
+    pub fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|d| d.hierarchy.unified || d.hierarchy.has(controller))
+            .map(|d| d.path.as_path())
+    }
+
+    /// The `cgroup.procs` file of every directory: writing a pid to all of them moves it in.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.path.join("cgroup.procs")).collect()
+    }
+
+    /// Moves process `pid` into the cgroup in every hierarchy.
+    pub fn add_pid(&self, pid: u32) -> Result<()> {
+        for file in self.procs_files() {
+            write(&file, &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The pids in the cgroup, over all its directories, sorted and deduplicated.
+    pub fn pids(&self) -> Result<Vec<u32>> {
+        let mut pids = BTreeSet::new();
+        for d in &self.dirs {
+            pids.extend(read_pids(&d.path.join("cgroup.procs"))?);
+        }
+        Ok(pids.into_iter().collect())
+    }
+
+    /// Kills the tasks of one directory until it is empty, then removes it.
+    fn remove(dir: &Path) -> Result<()> {
+        let procs = dir.join("cgroup.procs");
+        let deadline = Instant::now() + CLEANUP_TIMEOUT;
+        loop {
+            let pids = match read_pids(&procs) {
+                Ok(pids) => pids,
+                Err(_) if !dir.exists() => return Ok(()),
+                Err(err) => return Err(err),
+            };
+            if pids.is_empty() {
+                match fs::remove_dir(dir) {
+                    Ok(()) => return Ok(()),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    // Exiting tasks keep the cgroup busy for a moment after they leave procs.
+                    Err(err) if Instant::now() >= deadline => {
+                        return Err(err).context(format!("rmdir {}", dir.display()));
+                    }
+                    Err(_) => {}
+                }
+            } else {
+                if Instant::now() >= deadline {
+                    bail!("{} still has tasks {pids:?} after {CLEANUP_TIMEOUT:?}", dir.display());
+                }
+                for pid in pids {
+                    let _ = super::process::signal(pid, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for TempCgroup {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().rev() {
+            if let Err(err) = Self::remove(&d.path) {
+                eprintln!("!!! TempCgroup {}: cleanup failed, cgroup leaked: {err:#}", self.name);
+            }
+        }
+    }
+}
+
+/// Reads a `cgroup.procs`-style file of one pid per line.
+fn read_pids(path: &Path) -> Result<Vec<u32>> {
+    let text = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    text.lines()
+        .map(|l| l.trim().parse().with_context(|| format!("{}: line {l:?}", path.display())))
+        .collect()
+}
+
+/// Reads a one-value file, without the trailing newline.
+fn read_trimmed(path: &Path) -> Result<String> {
+    let text = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    Ok(text.trim().to_string())
+}
+
+/// Writes `value` to a cgroup control file with one `write(2)`.
+fn write(path: &Path, value: &str) -> Result<()> {
+    fs::write(path, value).with_context(|| format!("write {value:?} to {}", path.display()))
+}
+
+/// Creates one cgroup directory; it must not exist yet.
+fn mkdir(path: &Path) -> Result<()> {
+    fs::create_dir(path).with_context(|| format!("mkdir {}", path.display()))
+}

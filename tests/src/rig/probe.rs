@@ -1,0 +1,247 @@
+//! [`Probe`]: drives a `proclens-probe` reader running inside given cgroups and a fresh pid
+//! namespace (protocol in `src/bin/proclens-probe.rs`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::process::{self, Captured};
+
+/// How long one command (one FUSE read, say) may take before the test fails instead of hanging.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An `ERR` reply: the command failed inside the probe with `errno`.
+#[derive(Debug)]
+pub struct ProbeError {
+    /// The errno the failing system call returned.
+    pub errno: i32,
+    /// The probe's description of the failure.
+    pub message: String,
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "errno {}: {}", self.errno, self.message)
+    }
+}
+
+impl std::error::Error for ProbeError {}
+
+impl ProbeError {
+    /// The errno of `err` if it is (or wraps) a [`ProbeError`].
+    pub fn errno_of(err: &anyhow::Error) -> Option<i32> {
+        err.chain().find_map(|e| e.downcast_ref::<ProbeError>()).map(|e| e.errno)
+    }
+}
+
+/// A file kept open inside the probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handle(u32);
+
+/// A running `proclens-probe`. Its reader is pid 1 of a new pid namespace, in the cgroups it was
+/// given. `Drop` asks it to exit and kills it (and so its whole namespace) after 5 s.
+pub struct Probe {
+    child: Child,
+    stdin: ChildStdin,
+    replies: Receiver<String>,
+    stderr: Captured,
+    spawned: Instant,
+}
+
+impl Probe {
+    /// The probe binary: env `PROCLENS_PROBE_BIN`, else `target/debug/proclens-probe`.
+    pub fn binary() -> Result<PathBuf> {
+        super::find_binary("PROCLENS_PROBE_BIN", "proclens-probe")
+    }
+
+    /// Starts a probe that joins the cgroups of the given `cgroup.procs` files, enters a fresh
+    /// pid namespace and (if `uid` is set) drops to that uid; waits for its `READY`.
+    pub fn spawn(join: &[PathBuf], uid: Option<u32>) -> Result<Self> {
+        let bin = Self::binary()?;
+        let mut cmd = Command::new(&bin);
+        if let Some(uid) = uid {
+            cmd.arg("--uid").arg(uid.to_string());
+        }
+        let spawned = Instant::now();
+        let mut child = cmd
+            .args(join)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        let stdin = child.stdin.take().context("probe stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("probe stdout")?);
+        let (stderr, _) = Captured::drain(child.stderr.take().context("probe stderr")?);
+        let (tx, replies) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut probe = Self { child, stdin, replies, stderr, spawned };
+        let ready = probe.reply("start-up")?;
+        if ready != "READY" {
+            bail!("probe said {ready:?} instead of READY");
+        }
+        Ok(probe)
+    }
+
+    /// Time since this probe was spawned: an upper bound of its pid namespace's age.
+    pub fn age(&self) -> Duration {
+        self.spawned.elapsed()
+    }
+
+    /// Opens `path`, reads it to EOF and closes it.
+    pub fn read(&mut self, path: &Path) -> Result<Vec<u8>> {
+        unhex(&self.request(&format!("read {}", path.display()))?)
+    }
+
+    /// [`Self::read`] as UTF-8 text.
+    pub fn read_string(&mut self, path: &Path) -> Result<String> {
+        text(self.read(path)?)
+    }
+
+    /// Opens `path` read-only and keeps it open.
+    pub fn open(&mut self, path: &Path) -> Result<Handle> {
+        let reply = self.request(&format!("open {}", path.display()))?;
+        Ok(Handle(reply.parse().with_context(|| format!("handle {reply:?}"))?))
+    }
+
+    /// `lseek(h, 0)` then reads to EOF: a fresh rendering of the same open file, as `top` does.
+    pub fn reread(&mut self, h: Handle) -> Result<String> {
+        text(unhex(&self.request(&format!("reread {}", h.0))?)?)
+    }
+
+    /// From the current offset, `read(h, chunk)` until EOF.
+    pub fn read_in_chunks(&mut self, h: Handle, chunk: usize) -> Result<Vec<u8>> {
+        unhex(&self.request(&format!("readall {} {chunk}", h.0))?)
+    }
+
+    /// One `pread(h, len, offset)`.
+    pub fn pread(&mut self, h: Handle, offset: u64, len: usize) -> Result<Vec<u8>> {
+        unhex(&self.request(&format!("pread {} {offset} {len}", h.0))?)
+    }
+
+    /// `lseek(h, offset, SEEK_SET)`.
+    pub fn seek(&mut self, h: Handle, offset: u64) -> Result<()> {
+        self.request(&format!("seek {} {offset}", h.0)).map(drop)
+    }
+
+    /// Closes `h`.
+    pub fn close(&mut self, h: Handle) -> Result<()> {
+        self.request(&format!("close {}", h.0)).map(drop)
+    }
+
+    /// Tries to open `path` for writing (and closes it at once).
+    pub fn open_for_write(&mut self, path: &Path) -> Result<()> {
+        self.request(&format!("openw {}", path.display())).map(drop)
+    }
+
+    /// `stat(path)`: `Some("dir" | "file" | "other")`, or `None` if it does not exist (ENOENT).
+    pub fn stat(&mut self, path: &Path) -> Result<Option<String>> {
+        match self.request(&format!("stat {}", path.display())) {
+            Ok(kind) => Ok(Some(kind)),
+            Err(err) if ProbeError::errno_of(&err) == Some(libc::ENOENT) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The entry names of directory `path`, sorted.
+    pub fn list(&mut self, path: &Path) -> Result<Vec<String>> {
+        let names = text(unhex(&self.request(&format!("ls {}", path.display()))?)?)?;
+        Ok(names.lines().map(str::to_string).collect())
+    }
+
+    /// Allocates `mib` MiB inside the probe and writes every page, so its cgroup is charged.
+    pub fn alloc_mib(&mut self, mib: u64) -> Result<()> {
+        self.request(&format!("alloc {mib}")).map(drop)
+    }
+
+    /// Releases everything [`Self::alloc_mib`] allocated.
+    pub fn free(&mut self) -> Result<()> {
+        self.request("free").map(drop)
+    }
+
+    /// The reader's pid inside its namespace (1) and in the host's.
+    pub fn pids(&mut self) -> Result<(u32, u32)> {
+        let reply = self.request("pid")?;
+        let parsed = reply.split_once(' ').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+        parsed.with_context(|| format!("pid reply {reply:?}"))
+    }
+
+    /// Sends one command and returns the payload of its `OK` reply; an `ERR` reply becomes a
+    /// [`ProbeError`].
+    fn request(&mut self, command: &str) -> Result<String> {
+        writeln!(self.stdin, "{command}")
+            .and_then(|()| self.stdin.flush())
+            .with_context(|| format!("send {command:?} to the probe; stderr: {}", self.stderr.text()))?;
+        let reply = self.reply(command)?;
+        if reply == "OK" {
+            return Ok(String::new());
+        }
+        if let Some(payload) = reply.strip_prefix("OK ") {
+            return Ok(payload.to_string());
+        }
+        if let Some(rest) = reply.strip_prefix("ERR ") {
+            let (errno, message) = rest.split_once(' ').unwrap_or((rest, ""));
+            let err = ProbeError { errno: errno.parse().unwrap_or(0), message: message.into() };
+            return Err(anyhow!(err).context(format!("probe {command:?}")));
+        }
+        bail!("probe answered {command:?} with {reply:?}")
+    }
+
+    /// The next reply line, within [`REPLY_TIMEOUT`].
+    fn reply(&mut self, command: &str) -> Result<String> {
+        match self.replies.recv_timeout(REPLY_TIMEOUT) {
+            Ok(line) => Ok(line),
+            Err(RecvTimeoutError::Timeout) => bail!(
+                "probe did not answer {command:?} within {REPLY_TIMEOUT:?} (a hung FUSE request?)"
+            ),
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = process::wait_timeout(&mut self.child, Duration::from_secs(5))?;
+                bail!(
+                    "probe exited ({status:?}) instead of answering {command:?}; stderr:\n{}",
+                    self.stderr.text()
+                )
+            }
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "exit").and_then(|()| self.stdin.flush());
+        if !matches!(process::wait_timeout(&mut self.child, Duration::from_secs(5)), Ok(Some(_))) {
+            // The reader has PR_SET_PDEATHSIG, so killing the parent ends the whole namespace.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Decodes a lowercase hex payload.
+fn unhex(hex: &str) -> Result<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        bail!("odd-length hex payload");
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            let pair = hex.get(i..i + 2).context("non-ASCII hex payload")?;
+            u8::from_str_radix(pair, 16).with_context(|| format!("hex {pair:?}"))
+        })
+        .collect()
+}
+
+/// Bytes that must be UTF-8 text.
+fn text(bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| anyhow!("file content is not UTF-8: {e}"))
+}
