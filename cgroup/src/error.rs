@@ -43,16 +43,22 @@ impl Error {
     /// Wraps an I/O error with its path, recognising "gone" errors (ENOENT, ESRCH, ENODEV) as `Vanished`.
     pub fn io(path: &Path, source: io::Error) -> Self {
         match source.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV) => {
-                Error::Vanished { path: path.to_path_buf() }
-            }
-            _ => Error::Io { path: path.to_path_buf(), source },
+            Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV) => Error::Vanished {
+                path: path.to_path_buf(),
+            },
+            _ => Error::Io {
+                path: path.to_path_buf(),
+                source,
+            },
         }
     }
 
     /// Attaches a path to a parse failure from one of the pure parsers.
     pub fn parse(path: &Path, err: ParseError) -> Self {
-        Error::Parse { path: path.to_path_buf(), reason: err.0 }
+        Error::Parse {
+            path: path.to_path_buf(),
+            reason: err.0,
+        }
     }
 }
 

@@ -17,7 +17,10 @@ pub struct HostPaths {
 
 impl Default for HostPaths {
     fn default() -> Self {
-        HostPaths { proc_root: PathBuf::from("/proc"), sys_root: PathBuf::from("/sys") }
+        HostPaths {
+            proc_root: PathBuf::from("/proc"),
+            sys_root: PathBuf::from("/sys"),
+        }
     }
 }
 
@@ -75,8 +78,20 @@ impl Controller {
 
 /// Names of v1 controllers as they appear in mount options.
 const V1_CONTROLLERS: &[&str] = &[
-    "cpuset", "cpu", "cpuacct", "blkio", "memory", "devices", "freezer", "net_cls", "perf_event",
-    "net_prio", "hugetlb", "pids", "rdma", "misc",
+    "cpuset",
+    "cpu",
+    "cpuacct",
+    "blkio",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "perf_event",
+    "net_prio",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
 ];
 
 /// One mounted hierarchy.
@@ -123,7 +138,10 @@ impl Layout {
                 }
                 "cgroup2" => Hierarchy {
                     version: Version::V2,
-                    controllers: v2_controllers.split_whitespace().map(str::to_string).collect(),
+                    controllers: v2_controllers
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect(),
                     mount_point: PathBuf::from(&m.mount_point),
                     mount_root: m.root.clone(),
                 },
@@ -163,7 +181,9 @@ impl Layout {
         v1.or_else(|| {
             self.hierarchies.iter().position(|h| {
                 h.version == Version::V2
-                    && controller.v2_name().is_none_or(|name| h.controllers.iter().any(|c| c == name))
+                    && controller
+                        .v2_name()
+                        .is_none_or(|name| h.controllers.iter().any(|c| c == name))
             })
         })
     }
@@ -245,7 +265,12 @@ mod tests {
     #[test]
     fn hybrid_host_uses_v1_for_everything() {
         let layout = v1_layout();
-        for c in [Controller::Memory, Controller::Cpu, Controller::Cpuacct, Controller::Cpuset] {
+        for c in [
+            Controller::Memory,
+            Controller::Cpu,
+            Controller::Cpuacct,
+            Controller::Cpuset,
+        ] {
             let i = layout.hierarchy_for(c).unwrap();
             assert_eq!(layout.version(i), Some(Version::V1), "{c:?}");
         }
@@ -268,9 +293,13 @@ mod tests {
     #[test]
     fn unified_only() {
         let mounts = parse_mountinfo(&fixture("v2/6.1/proc-self-mountinfo")).unwrap();
-        let layout =
-            Layout::from_mounts(&mounts, &fixture("v2/6.1/cgroup.controllers"));
-        for c in [Controller::Memory, Controller::Cpu, Controller::Cpuacct, Controller::Io] {
+        let layout = Layout::from_mounts(&mounts, &fixture("v2/6.1/cgroup.controllers"));
+        for c in [
+            Controller::Memory,
+            Controller::Cpu,
+            Controller::Cpuacct,
+            Controller::Io,
+        ] {
             assert_eq!(layout.hierarchy_for(c), Some(0), "{c:?}");
         }
         let set = layout.cgroup_set(&parse_pid_cgroup(&fixture("v2/6.1/proc-pid-cgroup")).unwrap());
@@ -281,7 +310,8 @@ mod tests {
     #[test]
     fn maps_pid_cgroup_onto_v1() {
         let layout = v1_layout();
-        let set = layout.cgroup_set(&parse_pid_cgroup(&fixture("v1/6.18/proc-pid-cgroup")).unwrap());
+        let set =
+            layout.cgroup_set(&parse_pid_cgroup(&fixture("v1/6.18/proc-pid-cgroup")).unwrap());
         let memory = layout.hierarchy_for(Controller::Memory).unwrap();
         assert_ne!(set.path(memory), Some("/"));
         let root = layout.cgroup_set(&parse_pid_cgroup("4:memory:/\n1:cpu:/\n0::/\n").unwrap());
@@ -290,8 +320,14 @@ mod tests {
 
     #[test]
     fn mount_roots_are_stripped() {
-        assert_eq!(relative_to_mount("/docker/abc/x", "/docker/abc"), Some("/x".into()));
-        assert_eq!(relative_to_mount("/docker/abc", "/docker/abc"), Some("/".into()));
+        assert_eq!(
+            relative_to_mount("/docker/abc/x", "/docker/abc"),
+            Some("/x".into())
+        );
+        assert_eq!(
+            relative_to_mount("/docker/abc", "/docker/abc"),
+            Some("/".into())
+        );
         assert_eq!(relative_to_mount("/docker/abcd", "/docker/abc"), None);
         assert_eq!(relative_to_mount("/../x", "/"), None);
     }

@@ -102,11 +102,16 @@ impl CgroupReader {
                 None => Ok(0),
                 Some(p) => {
                     let dir = join_cgroup(&h.mount_point, p);
-                    std::fs::metadata(&dir).map(|m| m.ino()).map_err(|e| Error::io(&dir, e))
+                    std::fs::metadata(&dir)
+                        .map(|m| m.ino())
+                        .map_err(|e| Error::io(&dir, e))
                 }
             })
             .collect::<Result<Vec<u64>>>()?;
-        Ok(ContainerId { set: set.clone(), inodes })
+        Ok(ContainerId {
+            set: set.clone(),
+            inodes,
+        })
     }
 
     /// Reads everything the views need. A cgroup that vanishes during the read is `Vanished`.
@@ -124,7 +129,9 @@ impl CgroupReader {
 
     /// Memory limits and usage; `None` without a memory controller.
     pub fn memory(&self, set: &CgroupSet) -> Result<Option<MemorySnapshot>> {
-        let Some((version, dir)) = self.dir(set, Controller::Memory) else { return Ok(None) };
+        let Some((version, dir)) = self.dir(set, Controller::Memory) else {
+            return Ok(None);
+        };
         let ancestors = ancestors(&dir, set, &self.layout, Controller::Memory);
         let snapshot = match version {
             Version::V2 => {
@@ -143,7 +150,10 @@ impl CgroupReader {
                     None
                 };
                 let stat_path = dir.join("memory.stat");
-                let keys = parsed(&stat_path, cgroupfs::parse_flat_keyed(&read_file(&stat_path)?))?;
+                let keys = parsed(
+                    &stat_path,
+                    cgroupfs::parse_flat_keyed(&read_file(&stat_path)?),
+                )?;
                 MemorySnapshot {
                     limit_bytes,
                     usage_bytes,
@@ -173,7 +183,10 @@ impl CgroupReader {
                     None => (None, 0),
                 };
                 let stat_path = dir.join("memory.stat");
-                let keys = parsed(&stat_path, cgroupfs::parse_flat_keyed(&read_file(&stat_path)?))?;
+                let keys = parsed(
+                    &stat_path,
+                    cgroupfs::parse_flat_keyed(&read_file(&stat_path)?),
+                )?;
                 MemorySnapshot {
                     limit_bytes,
                     usage_bytes,
@@ -242,15 +255,26 @@ impl CgroupReader {
                         let path = dir.join("cpuacct.stat");
                         let keys = parsed(&path, cgroupfs::parse_flat_keyed(&read_file(&path)?))?;
                         let ns = |k: &str| {
-                            keys.get(k).copied().unwrap_or(0).saturating_mul(1_000_000_000 / USER_HZ)
+                            keys.get(k)
+                                .copied()
+                                .unwrap_or(0)
+                                .saturating_mul(1_000_000_000 / USER_HZ)
                         };
-                        CpuUsage { user_ns: ns("user"), system_ns: ns("system"), per_cpu: None }
+                        CpuUsage {
+                            user_ns: ns("user"),
+                            system_ns: ns("system"),
+                            per_cpu: None,
+                        }
                     }
                 }
             }
             None => CpuUsage::default(),
         };
-        Ok(CpuSnapshot { cpuset, quota, usage })
+        Ok(CpuSnapshot {
+            cpuset,
+            quota,
+            usage,
+        })
     }
 
     /// Block I/O per device.
@@ -279,7 +303,11 @@ impl CgroupReader {
 
     /// Pressure files of the container's v2 cgroup; `None` on v1-only containers.
     pub fn pressure(&self, set: &CgroupSet) -> Result<Option<PressureSnapshot>> {
-        let Some(index) = self.layout.hierarchies.iter().position(|h| h.version == Version::V2)
+        let Some(index) = self
+            .layout
+            .hierarchies
+            .iter()
+            .position(|h| h.version == Version::V2)
         else {
             return Ok(None);
         };
@@ -288,7 +316,9 @@ impl CgroupReader {
         if self.layout.hierarchy_for(Controller::Memory) != Some(index) {
             return Ok(None);
         }
-        let Some(path) = set.path(index) else { return Ok(None) };
+        let Some(path) = set.path(index) else {
+            return Ok(None);
+        };
         let dir = join_cgroup(&self.layout.hierarchies[index].mount_point, path);
         let psi = |name: &str| -> Result<Option<Psi>> {
             let file = dir.join(name);
@@ -307,10 +337,25 @@ impl CgroupReader {
     /// Thread ids of the container (v2 cgroup.threads, v1 `tasks` of the pids, cpu or memory
     /// hierarchy).
     pub fn thread_ids(&self, set: &CgroupSet) -> Result<Vec<u32>> {
-        let dir = [Controller::Pids, Controller::Cpu, Controller::Memory]
-            .into_iter()
-            .find_map(|c| self.dir(set, c));
-        let Some((version, dir)) = dir else { return Ok(Vec::new()) };
+        // The first hierarchy where the container has its own cgroup: a root path would list
+        // every task of the host.
+        let dir = [
+            Controller::Pids,
+            Controller::Cpu,
+            Controller::Cpuacct,
+            Controller::Memory,
+        ]
+        .into_iter()
+        .filter(|&c| {
+            self.layout
+                .hierarchy_for(c)
+                .and_then(|i| set.path(i))
+                .is_some_and(|p| p != "/")
+        })
+        .find_map(|c| self.dir(set, c));
+        let Some((version, dir)) = dir else {
+            return Ok(Vec::new());
+        };
         let path = match version {
             Version::V2 => dir.join("cgroup.threads"),
             Version::V1 => dir.join("tasks"),
@@ -331,8 +376,12 @@ impl CgroupReader {
         let mut counts = TaskCounts::default();
         for tid in self.thread_ids(set)? {
             let path = self.paths.proc_root.join(format!("{tid}/stat"));
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            let Ok(stat) = parse_proc_stat(&text) else { continue };
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let Ok(stat) = parse_proc_stat(&text) else {
+                continue;
+            };
             counts.total += 1;
             match stat.state {
                 'R' => counts.running += 1,
@@ -390,8 +439,16 @@ fn min_limit(
     let mut min: Option<u64> = None;
     for (i, dir) in dirs.iter().enumerate() {
         let path = dir.join(file);
-        let text = if i == 0 { Some(read_file(&path)?) } else { read_optional(&path)? };
-        if let Some(limit) = text.map(|t| parsed(&path, parse(&t))).transpose()?.flatten() {
+        let text = if i == 0 {
+            Some(read_file(&path)?)
+        } else {
+            read_optional(&path)?
+        };
+        if let Some(limit) = text
+            .map(|t| parsed(&path, parse(&t)))
+            .transpose()?
+            .flatten()
+        {
             min = Some(min.map_or(limit, |m| m.min(limit)));
         }
     }
@@ -405,17 +462,27 @@ fn min_quota(dirs: &[PathBuf], version: Version) -> Result<Option<CpuQuota>> {
         let quota = match version {
             Version::V2 => {
                 let path = dir.join("cpu.max");
-                let Some(text) = read_optional(&path)? else { continue };
+                let Some(text) = read_optional(&path)? else {
+                    continue;
+                };
                 let max = parsed(&path, cgroupfs::parse_cpu_max(&text))?;
-                max.quota_us.map(|q| CpuQuota { quota_us: q, period_us: max.period_us })
+                max.quota_us.map(|q| CpuQuota {
+                    quota_us: q,
+                    period_us: max.period_us,
+                })
             }
             Version::V1 => {
                 let quota_path = dir.join("cpu.cfs_quota_us");
-                let Some(text) = read_optional(&quota_path)? else { continue };
+                let Some(text) = read_optional(&quota_path)? else {
+                    continue;
+                };
                 match parsed(&quota_path, cgroupfs::parse_v1_quota(&text))? {
                     Some(q) => {
                         let period_us = read_u64(&dir.join("cpu.cfs_period_us"))?;
-                        (period_us > 0).then_some(CpuQuota { quota_us: q, period_us })
+                        (period_us > 0).then_some(CpuQuota {
+                            quota_us: q,
+                            period_us,
+                        })
                     }
                     None => None,
                 }
@@ -470,12 +537,22 @@ mod tests {
         let set = reader.layout().cgroup_set(&lines);
         let snap = reader.snapshot(&set).unwrap();
         let memory = snap.memory.unwrap();
-        assert_eq!(memory.limit_bytes, Some(134217728), "minimum over ancestors");
+        assert_eq!(
+            memory.limit_bytes,
+            Some(134217728),
+            "minimum over ancestors"
+        );
         assert!(memory.swap_accounted);
         assert_eq!(memory.swap_limit_bytes, Some(536870912 - 134217728));
         assert!(memory.usage_bytes > 0);
         assert_eq!(snap.cpu.cpuset, Some(vec![0]));
-        assert_eq!(snap.cpu.quota, Some(CpuQuota { quota_us: 50000, period_us: 100000 }));
+        assert_eq!(
+            snap.cpu.quota,
+            Some(CpuQuota {
+                quota_us: 50000,
+                period_us: 100000
+            })
+        );
         assert!(snap.cpu.usage.per_cpu.is_some());
         assert!(snap.io.iter().any(|d| d.read_bytes > 0));
         assert!(snap.pressure.is_none());
@@ -486,17 +563,31 @@ mod tests {
         let tree = FakeTree::new();
         copy_fixture_dir("v2/6.1", &tree.path("cg/fixture"));
         tree.write("cg/cgroup.controllers", "cpuset cpu io memory pids\n");
-        let mountinfo = format!("25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n", tree.path("cg").display());
-        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "cpuset cpu io memory pids");
+        let mountinfo = format!(
+            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
+            tree.path("cg").display()
+        );
+        let layout = Layout::from_mounts(
+            &parse_mountinfo(&mountinfo).unwrap(),
+            "cpuset cpu io memory pids",
+        );
         let reader = CgroupReader::new(layout, HostPaths::default());
-        let set = reader.layout().cgroup_set(&parse_pid_cgroup("0::/fixture\n").unwrap());
+        let set = reader
+            .layout()
+            .cgroup_set(&parse_pid_cgroup("0::/fixture\n").unwrap());
         let snap = reader.snapshot(&set).unwrap();
         let memory = snap.memory.unwrap();
         assert_eq!(memory.limit_bytes, Some(268435456));
         assert_eq!(memory.swap_limit_bytes, Some(134217728));
         assert!(memory.swap_usage_bytes > 0);
         assert_eq!(snap.cpu.cpuset, Some(vec![0]));
-        assert_eq!(snap.cpu.quota, Some(CpuQuota { quota_us: 50000, period_us: 100000 }));
+        assert_eq!(
+            snap.cpu.quota,
+            Some(CpuQuota {
+                quota_us: 50000,
+                period_us: 100000
+            })
+        );
         assert!(snap.cpu.usage.user_ns > 0 && snap.cpu.usage.per_cpu.is_none());
         assert!(snap.pressure.unwrap().memory.is_some());
         assert_eq!(snap.io.len(), 1);
@@ -506,10 +597,15 @@ mod tests {
     fn vanished_cgroup_is_reported() {
         let tree = FakeTree::new();
         copy_fixture_dir("v2/6.1", &tree.path("cg/fixture"));
-        let mountinfo = format!("25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n", tree.path("cg").display());
+        let mountinfo = format!(
+            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
+            tree.path("cg").display()
+        );
         let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "memory cpu");
         let reader = CgroupReader::new(layout, HostPaths::default());
-        let set = reader.layout().cgroup_set(&parse_pid_cgroup("0::/gone\n").unwrap());
+        let set = reader
+            .layout()
+            .cgroup_set(&parse_pid_cgroup("0::/gone\n").unwrap());
         let err = reader.snapshot(&set).unwrap_err();
         assert!(matches!(err, Error::Vanished { .. }), "{err}");
         assert_eq!(err.errno(), libc::ENOENT);
@@ -520,10 +616,15 @@ mod tests {
         let tree = FakeTree::new();
         copy_fixture_dir("v2/6.1", &tree.path("cg/fixture"));
         tree.write("cg/fixture/memory.current", "lots\n");
-        let mountinfo = format!("25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n", tree.path("cg").display());
+        let mountinfo = format!(
+            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
+            tree.path("cg").display()
+        );
         let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "memory");
         let reader = CgroupReader::new(layout, HostPaths::default());
-        let set = reader.layout().cgroup_set(&parse_pid_cgroup("0::/fixture\n").unwrap());
+        let set = reader
+            .layout()
+            .cgroup_set(&parse_pid_cgroup("0::/fixture\n").unwrap());
         let err = reader.memory(&set).unwrap_err();
         assert!(matches!(err, Error::Parse { .. }));
         assert!(err.to_string().contains("memory.current"), "{err}");

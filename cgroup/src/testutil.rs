@@ -4,14 +4,18 @@ use std::path::{Path, PathBuf};
 
 /// The text of a fixture file under `cgroup/fixtures/`.
 pub(crate) fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Copies every cgroup file of a fixture directory (not the proc-* captures) into `dest`.
 pub(crate) fn copy_fixture_dir(name: &str, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
     for entry in std::fs::read_dir(src).unwrap() {
         let entry = entry.unwrap();
         let file_name = entry.file_name();
@@ -29,7 +33,9 @@ pub(crate) struct FakeTree {
 
 impl FakeTree {
     pub(crate) fn new() -> Self {
-        FakeTree { dir: tempfile::tempdir().unwrap() }
+        FakeTree {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub(crate) fn path(&self, relative: &str) -> PathBuf {

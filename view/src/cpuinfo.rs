@@ -7,7 +7,9 @@ use proclens_cgroup::parse::host::Cpuinfo;
 pub fn render_cpuinfo(host: &Cpuinfo, visible: &[u32]) -> String {
     let mut out = String::with_capacity(visible.len() * 1600);
     for (index, host_cpu) in visible.iter().enumerate() {
-        let Some(block) = host.blocks.iter().find(|b| b.processor == *host_cpu) else { continue };
+        let Some(block) = host.blocks.iter().find(|b| b.processor == *host_cpu) else {
+            continue;
+        };
         out.push_str(&format!("processor\t: {index}\n"));
         out.push_str(&block.rest);
         out.push('\n');

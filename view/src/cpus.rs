@@ -22,7 +22,11 @@ pub fn visible_cpus(
     view: CpuView,
 ) -> Vec<u32> {
     let mut cpus: Vec<u32> = match cpuset {
-        Some(set) => host_online.iter().copied().filter(|c| set.contains(c)).collect(),
+        Some(set) => host_online
+            .iter()
+            .copied()
+            .filter(|c| set.contains(c))
+            .collect(),
         None => host_online.to_vec(),
     };
     if cpus.is_empty() {
@@ -39,24 +43,48 @@ pub fn visible_cpus(
 mod tests {
     use super::*;
 
-    const HALF: CpuQuota = CpuQuota { quota_us: 50000, period_us: 100000 };
+    const HALF: CpuQuota = CpuQuota {
+        quota_us: 50000,
+        period_us: 100000,
+    };
 
     #[test]
     fn cpuset_view_ignores_quota() {
-        assert_eq!(visible_cpus(Some(&[0, 1]), Some(HALF), &[0, 1], CpuView::Cpuset), vec![0, 1]);
+        assert_eq!(
+            visible_cpus(Some(&[0, 1]), Some(HALF), &[0, 1], CpuView::Cpuset),
+            vec![0, 1]
+        );
     }
 
     #[test]
     fn quota_view_caps_count() {
-        assert_eq!(visible_cpus(Some(&[0, 1]), Some(HALF), &[0, 1], CpuView::Quota), vec![0]);
-        let big = CpuQuota { quota_us: 150000, period_us: 100000 };
-        assert_eq!(visible_cpus(None, Some(big), &[0, 1, 2, 3], CpuView::Quota), vec![0, 1]);
-        assert_eq!(visible_cpus(None, None, &[0, 1], CpuView::Quota), vec![0, 1]);
+        assert_eq!(
+            visible_cpus(Some(&[0, 1]), Some(HALF), &[0, 1], CpuView::Quota),
+            vec![0]
+        );
+        let big = CpuQuota {
+            quota_us: 150000,
+            period_us: 100000,
+        };
+        assert_eq!(
+            visible_cpus(None, Some(big), &[0, 1, 2, 3], CpuView::Quota),
+            vec![0, 1]
+        );
+        assert_eq!(
+            visible_cpus(None, None, &[0, 1], CpuView::Quota),
+            vec![0, 1]
+        );
     }
 
     #[test]
     fn offline_cpus_are_dropped() {
-        assert_eq!(visible_cpus(Some(&[1, 2]), None, &[0, 2], CpuView::Cpuset), vec![2]);
-        assert_eq!(visible_cpus(Some(&[5]), None, &[0, 1], CpuView::Cpuset), vec![0, 1]);
+        assert_eq!(
+            visible_cpus(Some(&[1, 2]), None, &[0, 2], CpuView::Cpuset),
+            vec![2]
+        );
+        assert_eq!(
+            visible_cpus(Some(&[5]), None, &[0, 1], CpuView::Cpuset),
+            vec![0, 1]
+        );
     }
 }

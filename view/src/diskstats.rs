@@ -9,7 +9,10 @@ use std::fmt::Write;
 pub fn render_diskstats(io: &[IoDeviceStat], names: &[DiskName]) -> String {
     let mut out = String::new();
     for d in io {
-        let Some(name) = names.iter().find(|n| n.major == d.major && n.minor == d.minor) else {
+        let Some(name) = names
+            .iter()
+            .find(|n| n.major == d.major && n.minor == d.minor)
+        else {
             continue;
         };
         let _ = writeln!(
@@ -44,7 +47,11 @@ mod tests {
             write_ios: 1,
             ..Default::default()
         }];
-        let names = [DiskName { major: 254, minor: 0, name: "vda".into() }];
+        let names = [DiskName {
+            major: 254,
+            minor: 0,
+            name: "vda".into(),
+        }];
         let text = render_diskstats(&io, &names);
         assert_eq!(text, " 254       0 vda 2 0 8 0 1 0 2 0 0 0 0 0 0 0 0 0 0\n");
         assert_eq!(text.split_whitespace().count(), 3 + 17);

@@ -94,7 +94,9 @@ mod tests {
 
     #[test]
     fn batch_advance_matches_steps() {
-        let mut stepped = LoadAvg { avenrun: [3000, 3000, 3000] };
+        let mut stepped = LoadAvg {
+            avenrun: [3000, 3000, 3000],
+        };
         let mut batched = stepped;
         for _ in 0..6 {
             stepped.advance(0, 1);
@@ -107,7 +109,9 @@ mod tests {
 
     #[test]
     fn format() {
-        let load = LoadAvg { avenrun: [FIXED_1 / 2, FIXED_1 * 2 + FIXED_1 / 4, 0] };
+        let load = LoadAvg {
+            avenrun: [FIXED_1 / 2, FIXED_1 * 2 + FIXED_1 / 4, 0],
+        };
         assert_eq!(render_loadavg(&load, 1, 7, 123), "0.50 2.25 0.00 1/7 123\n");
     }
 }

@@ -11,7 +11,9 @@ pub fn container_swap_kb(host: &Meminfo, memory: &MemorySnapshot) -> Option<(u64
         return None;
     }
     let host_total = host.get("SwapTotal").unwrap_or(0);
-    let total = memory.swap_limit_bytes.map_or(host_total, |b| (b / 1024).min(host_total));
+    let total = memory
+        .swap_limit_bytes
+        .map_or(host_total, |b| (b / 1024).min(host_total));
     let used = (memory.swap_usage_bytes / 1024).min(total);
     Some((total, used))
 }
@@ -20,7 +22,9 @@ pub fn container_swap_kb(host: &Meminfo, memory: &MemorySnapshot) -> Option<(u64
 /// through unchanged, in the kernel's order and column widths (`%-16s%8lu kB`).
 pub fn render_meminfo(host: &Meminfo, memory: &MemorySnapshot) -> String {
     let host_total = host.get("MemTotal").unwrap_or(0);
-    let total = memory.limit_bytes.map_or(host_total, |b| (b / 1024).min(host_total));
+    let total = memory
+        .limit_bytes
+        .map_or(host_total, |b| (b / 1024).min(host_total));
     let kb = |bytes: u64| (bytes / 1024).min(total);
     let s = &memory.stat;
     let free = total.saturating_sub(memory.usage_bytes / 1024);
@@ -98,12 +102,29 @@ mod tests {
             let text = fixture(name);
             let host = parse_meminfo(&text).unwrap();
             let rendered = render_meminfo(&host, &MemorySnapshot::default());
-            let keys = |t: &str| t.lines().map(|l| l.split(':').next().unwrap().to_string()).collect::<Vec<_>>();
-            assert_eq!(keys(&rendered), keys(&text), "{name}: same fields, same order");
+            let keys = |t: &str| {
+                t.lines()
+                    .map(|l| l.split(':').next().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                keys(&rendered),
+                keys(&text),
+                "{name}: same fields, same order"
+            );
             // Pass-through lines are byte-identical to the kernel's.
-            let host_line = text.lines().find(|l| l.starts_with("VmallocTotal")).unwrap();
-            assert!(rendered.lines().any(|l| l == host_line), "{name}: {host_line}");
-            let huge = text.lines().find(|l| l.starts_with("HugePages_Total")).unwrap();
+            let host_line = text
+                .lines()
+                .find(|l| l.starts_with("VmallocTotal"))
+                .unwrap();
+            assert!(
+                rendered.lines().any(|l| l == host_line),
+                "{name}: {host_line}"
+            );
+            let huge = text
+                .lines()
+                .find(|l| l.starts_with("HugePages_Total"))
+                .unwrap();
             assert!(rendered.lines().any(|l| l == huge), "{name}");
         }
     }

@@ -29,7 +29,11 @@ mod tests {
 
     #[test]
     fn round_trips_kernel_text() {
-        for name in ["v2/6.1/memory.pressure", "v2/6.1/io.pressure", "v2/6.1/cpu.pressure"] {
+        for name in [
+            "v2/6.1/memory.pressure",
+            "v2/6.1/io.pressure",
+            "v2/6.1/cpu.pressure",
+        ] {
             let text = fixture(name);
             assert_eq!(render_pressure(&parse_psi(&text).unwrap()), text, "{name}");
         }

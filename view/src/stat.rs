@@ -27,8 +27,16 @@ pub fn container_cpu_rows(host: &HostStat, visible: &[u32], usage: &CpuUsage) ->
             return visible
                 .iter()
                 .map(|&cpu| {
-                    let p = per_cpu.iter().find(|p| p.cpu == cpu).copied().unwrap_or_default();
-                    row(p.user_ns / NS_PER_TICK, p.system_ns / NS_PER_TICK, capacity(cpu))
+                    let p = per_cpu
+                        .iter()
+                        .find(|p| p.cpu == cpu)
+                        .copied()
+                        .unwrap_or_default();
+                    row(
+                        p.user_ns / NS_PER_TICK,
+                        p.system_ns / NS_PER_TICK,
+                        capacity(cpu),
+                    )
                 })
                 .collect();
         }
@@ -49,7 +57,12 @@ pub fn container_cpu_rows(host: &HostStat, visible: &[u32], usage: &CpuUsage) ->
 fn row(user: u64, system: u64, capacity: u64) -> CpuTimes {
     let user = user.min(capacity);
     let system = system.min(capacity - user);
-    CpuTimes { user, system, idle: capacity - user - system, ..Default::default() }
+    CpuTimes {
+        user,
+        system,
+        idle: capacity - user - system,
+        ..Default::default()
+    }
 }
 
 /// Returns `rows` with every field raised to at least its previous value, so no counter a reader
@@ -79,7 +92,16 @@ fn push_row(out: &mut String, label: &str, t: &CpuTimes) {
     let _ = writeln!(
         out,
         "{label} {} {} {} {} {} {} {} {} {} {}",
-        t.user, t.nice, t.system, t.idle, t.iowait, t.irq, t.softirq, t.steal, t.guest, t.guest_nice
+        t.user,
+        t.nice,
+        t.system,
+        t.idle,
+        t.iowait,
+        t.irq,
+        t.softirq,
+        t.steal,
+        t.guest,
+        t.guest_nice
     );
 }
 
@@ -138,8 +160,16 @@ mod tests {
             user_ns: 3_000_000_000,
             system_ns: 1_000_000_000,
             per_cpu: Some(vec![
-                PerCpuUsage { cpu: 0, user_ns: 0, system_ns: 0 },
-                PerCpuUsage { cpu: 1, user_ns: 3_000_000_000, system_ns: 1_000_000_000 },
+                PerCpuUsage {
+                    cpu: 0,
+                    user_ns: 0,
+                    system_ns: 0,
+                },
+                PerCpuUsage {
+                    cpu: 1,
+                    user_ns: 3_000_000_000,
+                    system_ns: 1_000_000_000,
+                },
             ]),
         };
         let rows = container_cpu_rows(&host, &[1], &usage);
@@ -151,7 +181,11 @@ mod tests {
     #[test]
     fn spread_when_no_split() {
         let host = host();
-        let usage = CpuUsage { user_ns: 5_010_000_000, system_ns: 0, per_cpu: None };
+        let usage = CpuUsage {
+            user_ns: 5_010_000_000,
+            system_ns: 0,
+            per_cpu: None,
+        };
         let rows = container_cpu_rows(&host, &[0, 1], &usage);
         assert_eq!((rows[0].user, rows[1].user), (251, 250));
         for (row, cpu) in rows.iter().zip([0, 1]) {
@@ -162,7 +196,11 @@ mod tests {
     #[test]
     fn busy_is_bounded_by_capacity() {
         let host = host();
-        let usage = CpuUsage { user_ns: u64::MAX, system_ns: u64::MAX, per_cpu: None };
+        let usage = CpuUsage {
+            user_ns: u64::MAX,
+            system_ns: u64::MAX,
+            per_cpu: None,
+        };
         let rows = container_cpu_rows(&host, &[0], &usage);
         assert_eq!(rows[0].idle, 0);
         assert_eq!(rows[0].total(), host.cpu(0).unwrap().total());
@@ -170,8 +208,16 @@ mod tests {
 
     #[test]
     fn monotonic_never_goes_back() {
-        let a = CpuTimes { user: 10, idle: 100, ..Default::default() };
-        let b = CpuTimes { user: 12, idle: 90, ..Default::default() };
+        let a = CpuTimes {
+            user: 10,
+            idle: 100,
+            ..Default::default()
+        };
+        let b = CpuTimes {
+            user: 12,
+            idle: 90,
+            ..Default::default()
+        };
         let out = monotonic(&[a], vec![b, b]);
         assert_eq!((out[0].user, out[0].idle), (12, 100));
         assert_eq!(out[1], b);
@@ -180,8 +226,17 @@ mod tests {
     #[test]
     fn renders_rows_and_host_lines() {
         let host = host();
-        let rows = vec![CpuTimes { user: 1, system: 2, idle: 3, ..Default::default() }];
-        let tasks = TaskCounts { running: 2, blocked: 1, total: 5 };
+        let rows = vec![CpuTimes {
+            user: 1,
+            system: 2,
+            idle: 3,
+            ..Default::default()
+        }];
+        let tasks = TaskCounts {
+            running: 2,
+            blocked: 1,
+            total: 5,
+        };
         let text = render_stat(&host, &rows, &tasks);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "cpu  1 0 2 3 0 0 0 0 0 0");
@@ -189,7 +244,11 @@ mod tests {
         assert!(!lines[2].starts_with("cpu"));
         assert!(lines.contains(&"procs_running 2"));
         assert!(lines.contains(&"procs_blocked 1"));
-        let btime = host.other_lines.iter().find(|l| l.starts_with("btime")).unwrap();
+        let btime = host
+            .other_lines
+            .iter()
+            .find(|l| l.starts_with("btime"))
+            .unwrap();
         assert!(lines.contains(&btime.as_str()));
         // The kernel's own stat parses back with one cpu row.
         let reparsed = parse_stat(&text).unwrap();

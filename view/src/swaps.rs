@@ -7,7 +7,10 @@ pub const HEADER: &str = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
 pub fn render_swaps(total_kb: u64, used_kb: u64) -> String {
     let mut out = String::from(HEADER);
     if total_kb > 0 {
-        out.push_str(&format!("{:<40}{}\t{}\t\t{}\t\t{}\n", "none", "virtual", total_kb, used_kb, 0));
+        out.push_str(&format!(
+            "{:<40}{}\t{}\t\t{}\t\t{}\n",
+            "none", "virtual", total_kb, used_kb, 0
+        ));
     }
     out
 }

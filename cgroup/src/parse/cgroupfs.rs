@@ -53,14 +53,20 @@ pub struct CpuMax {
 pub fn parse_cpu_max(text: &str) -> ParseResult<CpuMax> {
     let mut parts = text.split_whitespace();
     let (Some(quota), Some(period), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(ParseError::new(format!("cpu.max: malformed {:?}", text.trim())));
+        return Err(ParseError::new(format!(
+            "cpu.max: malformed {:?}",
+            text.trim()
+        )));
     };
     let quota_us = parse_limit(quota)?;
     let period_us = number(period, "cpu.max period")?;
     if period_us == 0 {
         return Err(ParseError::new("cpu.max: zero period"));
     }
-    Ok(CpuMax { quota_us, period_us })
+    Ok(CpuMax {
+        quota_us,
+        period_us,
+    })
 }
 
 /// One row of cpuacct.usage_all: a host CPU's user and system time charged to the cgroup, in ns.
@@ -77,15 +83,24 @@ pub struct PerCpuUsage {
 /// Parses v1 cpuacct.usage_all ("cpu user system" header, then one row per possible CPU).
 pub fn parse_usage_all(text: &str) -> ParseResult<Vec<PerCpuUsage>> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    match lines.next().map(|h| h.split_whitespace().collect::<Vec<_>>()) {
+    match lines
+        .next()
+        .map(|h| h.split_whitespace().collect::<Vec<_>>())
+    {
         Some(h) if h == ["cpu", "user", "system"] => {}
-        _ => return Err(ParseError::new("usage_all: missing 'cpu user system' header")),
+        _ => {
+            return Err(ParseError::new(
+                "usage_all: missing 'cpu user system' header",
+            ))
+        }
     }
     lines
         .map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() != 3 {
-                return Err(ParseError::new(format!("usage_all: malformed row {line:?}")));
+                return Err(ParseError::new(format!(
+                    "usage_all: malformed row {line:?}"
+                )));
             }
             let cpu = u32::try_from(number(f[0], "usage_all cpu")?)
                 .map_err(|_| ParseError::new("usage_all: cpu out of range"))?;
@@ -138,7 +153,11 @@ pub fn parse_io_stat(text: &str) -> ParseResult<Vec<IoDeviceStat>> {
         .map(|line| {
             let mut parts = line.split_whitespace();
             let (major, minor) = parse_dev(parts.next().unwrap_or(""))?;
-            let mut stat = IoDeviceStat { major, minor, ..Default::default() };
+            let mut stat = IoDeviceStat {
+                major,
+                minor,
+                ..Default::default()
+            };
             for kv in parts {
                 let (key, value) = kv
                     .split_once('=')
@@ -268,10 +287,19 @@ mod tests {
 
     #[test]
     fn v1_values() {
-        assert_eq!(parse_u64(&fixture("v1/6.18/memory.limit_in_bytes")).unwrap(), 268435456);
+        assert_eq!(
+            parse_u64(&fixture("v1/6.18/memory.limit_in_bytes")).unwrap(),
+            268435456
+        );
         assert!(parse_u64(&fixture("v1/6.18/memory.usage_in_bytes")).unwrap() > 0);
-        assert_eq!(parse_v1_quota(&fixture("v1/6.18/cpu.cfs_quota_us")).unwrap(), Some(50000));
-        assert_eq!(parse_u64(&fixture("v1/6.18/cpu.cfs_period_us")).unwrap(), 100000);
+        assert_eq!(
+            parse_v1_quota(&fixture("v1/6.18/cpu.cfs_quota_us")).unwrap(),
+            Some(50000)
+        );
+        assert_eq!(
+            parse_u64(&fixture("v1/6.18/cpu.cfs_period_us")).unwrap(),
+            100000
+        );
         assert_eq!(parse_v1_quota("-1\n").unwrap(), None);
         assert!(parse_u64("12 13").is_err());
         assert!(parse_u64("").is_err());
@@ -279,11 +307,23 @@ mod tests {
 
     #[test]
     fn v2_values() {
-        assert_eq!(parse_limit(&fixture("v2/6.1/memory.max")).unwrap(), Some(268435456));
-        assert_eq!(parse_limit(&fixture("v2/6.1/memory.swap.max")).unwrap(), Some(134217728));
+        assert_eq!(
+            parse_limit(&fixture("v2/6.1/memory.max")).unwrap(),
+            Some(268435456)
+        );
+        assert_eq!(
+            parse_limit(&fixture("v2/6.1/memory.swap.max")).unwrap(),
+            Some(134217728)
+        );
         assert_eq!(parse_limit("max\n").unwrap(), None);
         let max = parse_cpu_max(&fixture("v2/6.1/cpu.max")).unwrap();
-        assert_eq!(max, CpuMax { quota_us: Some(50000), period_us: 100000 });
+        assert_eq!(
+            max,
+            CpuMax {
+                quota_us: Some(50000),
+                period_us: 100000
+            }
+        );
         assert_eq!(parse_cpu_max("max 100000\n").unwrap().quota_us, None);
         assert!(parse_cpu_max("max 0").is_err());
         assert!(parse_cpu_max("max").is_err());
@@ -316,8 +356,8 @@ mod tests {
 
     #[test]
     fn io_stat() {
-        let rows = parse_io_stat("8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n")
-            .unwrap();
+        let rows =
+            parse_io_stat("8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n").unwrap();
         assert_eq!(
             rows,
             vec![IoDeviceStat {
@@ -358,7 +398,11 @@ mod tests {
 
     #[test]
     fn psi() {
-        for name in ["v2/6.1/memory.pressure", "v2/6.1/io.pressure", "v2/6.1/cpu.pressure"] {
+        for name in [
+            "v2/6.1/memory.pressure",
+            "v2/6.1/io.pressure",
+            "v2/6.1/cpu.pressure",
+        ] {
             let psi = parse_psi(&fixture(name)).unwrap();
             assert!(psi.full.is_some(), "{name}");
         }

@@ -23,7 +23,9 @@ pub fn parse_cpulist(text: &str) -> ParseResult<Vec<u32>> {
             }
         };
         if lo > hi {
-            return Err(ParseError::new(format!("cpulist: descending range {part:?}")));
+            return Err(ParseError::new(format!(
+                "cpulist: descending range {part:?}"
+            )));
         }
         cpus.extend(lo..=hi);
     }

@@ -45,7 +45,11 @@ pub fn parse_meminfo(text: &str) -> ParseResult<Meminfo> {
                 (Some("kB"), None) => true,
                 _ => return Err(ParseError::new(format!("meminfo: malformed line {line:?}"))),
             };
-            Ok(MeminfoLine { key: key.to_string(), value, in_kb })
+            Ok(MeminfoLine {
+                key: key.to_string(),
+                value,
+                in_kb,
+            })
         })
         .collect::<ParseResult<Vec<_>>>()?;
     if lines.is_empty() {
@@ -114,7 +118,9 @@ impl HostStat {
     pub fn field(&self, key: &str) -> Option<u64> {
         self.other_lines.iter().find_map(|l| {
             let mut parts = l.split_whitespace();
-            (parts.next() == Some(key)).then(|| parts.next()?.parse().ok()).flatten()
+            (parts.next() == Some(key))
+                .then(|| parts.next()?.parse().ok())
+                .flatten()
         })
     }
 }
@@ -128,7 +134,18 @@ fn parse_cpu_times(fields: &[&str], line: &str) -> ParseResult<CpuTimes> {
         *slot = number(token, "stat cpu time")?;
     }
     let [user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice] = values;
-    Ok(CpuTimes { user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice })
+    Ok(CpuTimes {
+        user,
+        nice,
+        system,
+        idle,
+        iowait,
+        irq,
+        softirq,
+        steal,
+        guest,
+        guest_nice,
+    })
 }
 
 /// Parses /proc/stat.
@@ -184,7 +201,9 @@ pub fn parse_cpuinfo(text: &str) -> ParseResult<Cpuinfo> {
             .split_once(':')
             .ok_or_else(|| ParseError::new(format!("cpuinfo: bad first line {first:?}")))?;
         if key.trim() != "processor" {
-            return Err(ParseError::new(format!("cpuinfo: block starts with {first:?}")));
+            return Err(ParseError::new(format!(
+                "cpuinfo: block starts with {first:?}"
+            )));
         }
         let processor = u32::try_from(number(value.trim(), "cpuinfo processor")?)
             .map_err(|_| ParseError::new("cpuinfo: processor out of range"))?;
@@ -219,7 +238,10 @@ pub fn parse_uptime(text: &str) -> ParseResult<Uptime> {
             .filter(|v| v.is_finite() && *v >= 0.0)
             .ok_or_else(|| ParseError::new(format!("uptime: bad {what}")))
     };
-    Ok(Uptime { uptime_secs: next("uptime")?, idle_secs: next("idle")? })
+    Ok(Uptime {
+        uptime_secs: next("uptime")?,
+        idle_secs: next("idle")?,
+    })
 }
 
 /// A block device named in /proc/diskstats.
@@ -246,7 +268,11 @@ pub fn parse_diskstats_names(text: &str) -> ParseResult<Vec<DiskName>> {
                 u32::try_from(number(t, "diskstats device")?)
                     .map_err(|_| ParseError::new("diskstats: device number out of range"))
             };
-            Ok(DiskName { major: to_u32(f[0])?, minor: to_u32(f[1])?, name: f[2].to_string() })
+            Ok(DiskName {
+                major: to_u32(f[0])?,
+                minor: to_u32(f[1])?,
+                name: f[2].to_string(),
+            })
         })
         .collect()
 }
@@ -280,7 +306,10 @@ mod tests {
             assert!(s.field("btime").unwrap() > 0);
             assert!(s.other_lines.iter().any(|l| l.starts_with("intr ")));
             let sum: u64 = s.cpus.iter().map(|(_, t)| t.user).sum();
-            assert!(sum.abs_diff(s.total.user) <= s.cpus.len() as u64 * 2, "{name}");
+            assert!(
+                sum.abs_diff(s.total.user) <= s.cpus.len() as u64 * 2,
+                "{name}"
+            );
         }
         assert!(parse_stat("cpu0 1 2 3 4\n").is_err());
         assert!(parse_stat("cpu 1 2\n").is_err());
@@ -291,7 +320,11 @@ mod tests {
         for name in ["v1/6.18/proc-cpuinfo", "v2/6.1/proc-cpuinfo"] {
             let c = parse_cpuinfo(&fixture(name)).unwrap();
             let numbers: Vec<u32> = c.blocks.iter().map(|b| b.processor).collect();
-            assert_eq!(numbers, (0..numbers.len() as u32).collect::<Vec<_>>(), "{name}");
+            assert_eq!(
+                numbers,
+                (0..numbers.len() as u32).collect::<Vec<_>>(),
+                "{name}"
+            );
             assert!(c.blocks[0].rest.contains("model name"));
         }
         assert!(parse_cpuinfo("Processor\t: AArch64\n").is_err());

@@ -14,7 +14,9 @@ pub type ParseResult<T> = Result<T, ParseError>;
 
 /// Parses one unsigned decimal number, naming `what` in the error.
 pub(crate) fn number(token: &str, what: &str) -> ParseResult<u64> {
-    token
-        .parse::<u64>()
-        .map_err(|_| ParseError::new(format!("{what}: expected an unsigned number, got {token:?}")))
+    token.parse::<u64>().map_err(|_| {
+        ParseError::new(format!(
+            "{what}: expected an unsigned number, got {token:?}"
+        ))
+    })
 }

@@ -18,7 +18,10 @@ pub struct MountInfo {
 
 /// Parses mountinfo text; lines that do not have the documented shape are an error.
 pub fn parse_mountinfo(text: &str) -> ParseResult<Vec<MountInfo>> {
-    text.lines().filter(|l| !l.trim().is_empty()).map(parse_line).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(parse_line)
+        .collect()
 }
 
 fn parse_line(line: &str) -> ParseResult<MountInfo> {
@@ -49,8 +52,9 @@ pub fn unescape(field: &str) -> String {
         if bytes[i] == b'\\' && i + 3 < bytes.len() {
             let digits = &bytes[i + 1..i + 4];
             if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let value =
-                    digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                let value = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
                 if let Ok(byte) = u8::try_from(value) {
                     out.push(byte);
                     i += 4;

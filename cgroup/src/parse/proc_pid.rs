@@ -21,21 +21,28 @@ pub fn parse_pid_cgroup(text: &str) -> ParseResult<Vec<CgroupLine>> {
         .filter(|l| !l.is_empty())
         .map(|line| {
             let mut parts = line.splitn(3, ':');
-            let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+            let (Some(id), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 return Err(ParseError::new(format!("cgroup: malformed line {line:?}")));
             };
             let hierarchy_id = u32::try_from(number(id, "cgroup hierarchy id")?)
                 .map_err(|_| ParseError::new("cgroup: hierarchy id out of range"))?;
             if !path.starts_with('/') {
-                return Err(ParseError::new(format!("cgroup: path not absolute in {line:?}")));
+                return Err(ParseError::new(format!(
+                    "cgroup: path not absolute in {line:?}"
+                )));
             }
             let controllers = if controllers.is_empty() {
                 Vec::new()
             } else {
                 controllers.split(',').map(str::to_string).collect()
             };
-            Ok(CgroupLine { hierarchy_id, controllers, path: path.to_string() })
+            Ok(CgroupLine {
+                hierarchy_id,
+                controllers,
+                path: path.to_string(),
+            })
         })
         .collect()
 }
@@ -54,12 +61,17 @@ pub struct ProcStat {
 /// Parses /proc/<pid>/stat. The command name may contain spaces and parentheses, so fields are
 /// counted after the last ')'.
 pub fn parse_proc_stat(text: &str) -> ParseResult<ProcStat> {
-    let close = text.rfind(')').ok_or_else(|| ParseError::new("stat: no ')' after comm"))?;
+    let close = text
+        .rfind(')')
+        .ok_or_else(|| ParseError::new("stat: no ')' after comm"))?;
     let rest = text.get(close + 1..).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // fields[0] is field 3 (state); starttime is field 22.
     if fields.len() < 20 {
-        return Err(ParseError::new(format!("stat: {} fields after comm, need 20", fields.len())));
+        return Err(ParseError::new(format!(
+            "stat: {} fields after comm, need 20",
+            fields.len()
+        )));
     }
     let state = fields[0]
         .chars()
@@ -69,7 +81,11 @@ pub fn parse_proc_stat(text: &str) -> ParseResult<ProcStat> {
     let ppid = u32::try_from(number(fields[1], "stat ppid")?)
         .map_err(|_| ParseError::new("stat: ppid out of range"))?;
     let start_time_ticks = number(fields[19], "stat starttime")?;
-    Ok(ProcStat { state, ppid, start_time_ticks })
+    Ok(ProcStat {
+        state,
+        ppid,
+        start_time_ticks,
+    })
 }
 
 /// The fields of /proc/<pid>/status that proclens uses.
@@ -142,7 +158,14 @@ mod tests {
     fn stat_comm_with_parens_and_spaces() {
         let text = "42 (a) b) (c) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 777 0 0";
         let stat = parse_proc_stat(text).unwrap();
-        assert_eq!(stat, ProcStat { state: 'S', ppid: 1, start_time_ticks: 777 });
+        assert_eq!(
+            stat,
+            ProcStat {
+                state: 'S',
+                ppid: 1,
+                start_time_ticks: 777
+            }
+        );
         assert!(parse_proc_stat("42 (x) S 1").is_err());
     }
 
@@ -151,7 +174,13 @@ mod tests {
         let status = parse_proc_status("Name:\tx\nNSpid:\t1234\t1\n").unwrap();
         assert_eq!(status.ns_pids, vec![1234, 1]);
         for name in ["v1/6.18/proc-pid-status", "v2/6.1/proc-pid-status"] {
-            assert!(!parse_proc_status(&fixture(name)).unwrap().ns_pids.is_empty(), "{name}");
+            assert!(
+                !parse_proc_status(&fixture(name))
+                    .unwrap()
+                    .ns_pids
+                    .is_empty(),
+                "{name}"
+            );
         }
         assert!(parse_proc_status("Name:\tx\n").is_err());
     }

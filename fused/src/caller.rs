@@ -1,0 +1,224 @@
+//! Whose view a request gets (DESIGN §3): the caller's cgroup, or its pid-namespace init's when
+//! that is an ancestor (systemd or LXC inside the container), never another container's.
+
+use proclens_cgroup::parse::proc_pid::{parse_proc_stat, parse_proc_status};
+use proclens_cgroup::reader::read_file;
+use proclens_cgroup::{CgroupReader, CgroupSet, Error, Result};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Most pid namespaces whose init is remembered; beyond this the cache is cleared (it refills on
+/// the next reads, at a few small /proc reads each).
+const INIT_CACHE_CAPACITY: usize = 4096;
+/// Longest parent chain walked looking for a namespace's init.
+const MAX_WALK: usize = 256;
+
+/// The container a request is answered for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    /// A process at the root of every hierarchy: gets the host's own files.
+    Host,
+    /// A process in a container.
+    Container(ContainerCaller),
+}
+
+/// What the views need to know about a container caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerCaller {
+    /// The cgroups whose limits and usage the view shows.
+    pub set: CgroupSet,
+    /// Start time of the container's init (its pid namespace's pid 1, or the oldest process of
+    /// its cgroup for callers in the host pid namespace), in ticks after boot.
+    pub start_ticks: u64,
+    /// The caller's pid inside its own pid namespace.
+    pub ns_pid: u32,
+}
+
+/// A remembered pid-namespace init, guarded against pid reuse by its start time.
+#[derive(Debug, Clone, Copy)]
+struct InitEntry {
+    pid: u32,
+    start_ticks: u64,
+}
+
+/// Resolves callers, caching pid namespace → init.
+#[derive(Debug, Default)]
+pub struct CallerResolver {
+    inits: Mutex<HashMap<u64, InitEntry>>,
+}
+
+impl CallerResolver {
+    /// Resolves the view for thread `pid` (a host tid from the FUSE request).
+    pub fn resolve(&self, reader: &CgroupReader, pid: u32) -> Result<Viewer> {
+        if pid == 0 {
+            // The kernel sends 0 for callers outside our pid namespace: we cannot tell whose
+            // view it is, so nothing is shown.
+            return Err(Error::Vanished {
+                path: "caller pid 0".into(),
+            });
+        }
+        let own = reader.cgroups_of(pid)?;
+        if own.is_root() {
+            return Ok(Viewer::Host);
+        }
+        let proc_root = &reader.host_paths().proc_root;
+        let status_path = proc_root.join(format!("{pid}/status"));
+        let status = parse_proc_status(&read_file(&status_path)?)
+            .map_err(|e| Error::parse(&status_path, e))?;
+        let ns_pid = status.ns_pids.last().copied().unwrap_or(pid);
+        if status.ns_pids.len() == 1 {
+            // Host pid namespace (hostPID pods, plain cgroup jobs): the cgroup alone decides.
+            let start_ticks = oldest_start(reader, &own).unwrap_or(0);
+            return Ok(Viewer::Container(ContainerCaller {
+                set: own,
+                start_ticks,
+                ns_pid,
+            }));
+        }
+        let init = self.init_of(reader, pid)?;
+        let init_set = reader.cgroups_of(init.pid)?;
+        let set = choose_view(&own, &init_set);
+        Ok(Viewer::Container(ContainerCaller {
+            set,
+            start_ticks: init.start_ticks,
+            ns_pid,
+        }))
+    }
+
+    /// Finds pid 1 of `pid`'s pid namespace by walking parents, cached by namespace inode.
+    fn init_of(&self, reader: &CgroupReader, pid: u32) -> Result<InitEntry> {
+        let proc_root = &reader.host_paths().proc_root;
+        let ns_path = proc_root.join(format!("{pid}/ns/pid"));
+        let ns = std::fs::metadata(&ns_path).map_err(|e| Error::io(&ns_path, e))?;
+        let ns_ino = std::os::unix::fs::MetadataExt::ino(&ns);
+        let cached = self
+            .inits
+            .lock()
+            .map(|m| m.get(&ns_ino).copied())
+            .unwrap_or(None);
+        if let Some(entry) = cached {
+            if start_ticks(reader, entry.pid).ok() == Some(entry.start_ticks) {
+                return Ok(entry);
+            }
+        }
+        let mut current = pid;
+        for _ in 0..MAX_WALK {
+            let status_path = proc_root.join(format!("{current}/status"));
+            let status = parse_proc_status(&read_file(&status_path)?)
+                .map_err(|e| Error::parse(&status_path, e))?;
+            let stat_path = proc_root.join(format!("{current}/stat"));
+            let stat = parse_proc_stat(&read_file(&stat_path)?)
+                .map_err(|e| Error::parse(&stat_path, e))?;
+            if status.ns_pids.last() == Some(&1) {
+                let entry = InitEntry {
+                    pid: current,
+                    start_ticks: stat.start_time_ticks,
+                };
+                if let Ok(mut map) = self.inits.lock() {
+                    if map.len() >= INIT_CACHE_CAPACITY {
+                        map.clear();
+                    }
+                    map.insert(ns_ino, entry);
+                }
+                return Ok(entry);
+            }
+            if stat.ppid == 0 {
+                break;
+            }
+            current = stat.ppid;
+        }
+        Err(Error::Vanished {
+            path: format!("init of pid namespace of {pid}").into(),
+        })
+    }
+}
+
+/// Start time of `pid` in ticks after boot.
+fn start_ticks(reader: &CgroupReader, pid: u32) -> Result<u64> {
+    let path = reader.host_paths().proc_root.join(format!("{pid}/stat"));
+    Ok(parse_proc_stat(&read_file(&path)?)
+        .map_err(|e| Error::parse(&path, e))?
+        .start_time_ticks)
+}
+
+/// The earliest start time among the processes of the cgroup (bounded scan).
+fn oldest_start(reader: &CgroupReader, set: &CgroupSet) -> Option<u64> {
+    let tids = reader.thread_ids(set).ok()?;
+    tids.iter()
+        .take(4096)
+        .filter_map(|&t| start_ticks(reader, t).ok())
+        .min()
+}
+
+/// Per hierarchy: the init's cgroup (with a trailing `init.scope` removed, where systemd puts
+/// PID 1) when it is a non-root ancestor of, or equal to, the caller's; otherwise the caller's own.
+pub fn choose_view(own: &CgroupSet, init: &CgroupSet) -> CgroupSet {
+    let paths = own
+        .paths
+        .iter()
+        .enumerate()
+        .map(|(i, own_path)| {
+            let own_path = own_path.as_ref()?;
+            let init_path = init
+                .path(i)
+                .map(|p| p.strip_suffix("/init.scope").unwrap_or(p));
+            match init_path {
+                Some(ip) if ip != "/" && is_ancestor_or_self(ip, own_path) => Some(ip.to_string()),
+                _ => Some(own_path.clone()),
+            }
+        })
+        .collect();
+    CgroupSet { paths }
+}
+
+fn is_ancestor_or_self(ancestor: &str, path: &str) -> bool {
+    path == ancestor
+        || path
+            .strip_prefix(ancestor)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(paths: &[&str]) -> CgroupSet {
+        CgroupSet {
+            paths: paths.iter().map(|p| Some(p.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn exec_into_container_shares_the_cgroup() {
+        assert_eq!(choose_view(&set(&["/c1"]), &set(&["/c1"])), set(&["/c1"]));
+    }
+
+    #[test]
+    fn shared_pid_namespace_pod_uses_own_cgroup() {
+        let own = set(&["/pod/app"]);
+        let pause = set(&["/pod/pause"]);
+        assert_eq!(choose_view(&own, &pause), own);
+    }
+
+    #[test]
+    fn systemd_container_uses_the_container_root() {
+        let own = set(&["/lxc/c1/system.slice/nginx.service"]);
+        let init = set(&["/lxc/c1/init.scope"]);
+        assert_eq!(choose_view(&own, &init), set(&["/lxc/c1"]));
+    }
+
+    #[test]
+    fn root_init_never_widens_the_view() {
+        let own = set(&["/limited"]);
+        assert_eq!(choose_view(&own, &set(&["/"])), own);
+        assert_eq!(choose_view(&own, &set(&["/init.scope"])), own);
+        assert!(!is_ancestor_or_self("/a", "/ab"));
+    }
+
+    #[test]
+    fn per_hierarchy_decision() {
+        let own = set(&["/c1/sub", "/"]);
+        let init = set(&["/c1", "/"]);
+        assert_eq!(choose_view(&own, &init), set(&["/c1", "/"]));
+    }
+}

@@ -1,0 +1,83 @@
+//! Command line: raw arguments (clap) → validated [`Config`].
+
+use clap::{Parser, ValueEnum};
+use proclens_view::CpuView;
+use std::path::PathBuf;
+
+/// Default mountpoint, where bind-mount manifests point (`<mnt>/proc/meminfo`, ...).
+pub const DEFAULT_MOUNTPOINT: &str = "/var/lib/proclens";
+
+/// How many CPUs a container is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CpuViewArg {
+    /// The CPUs of the container's cpuset (lxcfs's default).
+    Cpuset,
+    /// The cpuset, capped at ceil(CFS quota / period) (lxcfs --enable-cfs).
+    Quota,
+}
+
+/// proclens-fused: serves every container its own /proc and /sys/devices/system/cpu files,
+/// computed from its cgroups, in the lxcfs layout (<MOUNTPOINT>/proc/meminfo, ...).
+#[derive(Debug, Parser)]
+#[command(name = "proclens-fused", version, about, long_about = None)]
+pub struct Args {
+    /// Where to mount the filesystem; created if missing. A dead proclens mount left there by a
+    /// crash is cleared; a live FUSE mount there is an error.
+    #[arg(default_value = DEFAULT_MOUNTPOINT)]
+    pub mountpoint: PathBuf,
+
+    /// How the CPU count shown to a container is chosen: `cpuset` shows the CPUs it may run on;
+    /// `quota` also caps the count at ceil(quota/period).
+    #[arg(long, value_enum, default_value_t = CpuViewArg::Cpuset)]
+    pub cpu_view: CpuViewArg,
+
+    /// Request-serving threads, each on its own cloned /dev/fuse fd (1-64).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
+    /// `proclens_fused=debug`); overrides RUST_LOG.
+    #[arg(long)]
+    pub log_level: Option<String>,
+
+    /// Root of the procfs to read host and process files from (for tests and nested setups).
+    #[arg(long, default_value = "/proc")]
+    pub proc_root: PathBuf,
+
+    /// Root of the sysfs to read host CPU files from.
+    #[arg(long, default_value = "/sys")]
+    pub sys_root: PathBuf,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Absolute mountpoint.
+    pub mountpoint: PathBuf,
+    /// CPU view.
+    pub cpu_view: CpuView,
+    /// Worker threads.
+    pub threads: usize,
+    /// Host roots.
+    pub host: proclens_cgroup::HostPaths,
+}
+
+impl Args {
+    /// Validates the arguments.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mountpoint = crate::fuse::mount::absolute_mountpoint(&self.mountpoint)
+            .map_err(|e| anyhow::anyhow!("mountpoint {}: {e}", self.mountpoint.display()))?;
+        Ok(Config {
+            mountpoint,
+            cpu_view: match self.cpu_view {
+                CpuViewArg::Cpuset => CpuView::Cpuset,
+                CpuViewArg::Quota => CpuView::Quota,
+            },
+            threads: usize::from(self.threads),
+            host: proclens_cgroup::HostPaths {
+                proc_root: self.proc_root,
+                sys_root: self.sys_root,
+            },
+        })
+    }
+}

@@ -1,0 +1,541 @@
+//! The filesystem: the lxcfs-compatible tree, per-open rendered buffers (seq_file semantics), and
+//! the host /sys/devices/system/cpu passthrough. Implements [`Handler`].
+
+use crate::caller::{CallerResolver, Viewer};
+use crate::fuse::abi::{fopen, push_dirent};
+use crate::fuse::{Attr, Errno, Handler, Request};
+use crate::render::{Computed, Renderer};
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+const ROOT: u64 = 1;
+const PROC: u64 = 2;
+const SYS: u64 = 3;
+const SYS_DEVICES: u64 = 4;
+const SYS_SYSTEM: u64 = 5;
+const SYS_CPU: u64 = 6;
+const PRESSURE: u64 = 7;
+/// Inodes of computed files start here.
+const COMPUTED_BASE: u64 = 16;
+/// Inodes of passthrough entries (interned host paths) start here.
+const PASSTHROUGH_BASE: u64 = 1024;
+/// Most passthrough entries interned; the host tree under /sys/devices/system/cpu is far smaller.
+const PASSTHROUGH_CAPACITY: usize = 1 << 16;
+
+const COMPUTED: [(Computed, &str); 14] = [
+    (Computed::Cpuinfo, "cpuinfo"),
+    (Computed::Diskstats, "diskstats"),
+    (Computed::Loadavg, "loadavg"),
+    (Computed::Meminfo, "meminfo"),
+    (Computed::Slabinfo, "slabinfo"),
+    (Computed::Stat, "stat"),
+    (Computed::Swaps, "swaps"),
+    (Computed::Uptime, "uptime"),
+    (Computed::PressureCpu, "cpu"),
+    (Computed::PressureIo, "io"),
+    (Computed::PressureMemory, "memory"),
+    (Computed::CpuOnline, "online"),
+    (Computed::CpuPossible, "possible"),
+    (Computed::CpuPresent, "present"),
+];
+
+fn computed_ino(file: Computed) -> u64 {
+    let index = COMPUTED.iter().position(|(f, _)| *f == file).unwrap_or(0);
+    COMPUTED_BASE + index as u64
+}
+
+fn computed_of(ino: u64) -> Option<Computed> {
+    let index = usize::try_from(ino.checked_sub(COMPUTED_BASE)?).ok()?;
+    COMPUTED.get(index).map(|(f, _)| *f)
+}
+
+/// Children of the static directories.
+fn static_children(ino: u64, with_pressure: bool) -> Vec<(&'static str, u64)> {
+    let computed = |range: std::ops::Range<usize>| {
+        COMPUTED[range]
+            .iter()
+            .map(|(f, name)| (*name, computed_ino(*f)))
+            .collect::<Vec<_>>()
+    };
+    match ino {
+        ROOT => vec![("proc", PROC), ("sys", SYS)],
+        PROC => {
+            let mut v = computed(0..8);
+            if with_pressure {
+                v.push(("pressure", PRESSURE));
+            }
+            v
+        }
+        PRESSURE => computed(8..11),
+        SYS => vec![("devices", SYS_DEVICES)],
+        SYS_DEVICES => vec![("system", SYS_SYSTEM)],
+        SYS_SYSTEM => vec![("cpu", SYS_CPU)],
+        SYS_CPU => computed(11..14),
+        _ => Vec::new(),
+    }
+}
+
+/// An interned host path below /sys/devices/system/cpu, or a virtual `cpuN/online`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PassEntry {
+    /// Path relative to the host's /sys/devices/system/cpu.
+    relative: PathBuf,
+    /// A computed "1" (`cpuN/online`), not a host file.
+    virtual_online: bool,
+}
+
+#[derive(Debug, Default)]
+struct Interned {
+    by_entry: HashMap<PassEntry, u64>,
+    entries: Vec<PassEntry>,
+}
+
+/// What a handle was opened on.
+#[derive(Debug, Clone)]
+enum Opened {
+    Computed(Computed),
+    Passthrough(PassEntry),
+}
+
+#[derive(Debug)]
+struct Handle {
+    target: Opened,
+    /// Content rendered at the last offset-0 read.
+    content: Option<Vec<u8>>,
+}
+
+/// The proclens filesystem.
+#[derive(Debug)]
+pub struct ProcFs {
+    renderer: Renderer,
+    callers: CallerResolver,
+    host_cpu_dir: PathBuf,
+    with_pressure: bool,
+    interned: Mutex<Interned>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_handle: AtomicU64,
+    mount_time: u64,
+}
+
+fn dir_attr(ino: u64, time: u64) -> Attr {
+    Attr {
+        ino,
+        size: 0,
+        time_secs: time,
+        mode: libc::S_IFDIR | 0o555,
+        nlink: 2,
+    }
+}
+
+fn file_attr(ino: u64, time: u64, size: u64) -> Attr {
+    Attr {
+        ino,
+        size,
+        time_secs: time,
+        mode: libc::S_IFREG | 0o444,
+        nlink: 1,
+    }
+}
+
+/// Parses "cpuN" into N.
+fn cpu_dir_number(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("cpu")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+impl ProcFs {
+    /// A filesystem serving views computed by `renderer`; `with_pressure` adds proc/pressure/.
+    pub fn new(renderer: Renderer, with_pressure: bool) -> Self {
+        let host_cpu_dir = renderer
+            .reader()
+            .host_paths()
+            .sys_root
+            .join("devices/system/cpu");
+        let mount_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        ProcFs {
+            renderer,
+            callers: CallerResolver::default(),
+            host_cpu_dir,
+            with_pressure,
+            interned: Mutex::new(Interned::default()),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            mount_time,
+        }
+    }
+
+    fn viewer(&self, req: &Request) -> Result<Viewer, Errno> {
+        self.callers
+            .resolve(self.renderer.reader(), req.pid)
+            .map_err(|err| {
+                tracing::warn!(pid = req.pid, %err, "cannot resolve caller");
+                libc::EIO
+            })
+    }
+
+    /// The host CPUs the caller sees (host callers: all online CPUs).
+    fn visible(&self, req: &Request) -> Result<Vec<u32>, Errno> {
+        let result = match self.viewer(req)? {
+            Viewer::Host => self.renderer.host_online(),
+            Viewer::Container(c) => self.renderer.visible(&c),
+        };
+        result.map_err(|err| {
+            tracing::warn!(pid = req.pid, %err, "cannot read cpus");
+            libc::EIO
+        })
+    }
+
+    fn intern(&self, entry: PassEntry) -> Result<u64, Errno> {
+        let mut interned = self.interned.lock().map_err(|_| libc::EIO)?;
+        if let Some(ino) = interned.by_entry.get(&entry) {
+            return Ok(*ino);
+        }
+        if interned.entries.len() >= PASSTHROUGH_CAPACITY {
+            return Err(libc::ENOMEM);
+        }
+        let ino = PASSTHROUGH_BASE + interned.entries.len() as u64;
+        interned.entries.push(entry.clone());
+        interned.by_entry.insert(entry, ino);
+        Ok(ino)
+    }
+
+    fn pass_entry(&self, ino: u64) -> Option<PassEntry> {
+        let index = usize::try_from(ino.checked_sub(PASSTHROUGH_BASE)?).ok()?;
+        self.interned.lock().ok()?.entries.get(index).cloned()
+    }
+
+    fn host_path(&self, entry: &PassEntry) -> PathBuf {
+        self.host_cpu_dir.join(&entry.relative)
+    }
+
+    fn pass_attr(&self, ino: u64, entry: &PassEntry) -> Result<Attr, Errno> {
+        if entry.virtual_online {
+            return Ok(file_attr(ino, self.mount_time, 4096));
+        }
+        let meta = std::fs::symlink_metadata(self.host_path(entry))
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let ft = meta.file_type();
+        let (mode, nlink) = if ft.is_dir() {
+            (libc::S_IFDIR | 0o555, 2)
+        } else if ft.is_symlink() {
+            (libc::S_IFLNK | 0o777, 1)
+        } else if ft.is_file() {
+            (libc::S_IFREG | (meta.mode() & 0o444), 1)
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() || ft.is_socket() {
+            return Err(libc::EACCES);
+        } else {
+            return Err(libc::EIO);
+        };
+        Ok(Attr {
+            ino,
+            size: meta.len(),
+            time_secs: meta.mtime().max(0) as u64,
+            mode,
+            nlink,
+        })
+    }
+
+    /// Host entry names of a passthrough directory.
+    fn host_names(&self, dir: &Path) -> Result<Vec<String>, Errno> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Entries of directory `ino` for this caller, as (name, ino, DT_* type).
+    fn entries(&self, req: &Request, ino: u64) -> Result<Vec<(String, u64, u32)>, Errno> {
+        let dt = |mode: u32| match mode & libc::S_IFMT {
+            libc::S_IFDIR => u32::from(libc::DT_DIR),
+            libc::S_IFLNK => u32::from(libc::DT_LNK),
+            _ => u32::from(libc::DT_REG),
+        };
+        let mut out: Vec<(String, u64, u32)> = static_children(ino, self.with_pressure)
+            .into_iter()
+            .map(|(name, child)| {
+                let kind = if computed_of(child).is_some() {
+                    libc::DT_REG
+                } else {
+                    libc::DT_DIR
+                };
+                (name.to_string(), child, u32::from(kind))
+            })
+            .collect();
+        if ino == SYS_CPU {
+            for n in 0..self.visible(req)?.len() {
+                let name = format!("cpu{n}");
+                let child = self.lookup(req, ino, name.as_bytes())?;
+                out.push((name, child.ino, u32::from(libc::DT_DIR)));
+            }
+            for name in self.host_names(&self.host_cpu_dir)? {
+                if cpu_dir_number(&name).is_some() || out.iter().any(|(n, _, _)| *n == name) {
+                    continue;
+                }
+                if let Ok(attr) = self.lookup(req, ino, name.as_bytes()) {
+                    out.push((name, attr.ino, dt(attr.mode)));
+                }
+            }
+        } else if let Some(entry) = self.pass_entry(ino) {
+            let mut names = self.host_names(&self.host_path(&entry))?;
+            if is_top_cpu_dir(&entry.relative) && !names.iter().any(|n| n == "online") {
+                names.push("online".to_string());
+            }
+            for name in names {
+                if let Ok(attr) = self.lookup(req, ino, name.as_bytes()) {
+                    out.push((name, attr.ino, dt(attr.mode)));
+                }
+            }
+        } else if computed_of(ino).is_some() {
+            return Err(libc::ENOTDIR);
+        } else if ino > SYS_CPU && ino != PRESSURE {
+            return Err(libc::ENOENT);
+        }
+        Ok(out)
+    }
+
+    fn render(&self, req: &Request, target: &Opened) -> Result<Vec<u8>, Errno> {
+        match target {
+            Opened::Computed(file) => {
+                let viewer = self.viewer(req)?;
+                self.renderer.render(*file, &viewer).map_err(|err| {
+                    tracing::warn!(pid = req.pid, ?file, %err, "read failed");
+                    libc::EIO
+                })
+            }
+            Opened::Passthrough(entry) if entry.virtual_online => Ok(b"1\n".to_vec()),
+            Opened::Passthrough(entry) => std::fs::read(self.host_path(entry))
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+}
+
+/// Whether `relative` is a top-level `cpuN` directory.
+fn is_top_cpu_dir(relative: &Path) -> bool {
+    let mut components = relative.components();
+    matches!(
+        (components.next(), components.next()),
+        (Some(c), None) if c.as_os_str().to_str().and_then(cpu_dir_number).is_some()
+    )
+}
+
+impl Handler for ProcFs {
+    fn lookup(&self, req: &Request, parent: u64, name: &[u8]) -> Result<Attr, Errno> {
+        let name = std::str::from_utf8(name).map_err(|_| libc::ENOENT)?;
+        if let Some((_, child)) = static_children(parent, self.with_pressure)
+            .into_iter()
+            .find(|(n, _)| *n == name)
+        {
+            return self.getattr(req, child);
+        }
+        let entry = if parent == SYS_CPU {
+            if let Some(n) = cpu_dir_number(name) {
+                let visible = self.visible(req)?;
+                let host_cpu = visible.get(n).ok_or(libc::ENOENT)?;
+                PassEntry {
+                    relative: PathBuf::from(format!("cpu{host_cpu}")),
+                    virtual_online: false,
+                }
+            } else {
+                PassEntry {
+                    relative: PathBuf::from(name),
+                    virtual_online: false,
+                }
+            }
+        } else if let Some(dir) = self.pass_entry(parent) {
+            if name == "." || name == ".." || name.contains('/') {
+                return Err(libc::ENOENT);
+            }
+            let relative = dir.relative.join(name);
+            let virtual_online = name == "online"
+                && is_top_cpu_dir(&dir.relative)
+                && !self.host_cpu_dir.join(&relative).exists();
+            PassEntry {
+                relative,
+                virtual_online,
+            }
+        } else {
+            return Err(libc::ENOENT);
+        };
+        if name == "." || name == ".." {
+            return Err(libc::ENOENT);
+        }
+        // Only existing host entries are interned, so lookups of made-up names cannot fill the
+        // table.
+        let mut attr = self.pass_attr(0, &entry)?;
+        attr.ino = self.intern(entry)?;
+        Ok(attr)
+    }
+
+    fn getattr(&self, _req: &Request, ino: u64) -> Result<Attr, Errno> {
+        match ino {
+            ROOT | PROC | SYS | SYS_DEVICES | SYS_SYSTEM | SYS_CPU => {
+                Ok(dir_attr(ino, self.mount_time))
+            }
+            PRESSURE if self.with_pressure => Ok(dir_attr(ino, self.mount_time)),
+            _ => {
+                if let Some(file) = computed_of(ino) {
+                    let sysfs = matches!(
+                        file,
+                        Computed::CpuOnline | Computed::CpuPossible | Computed::CpuPresent
+                    );
+                    return Ok(file_attr(
+                        ino,
+                        self.mount_time,
+                        if sysfs { 4096 } else { 0 },
+                    ));
+                }
+                let entry = self.pass_entry(ino).ok_or(libc::ENOENT)?;
+                self.pass_attr(ino, &entry)
+            }
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: u64) -> Result<Vec<u8>, Errno> {
+        let entry = self.pass_entry(ino).ok_or(libc::EINVAL)?;
+        let target = std::fs::read_link(self.host_path(&entry))
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
+        Ok(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec())
+    }
+
+    fn open(&self, _req: &Request, ino: u64) -> Result<(u64, u32), Errno> {
+        let target = if let Some(file) = computed_of(ino) {
+            Opened::Computed(file)
+        } else {
+            let entry = self.pass_entry(ino).ok_or(libc::ENOENT)?;
+            Opened::Passthrough(entry)
+        };
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().map_err(|_| libc::EIO)?.insert(
+            fh,
+            Handle {
+                target,
+                content: None,
+            },
+        );
+        Ok((fh, fopen::DIRECT_IO | fopen::NOFLUSH))
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        _ino: u64,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Errno> {
+        let (target, cached) = {
+            let mut handles = self.handles.lock().map_err(|_| libc::EIO)?;
+            let handle = handles.get_mut(&fh).ok_or(libc::EBADF)?;
+            // Like seq_file: offset 0 renders afresh; other offsets read the last rendering.
+            let cached = if offset == 0 {
+                None
+            } else {
+                handle.content.take()
+            };
+            (handle.target.clone(), cached)
+        };
+        let content = match cached {
+            Some(content) => content,
+            None => self.render(req, &target)?,
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(size as usize);
+        out.extend_from_slice(content.get(start..end.min(content.len())).unwrap_or(&[]));
+        if let Some(handle) = self.handles.lock().map_err(|_| libc::EIO)?.get_mut(&fh) {
+            handle.content = Some(content);
+        }
+        Ok(())
+    }
+
+    fn release(&self, fh: u64) {
+        if let Ok(mut handles) = self.handles.lock() {
+            handles.remove(&fh);
+        }
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Errno> {
+        let parent = match ino {
+            ROOT => ROOT,
+            PROC | SYS => ROOT,
+            _ => ino,
+        };
+        let mut all = vec![
+            (".".to_string(), ino, u32::from(libc::DT_DIR)),
+            ("..".to_string(), parent, u32::from(libc::DT_DIR)),
+        ];
+        all.extend(self.entries(req, ino)?);
+        let limit = out.len() + size as usize;
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, (name, child, kind)) in all.iter().enumerate().skip(skip) {
+            if !push_dirent(out, limit, *child, i as u64 + 1, *kind, name.as_bytes()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_dir_names() {
+        assert_eq!(cpu_dir_number("cpu0"), Some(0));
+        assert_eq!(cpu_dir_number("cpu17"), Some(17));
+        assert_eq!(cpu_dir_number("cpufreq"), None);
+        assert_eq!(cpu_dir_number("cpu"), None);
+        assert!(is_top_cpu_dir(Path::new("cpu3")));
+        assert!(!is_top_cpu_dir(Path::new("cpu3/cache")));
+        assert!(!is_top_cpu_dir(Path::new("cpuidle")));
+    }
+
+    #[test]
+    fn inode_table_is_consistent() {
+        for (file, name) in COMPUTED {
+            assert_eq!(computed_of(computed_ino(file)), Some(file), "{name}");
+        }
+        assert!(COMPUTED_BASE + (COMPUTED.len() as u64) < PASSTHROUGH_BASE);
+        let proc_names: Vec<&str> = static_children(PROC, false)
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(
+            proc_names,
+            [
+                "cpuinfo",
+                "diskstats",
+                "loadavg",
+                "meminfo",
+                "slabinfo",
+                "stat",
+                "swaps",
+                "uptime"
+            ]
+        );
+        let cpu_names: Vec<&str> = static_children(SYS_CPU, false)
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(cpu_names, ["online", "possible", "present"]);
+    }
+}

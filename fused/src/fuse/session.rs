@@ -1,0 +1,191 @@
+//! The request loop: read one request from /dev/fuse, dispatch it to the [`Handler`], write the
+//! reply. Each worker thread runs its own loop on its own cloned fd, with one request buffer and
+//! one reply buffer reused for every request (no allocation per request on the hot path).
+
+use super::abi::{self, opcode, Fields, InHeader, IN_HEADER_LEN, OUT_HEADER_LEN};
+use super::{Errno, Handler, Request};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// Largest write the kernel may send; reads are bounded by the reply buffer too.
+pub const MAX_WRITE: u32 = 128 * 1024;
+/// Request buffer: the largest request plus headers (at least FUSE_MIN_READ_BUFFER, 8 KiB).
+const BUFFER_LEN: usize = MAX_WRITE as usize + 4096;
+
+/// Why a loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The filesystem was unmounted (ENODEV) or the kernel sent DESTROY.
+    Unmounted,
+}
+
+/// Clones a /dev/fuse connection fd (FUSE_DEV_IOC_CLONE), so a thread gets its own queue end.
+pub fn clone_fd(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let path = c"/dev/fuse";
+    // SAFETY: a valid NUL-terminated path and flags; the result is checked.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened by us and is owned by nothing else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut master_fd: u32 = u32::try_from(master.as_raw_fd()).unwrap_or(0);
+    // SAFETY: FUSE_DEV_IOC_CLONE reads one u32 (the fd to clone) from the pointer, which is valid.
+    let rc = unsafe {
+        libc::ioctl(
+            owned.as_raw_fd(),
+            abi::FUSE_DEV_IOC_CLONE as _,
+            &mut master_fd as *mut u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(owned)
+}
+
+/// Runs the loop on `fd` until the filesystem is unmounted.
+pub fn serve<H: Handler>(fd: BorrowedFd<'_>, handler: &H) -> io::Result<Ended> {
+    let mut buf = vec![0u8; BUFFER_LEN];
+    let mut out: Vec<u8> = Vec::with_capacity(BUFFER_LEN);
+    loop {
+        // SAFETY: reading into our own buffer of BUFFER_LEN bytes.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                // Interrupted by a signal, or the request was aborted before we read it.
+                Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::ENOENT) => continue,
+                Some(libc::ENODEV) => return Ok(Ended::Unmounted),
+                _ => return Err(err),
+            }
+        }
+        let len = usize::try_from(n).unwrap_or(0);
+        let Some(header) = InHeader::parse(&buf[..len]) else {
+            tracing::warn!(len, "short FUSE request ignored");
+            continue;
+        };
+        let request_len = usize::try_from(header.len).unwrap_or(len);
+        let body = &buf[IN_HEADER_LEN..request_len];
+        out.clear();
+        out.resize(OUT_HEADER_LEN, 0);
+        match dispatch(handler, &header, body, &mut out) {
+            Dispatch::Reply(Ok(())) => finish(&mut out, header.unique, 0),
+            Dispatch::Reply(Err(errno)) => {
+                out.truncate(OUT_HEADER_LEN);
+                finish(&mut out, header.unique, -errno);
+            }
+            Dispatch::NoReply => continue,
+            Dispatch::Destroy => {
+                finish(&mut out, header.unique, 0);
+                let _ = write_reply(fd, &out);
+                return Ok(Ended::Unmounted);
+            }
+        }
+        if let Err(err) = write_reply(fd, &out) {
+            match err.raw_os_error() {
+                // The request was interrupted and is gone: nothing to do.
+                Some(libc::ENOENT) => {}
+                Some(libc::ENODEV) => return Ok(Ended::Unmounted),
+                _ => tracing::warn!(%err, opcode = header.opcode, "writing FUSE reply failed"),
+            }
+        }
+    }
+}
+
+fn finish(out: &mut Vec<u8>, unique: u64, error: i32) {
+    let body_len = out.len() - OUT_HEADER_LEN;
+    let mut header = Vec::with_capacity(OUT_HEADER_LEN);
+    abi::out_header(&mut header, unique, error, body_len);
+    out[..OUT_HEADER_LEN].copy_from_slice(&header);
+}
+
+fn write_reply(fd: BorrowedFd<'_>, out: &[u8]) -> io::Result<()> {
+    // SAFETY: writing our own initialised buffer.
+    let n = unsafe { libc::write(fd.as_raw_fd(), out.as_ptr().cast(), out.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+enum Dispatch {
+    Reply(Result<(), Errno>),
+    NoReply,
+    Destroy,
+}
+
+fn need(body: &[u8], len: usize) -> Result<Fields<'_>, Errno> {
+    if body.len() < len {
+        return Err(libc::EINVAL);
+    }
+    Ok(Fields(body))
+}
+
+/// A name argument: bytes up to the first NUL.
+fn name_arg(body: &[u8]) -> &[u8] {
+    body.split(|&b| b == 0).next().unwrap_or(&[])
+}
+
+fn dispatch<H: Handler>(handler: &H, h: &InHeader, body: &[u8], out: &mut Vec<u8>) -> Dispatch {
+    let req = Request {
+        unique: h.unique,
+        pid: h.pid,
+        uid: h.uid,
+    };
+    let result = match h.opcode {
+        opcode::INIT => need(body, 16).map(|f| {
+            let (minor, max_readahead, flags) = (f.u32(4), f.u32(8), f.u32(12));
+            if f.u32(0) != abi::KERNEL_VERSION {
+                tracing::error!(
+                    major = f.u32(0),
+                    "kernel speaks an unsupported FUSE major version"
+                );
+            }
+            tracing::debug!(minor, flags, "FUSE INIT");
+            abi::init_out(out, minor, flags, max_readahead, MAX_WRITE);
+        }),
+        opcode::DESTROY => return Dispatch::Destroy,
+        opcode::FORGET | opcode::BATCH_FORGET | opcode::INTERRUPT => return Dispatch::NoReply,
+        opcode::LOOKUP => handler
+            .lookup(&req, h.nodeid, name_arg(body))
+            .map(|attr| abi::entry_out(out, &attr)),
+        opcode::GETATTR => handler
+            .getattr(&req, h.nodeid)
+            .map(|attr| abi::attr_out(out, &attr)),
+        opcode::READLINK => handler
+            .readlink(&req, h.nodeid)
+            .map(|target| out.extend(target)),
+        opcode::OPEN => handler
+            .open(&req, h.nodeid)
+            .map(|(fh, flags)| abi::open_out(out, fh, flags)),
+        opcode::READ => need(body, 24).and_then(|f| {
+            let size = f.u32(16).min(MAX_WRITE);
+            handler.read(&req, h.nodeid, f.u64(0), f.u64(8), size, out)
+        }),
+        opcode::RELEASE => need(body, 8).map(|f| handler.release(f.u64(0))),
+        opcode::OPENDIR => handler
+            .getattr(&req, h.nodeid)
+            .and_then(|a| {
+                if a.mode & libc::S_IFMT == libc::S_IFDIR {
+                    Ok(())
+                } else {
+                    Err(libc::ENOTDIR)
+                }
+            })
+            .map(|()| abi::open_out(out, 0, 0)),
+        opcode::READDIR => need(body, 24).and_then(|f| {
+            let size = f.u32(16).min(MAX_WRITE);
+            handler.readdir(&req, h.nodeid, f.u64(8), size, out)
+        }),
+        opcode::RELEASEDIR => Ok(()),
+        opcode::STATFS => {
+            abi::statfs_out(out);
+            Ok(())
+        }
+        // No FLUSH handling: with ENOSYS the kernel stops sending it, so close costs no round trip.
+        opcode::FLUSH => Err(libc::ENOSYS),
+        _ => Err(libc::ENOSYS),
+    };
+    Dispatch::Reply(result)
+}

@@ -1,0 +1,283 @@
+//! Produces the bytes of each file for a viewer: reads the host files and the container's cgroup
+//! state (I/O), then calls the pure renderers of `proclens-view`.
+
+use crate::caller::{ContainerCaller, Viewer};
+use crate::state::{load_samples, States};
+use proclens_cgroup::parse::cpulist::parse_cpulist;
+use proclens_cgroup::parse::host::{
+    parse_cpuinfo, parse_diskstats_names, parse_meminfo, parse_stat, parse_uptime,
+};
+use proclens_cgroup::reader::{read_file, USER_HZ};
+use proclens_cgroup::{CgroupReader, Error, ParseError, Result};
+use proclens_view::{cpuinfo, diskstats, loadavg, meminfo, pressure, stat, swaps, sys_cpu, uptime};
+use proclens_view::{visible_cpus, CpuView};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A file whose content proclens computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Computed {
+    /// proc/cpuinfo
+    Cpuinfo,
+    /// proc/diskstats
+    Diskstats,
+    /// proc/loadavg
+    Loadavg,
+    /// proc/meminfo
+    Meminfo,
+    /// proc/slabinfo
+    Slabinfo,
+    /// proc/stat
+    Stat,
+    /// proc/swaps
+    Swaps,
+    /// proc/uptime
+    Uptime,
+    /// proc/pressure/cpu
+    PressureCpu,
+    /// proc/pressure/io
+    PressureIo,
+    /// proc/pressure/memory
+    PressureMemory,
+    /// sys/devices/system/cpu/online
+    CpuOnline,
+    /// sys/devices/system/cpu/possible
+    CpuPossible,
+    /// sys/devices/system/cpu/present
+    CpuPresent,
+}
+
+impl Computed {
+    /// The host file the host's view passes through.
+    fn host_path(self, proc_root: &Path, sys_root: &Path) -> PathBuf {
+        let cpu = sys_root.join("devices/system/cpu");
+        match self {
+            Computed::Cpuinfo => proc_root.join("cpuinfo"),
+            Computed::Diskstats => proc_root.join("diskstats"),
+            Computed::Loadavg => proc_root.join("loadavg"),
+            Computed::Meminfo => proc_root.join("meminfo"),
+            Computed::Slabinfo => proc_root.join("slabinfo"),
+            Computed::Stat => proc_root.join("stat"),
+            Computed::Swaps => proc_root.join("swaps"),
+            Computed::Uptime => proc_root.join("uptime"),
+            Computed::PressureCpu => proc_root.join("pressure/cpu"),
+            Computed::PressureIo => proc_root.join("pressure/io"),
+            Computed::PressureMemory => proc_root.join("pressure/memory"),
+            Computed::CpuOnline => cpu.join("online"),
+            Computed::CpuPossible => cpu.join("possible"),
+            Computed::CpuPresent => cpu.join("present"),
+        }
+    }
+}
+
+/// Renders computed files.
+#[derive(Debug)]
+pub struct Renderer {
+    reader: CgroupReader,
+    cpu_view: CpuView,
+    states: States,
+}
+
+fn parse_err(path: &Path) -> impl FnOnce(ParseError) -> Error + '_ {
+    move |e| Error::parse(path, e)
+}
+
+impl Renderer {
+    /// A renderer over `reader`.
+    pub fn new(reader: CgroupReader, cpu_view: CpuView) -> Self {
+        Renderer {
+            reader,
+            cpu_view,
+            states: States::default(),
+        }
+    }
+
+    /// The cgroup reader.
+    pub fn reader(&self) -> &CgroupReader {
+        &self.reader
+    }
+
+    fn proc_file(&self, name: &str) -> PathBuf {
+        self.reader.host_paths().proc_root.join(name)
+    }
+
+    /// The host's online CPUs.
+    pub fn host_online(&self) -> Result<Vec<u32>> {
+        let path = self
+            .reader
+            .host_paths()
+            .sys_root
+            .join("devices/system/cpu/online");
+        parse_cpulist(&read_file(&path)?).map_err(parse_err(&path))
+    }
+
+    /// The host CPUs `caller` sees, in container order.
+    pub fn visible(&self, caller: &ContainerCaller) -> Result<Vec<u32>> {
+        let cpu = self.reader.cpu(&caller.set)?;
+        Ok(visible_cpus(
+            cpu.cpuset.as_deref(),
+            cpu.quota,
+            &self.host_online()?,
+            self.cpu_view,
+        ))
+    }
+
+    /// Renders `file` for `viewer`.
+    pub fn render(&self, file: Computed, viewer: &Viewer) -> Result<Vec<u8>> {
+        let caller = match viewer {
+            Viewer::Host => {
+                let paths = self.reader.host_paths();
+                let path = file.host_path(&paths.proc_root, &paths.sys_root);
+                return std::fs::read(&path).map_err(|e| Error::io(&path, e));
+            }
+            Viewer::Container(caller) => caller,
+        };
+        let text = match file {
+            Computed::Meminfo => self.meminfo(caller)?,
+            Computed::Cpuinfo => self.cpuinfo(caller)?,
+            Computed::Stat => self.stat(caller)?,
+            Computed::Uptime => self.uptime(caller)?,
+            Computed::Loadavg => self.loadavg(caller)?,
+            Computed::Swaps => self.swaps(caller)?,
+            Computed::Diskstats => self.diskstats(caller)?,
+            Computed::Slabinfo => self.slabinfo(caller)?,
+            Computed::PressureCpu | Computed::PressureIo | Computed::PressureMemory => {
+                self.pressure(file, caller)?
+            }
+            Computed::CpuOnline | Computed::CpuPossible | Computed::CpuPresent => {
+                sys_cpu::render_cpu_range(self.visible(caller)?.len())
+            }
+        };
+        Ok(text.into_bytes())
+    }
+
+    fn host_meminfo(&self) -> Result<proclens_cgroup::parse::host::Meminfo> {
+        let path = self.proc_file("meminfo");
+        parse_meminfo(&read_file(&path)?).map_err(parse_err(&path))
+    }
+
+    fn meminfo(&self, caller: &ContainerCaller) -> Result<String> {
+        let host = self.host_meminfo()?;
+        let memory = self.reader.memory(&caller.set)?.unwrap_or_default();
+        Ok(meminfo::render_meminfo(&host, &memory))
+    }
+
+    fn cpuinfo(&self, caller: &ContainerCaller) -> Result<String> {
+        let path = self.proc_file("cpuinfo");
+        let text = read_file(&path)?;
+        match parse_cpuinfo(&text) {
+            Ok(host) => Ok(cpuinfo::render_cpuinfo(&host, &self.visible(caller)?)),
+            // Layouts other than x86's: better the host's text than nothing.
+            Err(_) => Ok(text),
+        }
+    }
+
+    fn stat(&self, caller: &ContainerCaller) -> Result<String> {
+        let path = self.proc_file("stat");
+        let host = parse_stat(&read_file(&path)?).map_err(parse_err(&path))?;
+        let cpu = self.reader.cpu(&caller.set)?;
+        let visible = visible_cpus(
+            cpu.cpuset.as_deref(),
+            cpu.quota,
+            &self.host_online()?,
+            self.cpu_view,
+        );
+        let tasks = self.reader.task_counts(&caller.set)?;
+        let rows = stat::container_cpu_rows(&host, &visible, &cpu.usage);
+        let id = self.reader.identity(&caller.set)?;
+        let rows = self.states.with(&id, |s| {
+            let rows = stat::monotonic(&s.stat_rows, rows);
+            s.stat_rows.clone_from(&rows);
+            rows
+        });
+        Ok(stat::render_stat(&host, &rows, &tasks))
+    }
+
+    fn uptime(&self, caller: &ContainerCaller) -> Result<String> {
+        let path = self.proc_file("uptime");
+        let host = parse_uptime(&read_file(&path)?).map_err(parse_err(&path))?;
+        let cpu = self.reader.cpu(&caller.set)?;
+        let visible = visible_cpus(
+            cpu.cpuset.as_deref(),
+            cpu.quota,
+            &self.host_online()?,
+            self.cpu_view,
+        );
+        let busy_secs = (cpu.usage.user_ns + cpu.usage.system_ns) as f64 / 1e9;
+        let start_secs = caller.start_ticks as f64 / USER_HZ as f64;
+        let (up, idle) =
+            uptime::container_uptime(host.uptime_secs, start_secs, visible.len(), busy_secs);
+        Ok(uptime::render_uptime(up, idle))
+    }
+
+    fn loadavg(&self, caller: &ContainerCaller) -> Result<String> {
+        let tasks = self.reader.task_counts(&caller.set)?;
+        let id = self.reader.identity(&caller.set)?;
+        let now = Instant::now();
+        let load = self.states.with(&id, |s| {
+            let (samples, advanced) = load_samples(s.load_updated, now);
+            if samples > 0 {
+                s.load.advance(tasks.running + tasks.blocked, samples);
+                s.load_updated = advanced;
+            }
+            s.load
+        });
+        Ok(loadavg::render_loadavg(
+            &load,
+            tasks.running,
+            tasks.total,
+            caller.ns_pid,
+        ))
+    }
+
+    fn swaps(&self, caller: &ContainerCaller) -> Result<String> {
+        let host = self.host_meminfo()?;
+        let memory = self.reader.memory(&caller.set)?.unwrap_or_default();
+        let (total, used) = meminfo::container_swap_kb(&host, &memory).unwrap_or((
+            host.get("SwapTotal").unwrap_or(0),
+            host.get("SwapTotal")
+                .unwrap_or(0)
+                .saturating_sub(host.get("SwapFree").unwrap_or(0)),
+        ));
+        Ok(swaps::render_swaps(total, used))
+    }
+
+    fn diskstats(&self, caller: &ContainerCaller) -> Result<String> {
+        let path = self.proc_file("diskstats");
+        let names = parse_diskstats_names(&read_file(&path)?).map_err(parse_err(&path))?;
+        Ok(diskstats::render_diskstats(
+            &self.reader.io(&caller.set)?,
+            &names,
+        ))
+    }
+
+    fn slabinfo(&self, caller: &ContainerCaller) -> Result<String> {
+        // v1 keeps per-cgroup slab statistics; otherwise only the format header is shown.
+        if let Some((_, dir)) = self
+            .reader
+            .dir(&caller.set, proclens_cgroup::Controller::Memory)
+        {
+            if let Ok(text) = std::fs::read_to_string(dir.join("memory.kmem.slabinfo")) {
+                return Ok(text);
+            }
+        }
+        let host = std::fs::read_to_string(self.proc_file("slabinfo")).unwrap_or_default();
+        let header: String = host.lines().take(2).map(|l| format!("{l}\n")).collect();
+        Ok(header)
+    }
+
+    fn pressure(&self, file: Computed, caller: &ContainerCaller) -> Result<String> {
+        let psi = self.reader.pressure(&caller.set)?;
+        let psi = psi.and_then(|p| match file {
+            Computed::PressureCpu => p.cpu,
+            Computed::PressureIo => p.io,
+            _ => p.memory,
+        });
+        match psi {
+            Some(psi) => Ok(pressure::render_pressure(&psi)),
+            None => Err(Error::Vanished {
+                path: "pressure (not available for this cgroup)".into(),
+            }),
+        }
+    }
+}
