@@ -118,12 +118,12 @@ impl InHeader {
     }
 }
 
-/// Appends a `fuse_out_header` for a reply of `body_len` bytes.
-pub fn out_header(out: &mut Vec<u8>, unique: u64, error: i32, body_len: usize) {
-    let len = u32::try_from(OUT_HEADER_LEN + body_len).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_ne_bytes());
-    out.extend_from_slice(&error.to_ne_bytes());
-    out.extend_from_slice(&unique.to_ne_bytes());
+/// Writes a `fuse_out_header` into the first 16 bytes of `reply`, whose length is the whole reply.
+pub fn write_out_header(reply: &mut [u8], unique: u64, error: i32) {
+    let len = u32::try_from(reply.len()).unwrap_or(u32::MAX);
+    reply[0..4].copy_from_slice(&len.to_ne_bytes());
+    reply[4..8].copy_from_slice(&error.to_ne_bytes());
+    reply[8..16].copy_from_slice(&unique.to_ne_bytes());
 }
 
 /// File attributes (`fuse_attr`, 88 bytes).

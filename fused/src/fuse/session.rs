@@ -70,14 +70,14 @@ pub fn serve<H: Handler>(fd: BorrowedFd<'_>, handler: &H) -> io::Result<Ended> {
         out.clear();
         out.resize(OUT_HEADER_LEN, 0);
         match dispatch(handler, &header, body, &mut out) {
-            Dispatch::Reply(Ok(())) => finish(&mut out, header.unique, 0),
+            Dispatch::Reply(Ok(())) => abi::write_out_header(&mut out, header.unique, 0),
             Dispatch::Reply(Err(errno)) => {
                 out.truncate(OUT_HEADER_LEN);
-                finish(&mut out, header.unique, -errno);
+                abi::write_out_header(&mut out, header.unique, -errno);
             }
             Dispatch::NoReply => continue,
             Dispatch::Destroy => {
-                finish(&mut out, header.unique, 0);
+                abi::write_out_header(&mut out, header.unique, 0);
                 let _ = write_reply(fd, &out);
                 return Ok(Ended::Unmounted);
             }
@@ -91,13 +91,6 @@ pub fn serve<H: Handler>(fd: BorrowedFd<'_>, handler: &H) -> io::Result<Ended> {
             }
         }
     }
-}
-
-fn finish(out: &mut Vec<u8>, unique: u64, error: i32) {
-    let body_len = out.len() - OUT_HEADER_LEN;
-    let mut header = Vec::with_capacity(OUT_HEADER_LEN);
-    abi::out_header(&mut header, unique, error, body_len);
-    out[..OUT_HEADER_LEN].copy_from_slice(&header);
 }
 
 fn write_reply(fd: BorrowedFd<'_>, out: &[u8]) -> io::Result<()> {
