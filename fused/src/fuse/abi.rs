@@ -248,7 +248,8 @@ pub fn init_out(
     out.extend_from_slice(&1u32.to_ne_bytes()); // time_gran
     let max_pages = u16::try_from(max_write / 4096).unwrap_or(u16::MAX);
     out.extend_from_slice(&max_pages.to_ne_bytes());
-    out.resize(out.len() + 2 + 4 + 24, 0); // map_alignment, flags2, unused
+    // map_alignment, flags2, max_stack_depth, request_timeout, unused[11]
+    out.resize(out.len() + 2 + 4 + 4 + 2 + 22, 0);
 }
 
 #[cfg(test)]
