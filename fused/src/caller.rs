@@ -159,9 +159,11 @@ pub fn choose_view(own: &CgroupSet, init: &CgroupSet) -> CgroupSet {
         .enumerate()
         .map(|(i, own_path)| {
             let own_path = own_path.as_ref()?;
-            let init_path = init
-                .path(i)
-                .map(|p| p.strip_suffix("/init.scope").unwrap_or(p));
+            let init_path = init.path(i).map(|p| match p.strip_suffix("/init.scope") {
+                Some("") => "/",
+                Some(parent) => parent,
+                None => p,
+            });
             match init_path {
                 Some(ip) if ip != "/" && is_ancestor_or_self(ip, own_path) => Some(ip.to_string()),
                 _ => Some(own_path.clone()),
