@@ -85,12 +85,13 @@ impl CallerResolver {
         }))
     }
 
-    /// Finds pid 1 of `pid`'s pid namespace by walking parents, cached by namespace inode.
+    /// Finds pid 1 of `pid`'s pid namespace, cached by namespace inode. Tried in order: the
+    /// kernel's own translation (NS_GET_TGID_FROM_PIDNS, Linux 6.11+), a walk up the parents while
+    /// they stay in the namespace, and a scan of /proc (callers that entered the namespace with
+    /// setns — `runc exec`, `kubectl exec`, nsenter — have parents outside it). Only a verified
+    /// init is cached.
     fn init_of(&self, reader: &CgroupReader, pid: u32) -> Result<InitEntry> {
-        let proc_root = &reader.host_paths().proc_root;
-        let ns_path = proc_root.join(format!("{pid}/ns/pid"));
-        let ns = std::fs::metadata(&ns_path).map_err(|e| Error::io(&ns_path, e))?;
-        let ns_ino = std::os::unix::fs::MetadataExt::ino(&ns);
+        let ns_ino = pid_ns_inode(reader, pid)?;
         let cached = self
             .inits
             .lock()
@@ -101,36 +102,92 @@ impl CallerResolver {
                 return Ok(entry);
             }
         }
-        let mut current = pid;
-        for _ in 0..MAX_WALK {
-            let status_path = proc_root.join(format!("{current}/status"));
-            let status = parse_proc_status(&read_file(&status_path)?)
-                .map_err(|e| Error::parse(&status_path, e))?;
-            let stat_path = proc_root.join(format!("{current}/stat"));
-            let stat = parse_proc_stat(&read_file(&stat_path)?)
-                .map_err(|e| Error::parse(&stat_path, e))?;
-            if status.ns_pids.last() == Some(&1) {
-                let entry = InitEntry {
-                    pid: current,
-                    start_ticks: stat.start_time_ticks,
-                };
-                if let Ok(mut map) = self.inits.lock() {
-                    if map.len() >= INIT_CACHE_CAPACITY {
-                        map.clear();
-                    }
-                    map.insert(ns_ino, entry);
-                }
-                return Ok(entry);
+        let found = init_by_ioctl(reader, pid)
+            .filter(|&init| is_init_of(reader, init, ns_ino))
+            .or_else(|| init_by_walk(reader, pid, ns_ino))
+            .or_else(|| init_by_scan(reader, ns_ino));
+        let Some(init) = found else {
+            return Err(Error::Vanished {
+                path: format!("init of pid namespace of {pid}").into(),
+            });
+        };
+        let entry = InitEntry {
+            pid: init,
+            start_ticks: start_ticks(reader, init)?,
+        };
+        if let Ok(mut map) = self.inits.lock() {
+            if map.len() >= INIT_CACHE_CAPACITY {
+                map.clear();
             }
-            if stat.ppid == 0 {
-                break;
-            }
-            current = stat.ppid;
+            map.insert(ns_ino, entry);
         }
-        Err(Error::Vanished {
-            path: format!("init of pid namespace of {pid}").into(),
-        })
+        Ok(entry)
     }
+}
+
+/// `NS_GET_TGID_FROM_PIDNS`: `_IOR(0xb7, 0x7, int)` from linux/nsfs.h.
+const NS_GET_TGID_FROM_PIDNS: libc::c_ulong = 0x8004_b707;
+
+/// Inode of `pid`'s pid namespace.
+fn pid_ns_inode(reader: &CgroupReader, pid: u32) -> Result<u64> {
+    let path = reader.host_paths().proc_root.join(format!("{pid}/ns/pid"));
+    let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(std::os::unix::fs::MetadataExt::ino(&meta))
+}
+
+/// Whether `pid` is pid 1 of the pid namespace with inode `ns_ino` (the cheap namespace check
+/// first: the /proc scan calls this for every process).
+fn is_init_of(reader: &CgroupReader, pid: u32, ns_ino: u64) -> bool {
+    if pid_ns_inode(reader, pid).ok() != Some(ns_ino) {
+        return false;
+    }
+    let status_path = reader.host_paths().proc_root.join(format!("{pid}/status"));
+    read_file(&status_path)
+        .ok()
+        .and_then(|t| parse_proc_status(&t).ok())
+        .is_some_and(|s| s.ns_pids.last() == Some(&1))
+}
+
+/// Asks the kernel which host pid is pid 1 in `pid`'s namespace (Linux 6.11+; `None` before).
+fn init_by_ioctl(reader: &CgroupReader, pid: u32) -> Option<u32> {
+    let path = reader.host_paths().proc_root.join(format!("{pid}/ns/pid"));
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: the ioctl takes the pid to translate by value and returns the translated pid.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            NS_GET_TGID_FROM_PIDNS,
+            1 as libc::c_int,
+        )
+    };
+    u32::try_from(rc).ok().filter(|&p| p > 0)
+}
+
+/// Walks from `pid` up its parents while they stay in namespace `ns_ino`, looking for pid 1.
+fn init_by_walk(reader: &CgroupReader, pid: u32, ns_ino: u64) -> Option<u32> {
+    let proc_root = &reader.host_paths().proc_root;
+    let mut current = pid;
+    for _ in 0..MAX_WALK {
+        if is_init_of(reader, current, ns_ino) {
+            return Some(current);
+        }
+        let stat_path = proc_root.join(format!("{current}/stat"));
+        let stat = parse_proc_stat(&read_file(&stat_path).ok()?).ok()?;
+        if stat.ppid == 0 || pid_ns_inode(reader, stat.ppid).ok()? != ns_ino {
+            return None;
+        }
+        current = stat.ppid;
+    }
+    None
+}
+
+/// Scans every process for pid 1 of namespace `ns_ino` (the fallback for setns'd callers on
+/// kernels without NS_GET_TGID_FROM_PIDNS; its result is cached).
+fn init_by_scan(reader: &CgroupReader, ns_ino: u64) -> Option<u32> {
+    let entries = std::fs::read_dir(&reader.host_paths().proc_root).ok()?;
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| is_init_of(reader, pid, ns_ino))
 }
 
 /// Start time of `pid` in ticks after boot.

@@ -257,8 +257,11 @@ impl Renderer {
             .reader
             .dir(&caller.set, proclens_cgroup::Controller::Memory)
         {
+            // Recent kernels keep the file but leave it empty: then show the header.
             if let Ok(text) = std::fs::read_to_string(dir.join("memory.kmem.slabinfo")) {
-                return Ok(text);
+                if !text.trim().is_empty() {
+                    return Ok(text);
+                }
             }
         }
         let host = std::fs::read_to_string(self.proc_file("slabinfo")).unwrap_or_default();
