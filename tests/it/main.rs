@@ -1,8 +1,17 @@
 //! proclens integration tests against real parts: real FUSE mounts of `proclens-fused`, real
-//! cgroups, readers in fresh pid namespaces, real runc containers. Run as root:
-//! `cargo build -p proclens-fused && cargo test -p proclens-tests --test integration`.
+//! cgroups, readers in fresh pid namespaces, real runc containers. Run as root after building
+//! the daemon: `cargo build -p proclens-fused && cargo test -p proclens-tests --test integration`.
+//! Set `PROCLENS_FUSED_BIN` to test another daemon binary.
 
+// Whose view a caller gets: threads, hostPID pods, shared pid namespaces, nested cgroups.
+mod callers;
+// The daemon's command line, start-up, mount options and shutdown.
+mod cli;
+// Real tools (free, top, vmstat, getconf, python, node, lscpu) inside runc containers.
+mod container;
 // Checks of the rig itself, so a broken rig is never mistaken for a daemon bug.
 mod rig;
 // Helpers shared by the test modules.
 mod util;
+// What a reader in a limited cgroup and its own pid namespace sees in each file.
+mod views;

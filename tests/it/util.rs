@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use proclens_tests::parse;
-use proclens_tests::rig::{self, Probe, TempCgroup};
+use proclens_tests::rig::{self, Probe, ProbeOptions, TempCgroup};
 
 /// One mebibyte.
 pub const MIB: u64 = 1 << 20;
@@ -16,18 +16,22 @@ pub fn host_meminfo_kb(key: &str) -> Result<u64> {
 /// The container-like cgroup most view tests use: 256 MiB, CPU 0, half a CPU of CFS quota.
 pub fn container_cgroup() -> Result<TempCgroup> {
     rig::preflight()?;
-    TempCgroup::builder().memory_limit(256 * MIB).cpus("0").cfs_quota(50_000, 100_000).create()
+    TempCgroup::builder()
+        .memory_limit(256 * MIB)
+        .cpus("0")
+        .cfs_quota(50_000, 100_000)
+        .create()
 }
 
 /// A probe inside `cg`, in a fresh pid namespace.
 pub fn probe_in(cg: &TempCgroup) -> Result<Probe> {
-    Probe::spawn(&cg.procs_files(), None)
+    Probe::spawn(&cg.procs_files(), &ProbeOptions::default())
 }
 
 /// A probe in the root cgroup of every hierarchy (a host process as far as cgroups go), in a
 /// fresh pid namespace.
 pub fn probe_on_host() -> Result<Probe> {
-    Probe::spawn(&rig::root_procs_files()?, None)
+    Probe::spawn(&rig::root_procs_files()?, &ProbeOptions::default())
 }
 
 /// True if the host has at least `n` CPUs online; otherwise says loudly that `test` is skipped.

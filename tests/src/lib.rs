@@ -9,5 +9,7 @@
 //!
 //! The probe reader is the `proclens-probe` binary of this crate (`src/bin/proclens-probe.rs`).
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod parse;
 pub mod rig;

@@ -10,9 +10,13 @@ use anyhow::{bail, Context, Result};
 pub fn meminfo(text: &str) -> Result<BTreeMap<String, u64>> {
     let mut map = BTreeMap::new();
     for line in text.lines() {
-        let (key, rest) = line.split_once(':').with_context(|| format!("meminfo line {line:?}"))?;
+        let (key, rest) = line
+            .split_once(':')
+            .with_context(|| format!("meminfo line {line:?}"))?;
         let number = rest.trim().trim_end_matches(" kB").trim();
-        let value = number.parse().with_context(|| format!("meminfo line {line:?}"))?;
+        let value = number
+            .parse()
+            .with_context(|| format!("meminfo line {line:?}"))?;
         if map.insert(key.to_string(), value).is_some() {
             bail!("meminfo key {key:?} appears twice");
         }
@@ -22,16 +26,26 @@ pub fn meminfo(text: &str) -> Result<BTreeMap<String, u64>> {
 
 /// The value of `key` in `/proc/meminfo` text, in kB.
 pub fn meminfo_kb(text: &str, key: &str) -> Result<u64> {
-    meminfo(text)?.get(key).copied().with_context(|| format!("no {key} in meminfo:\n{text}"))
+    meminfo(text)?
+        .get(key)
+        .copied()
+        .with_context(|| format!("no {key} in meminfo:\n{text}"))
 }
 
 /// The numbers of the `processor : N` lines of `/proc/cpuinfo` text, in file order.
 pub fn cpuinfo_processors(text: &str) -> Result<Vec<u32>> {
     let mut out = Vec::new();
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         if key.trim() == "processor" {
-            out.push(value.trim().parse().with_context(|| format!("cpuinfo line {line:?}"))?);
+            out.push(
+                value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("cpuinfo line {line:?}"))?,
+            );
         }
     }
     Ok(out)
@@ -44,6 +58,24 @@ pub fn stat_cpu_rows(text: &str) -> Vec<String> {
         .filter_map(|line| line.split_whitespace().next())
         .map(str::to_string)
         .collect()
+}
+
+/// Every `cpu`/`cpuN` row of `/proc/stat` text: its name and its counters (USER_HZ ticks:
+/// user nice system idle iowait irq softirq steal guest guest_nice).
+pub fn stat_cpu_times(text: &str) -> Result<Vec<(String, Vec<u64>)>> {
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("cpu")) {
+        let mut words = line.split_whitespace();
+        let name = words.next().unwrap_or_default().to_string();
+        let values: Vec<u64> = words
+            .map(|w| w.parse().with_context(|| format!("stat line {line:?}")))
+            .collect::<Result<_>>()?;
+        if values.len() < 8 {
+            bail!("stat line {line:?} has fewer than 8 counters");
+        }
+        rows.push((name, values));
+    }
+    Ok(rows)
 }
 
 /// The two fields of `/proc/uptime` text: (uptime, idle) in seconds.
@@ -68,7 +100,8 @@ pub fn cpulist(text: &str) -> Result<Vec<u32>> {
         let bad = || format!("cpulist {text:?}");
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (u32, u32) = (a.parse().with_context(bad)?, b.parse().with_context(bad)?);
+                let (a, b): (u32, u32) =
+                    (a.parse().with_context(bad)?, b.parse().with_context(bad)?);
                 if a > b {
                     bail!("cpulist {text:?}: descending range");
                 }
@@ -86,7 +119,8 @@ mod tests {
 
     #[test]
     fn meminfo_values_in_kb() {
-        let text = "MemTotal:         262144 kB\nMemFree:          100 kB\nHugePages_Total:       0\n";
+        let text =
+            "MemTotal:         262144 kB\nMemFree:          100 kB\nHugePages_Total:       0\n";
         assert_eq!(meminfo_kb(text, "MemTotal").unwrap(), 262144);
         assert_eq!(meminfo_kb(text, "HugePages_Total").unwrap(), 0);
         assert!(meminfo_kb(text, "MemAvailable").is_err());
@@ -99,6 +133,12 @@ mod tests {
         assert_eq!(cpuinfo_processors(cpuinfo).unwrap(), [0, 1]);
         let stat = "cpu  1 2 3\ncpu0 1 2 3\nintr 5\nctxt 9\n";
         assert_eq!(stat_cpu_rows(stat), ["cpu", "cpu0"]);
+        assert!(stat_cpu_times(stat).is_err(), "3 counters are too few");
+        let full = "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(
+            stat_cpu_times(full).unwrap()[1],
+            ("cpu0".into(), vec![1, 2, 3, 4, 5, 6, 7, 8, 0, 0])
+        );
     }
 
     #[test]

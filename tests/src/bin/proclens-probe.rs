@@ -1,21 +1,24 @@
 //! `proclens-probe`: a scripted reader that the integration tests place inside a container-like
 //! context and drive one command at a time.
 //!
-//! Usage: `proclens-probe [--uid UID] [CGROUP_PROCS_FILE]...`
+//! Usage: `proclens-probe [--uid UID] [--pidns new|host|PID] [CGROUP_PROCS_FILE]...`
 //!
 //! Start-up, in this order: write the probe's pid to every given `cgroup.procs` file (joining
-//! those cgroups), `unshare(CLONE_NEWPID)` and fork. The child is pid 1 of the new pid namespace
-//! and inherits the cgroups; it dies with the parent (`PR_SET_PDEATHSIG`), optionally drops to
-//! `UID` (gid the same, no supplementary groups), prints `READY`, then reads one command per stdin
-//! line and answers with one stdout line: `OK[ payload]` or `ERR <errno> <message>`. The parent
-//! only waits for the child and exits with its status. Start-up failures go to stderr with exit
-//! status 1, before `READY`.
+//! those cgroups), then enter the reader's pid namespace and fork: `new` (the default)
+//! `unshare(CLONE_NEWPID)`s, so the child is pid 1 of a fresh namespace; `PID` `setns`es into
+//! the pid namespace of process PID (a member of a shared-namespace pod); `host` stays in the
+//! probe's own. The child inherits the cgroups, dies with the parent (`PR_SET_PDEATHSIG`),
+//! optionally drops to `UID` (gid the same, no supplementary groups), prints `READY`, then reads
+//! one command per stdin line and answers with one stdout line: `OK[ payload]` or
+//! `ERR <errno> <message>`. The parent only waits for the child and exits with its status.
+//! Start-up failures go to stderr with exit status 1, before `READY`.
 //!
 //! Byte payloads are lowercase hex, so any content survives the line protocol. Commands:
 //!
 //! | command                  | effect                                              | payload |
 //! |--------------------------|-----------------------------------------------------|---------|
 //! | `read PATH`              | open, read to EOF (64 KiB reads), close             | hex     |
+//! | `tread PATH`             | `read PATH` on a new thread of the reader           | hex     |
 //! | `open PATH`              | open read-only, keep the fd                         | handle  |
 //! | `reread H`               | `lseek(0)` then read to EOF (64 KiB reads)          | hex     |
 //! | `readall H N`            | from the current offset, `read(N)` until EOF        | hex     |
@@ -27,14 +30,20 @@
 //! | `ls PATH`                | directory entry names, sorted, joined by `\n`       | hex     |
 //! | `alloc MIB`              | allocate MIB MiB and write every byte; keep it      |         |
 //! | `free`                   | release everything `alloc` kept                     |         |
-//! | `pid`                    | pid in the new namespace and in the host's          | `1 N`   |
+//! | `spin MS`                | burn CPU for MS ms of wall-clock time               |         |
+//! | `pid`                    | pid in its namespace and in the host's              | `N M`   |
+//! | `forkjoin FILE...`       | fork; the child writes its pid to each FILE (joins  |         |
+//! |                          | those cgroups) and serves all later commands, the   |         |
+//! |                          | parent waits for it (a service under an init)       |         |
 //! | `exit`                   | exit 0                                              |         |
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
     match start() {
@@ -46,26 +55,61 @@ fn main() -> ExitCode {
     }
 }
 
-/// Joins the cgroups, forks into a new pid namespace and runs the command loop in the child.
+/// Which pid namespace the reader runs in.
+enum PidNs {
+    /// A fresh one, with the reader as its pid 1.
+    New,
+    /// The probe's own.
+    Host,
+    /// The one process `pid` is in.
+    Of(u32),
+}
+
+/// Joins the cgroups, enters the pid namespace, forks and runs the command loop in the child.
 fn start() -> Result<ExitCode, String> {
     let mut uid = None;
+    let mut pid_ns = PidNs::New;
     let mut procs_files = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--uid" {
-            let value = args.next().ok_or("--uid needs a value")?;
-            uid = Some(value.parse::<u32>().map_err(|e| format!("--uid {value}: {e}"))?);
-        } else {
-            procs_files.push(arg);
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--uid" => {
+                let v = value()?;
+                uid = Some(v.parse::<u32>().map_err(|e| format!("--uid {v}: {e}"))?);
+            }
+            "--pidns" => {
+                pid_ns = match value()?.as_str() {
+                    "new" => PidNs::New,
+                    "host" => PidNs::Host,
+                    v => PidNs::Of(v.parse().map_err(|e| format!("--pidns {v}: {e}"))?),
+                };
+            }
+            _ => procs_files.push(arg),
         }
     }
     let pid = std::process::id();
     for file in &procs_files {
         fs::write(file, pid.to_string()).map_err(|e| format!("join {file}: {e}"))?;
     }
-    // SAFETY: plain syscall without pointers; affects only children forked after it.
-    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-        return Err(format!("unshare(CLONE_NEWPID): {}", io::Error::last_os_error()));
+    match pid_ns {
+        PidNs::New => {
+            // SAFETY: plain syscall without pointers; affects only children forked after it.
+            if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+                let err = io::Error::last_os_error();
+                return Err(format!("unshare(CLONE_NEWPID): {err}"));
+            }
+        }
+        PidNs::Host => {}
+        PidNs::Of(target) => {
+            let path = format!("/proc/{target}/ns/pid");
+            let ns = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+            // SAFETY: `ns` is an open namespace fd; affects only children forked after it.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+                let err = io::Error::last_os_error();
+                return Err(format!("setns({path}): {err}"));
+            }
+        }
     }
     // SAFETY: the probe is single-threaded here, so the child may keep using std.
     let child = unsafe { libc::fork() };
@@ -73,11 +117,14 @@ fn start() -> Result<ExitCode, String> {
         return Err(format!("fork: {}", io::Error::last_os_error()));
     }
     if child > 0 {
-        return Ok(wait_for(child));
+        return Ok(ExitCode::from(wait_for(child)));
     }
     // SAFETY: plain prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
-        return Err(format!("prctl(PR_SET_PDEATHSIG): {}", io::Error::last_os_error()));
+        return Err(format!(
+            "prctl(PR_SET_PDEATHSIG): {}",
+            io::Error::last_os_error()
+        ));
     }
     if let Some(uid) = uid {
         drop_privileges(uid)?;
@@ -86,8 +133,8 @@ fn start() -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Waits for the namespace's init and maps its status to the probe's exit code.
-fn wait_for(child: libc::pid_t) -> ExitCode {
+/// Waits for `child` and maps its status to an exit status (128 + signal if killed).
+fn wait_for(child: libc::pid_t) -> u8 {
     let mut status = 0;
     loop {
         // SAFETY: `status` is a valid out-pointer for the duration of the call.
@@ -96,13 +143,13 @@ fn wait_for(child: libc::pid_t) -> ExitCode {
             break;
         }
         if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return ExitCode::from(1);
+            return 1;
         }
     }
     if libc::WIFEXITED(status) {
-        ExitCode::from(u8::try_from(libc::WEXITSTATUS(status)).unwrap_or(1))
+        u8::try_from(libc::WEXITSTATUS(status)).unwrap_or(1)
     } else {
-        ExitCode::from(128u8.saturating_add(u8::try_from(libc::WTERMSIG(status)).unwrap_or(0)))
+        128u8.saturating_add(u8::try_from(libc::WTERMSIG(status)).unwrap_or(0))
     }
 }
 
@@ -110,7 +157,9 @@ fn wait_for(child: libc::pid_t) -> ExitCode {
 fn drop_privileges(uid: u32) -> Result<(), String> {
     // SAFETY: a zero-length group list with a null pointer is valid for setgroups.
     let ok = unsafe {
-        libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(uid) == 0 && libc::setuid(uid) == 0
+        libc::setgroups(0, std::ptr::null()) == 0
+            && libc::setgid(uid) == 0
+            && libc::setuid(uid) == 0
     };
     if ok {
         Ok(())
@@ -133,6 +182,27 @@ fn serve() -> io::Result<()> {
             writeln!(out, "OK")?;
             out.flush()?;
             return Ok(());
+        }
+        if words.first() == Some(&"forkjoin") {
+            // SAFETY: the reader is single-threaded between commands (`tread` joins its thread).
+            let child = unsafe { libc::fork() };
+            if child < 0 {
+                let err = io::Error::last_os_error();
+                writeln!(out, "ERR {} fork: {err}", err.raw_os_error().unwrap_or(0))?;
+                out.flush()?;
+                continue;
+            }
+            if child > 0 {
+                // The child serves from now on; this process only keeps the namespace alive.
+                std::process::exit(i32::from(wait_for(child)));
+            }
+            let pid = std::process::id().to_string();
+            match words[1..].iter().try_for_each(|file| fs::write(file, &pid)) {
+                Ok(()) => writeln!(out, "OK")?,
+                Err(err) => writeln!(out, "ERR {} join: {err}", err.raw_os_error().unwrap_or(0))?,
+            }
+            out.flush()?;
+            continue;
         }
         match state.run(&words) {
             Ok(payload) if payload.is_empty() => writeln!(out, "OK")?,
@@ -164,6 +234,14 @@ impl State {
                 let mut file = File::open(path)?;
                 Ok(hex(&read_to_eof(&mut file, 65536)?))
             }
+            ["tread", path] => {
+                let path = path.to_string();
+                let reader = std::thread::spawn(move || read_to_eof(&mut File::open(path)?, 65536));
+                let bytes = reader
+                    .join()
+                    .map_err(|_| invalid("reader thread panicked"))??;
+                Ok(hex(&bytes))
+            }
             ["open", path] => {
                 let file = File::open(path)?;
                 self.next_handle += 1;
@@ -177,7 +255,10 @@ impl State {
             }
             ["readall", h, chunk] => {
                 let chunk = number(chunk)?;
-                Ok(hex(&read_to_eof(self.file(h)?, usize::try_from(chunk).map_err(invalid)?)?))
+                Ok(hex(&read_to_eof(
+                    self.file(h)?,
+                    usize::try_from(chunk).map_err(invalid)?,
+                )?))
             }
             ["pread", h, off, len] => {
                 let (off, len) = (number(off)?, number(len)?);
@@ -192,7 +273,9 @@ impl State {
             }
             ["close", h] => {
                 let h = u32::try_from(number(h)?).map_err(invalid)?;
-                self.files.remove(&h).ok_or_else(|| invalid("no such handle"))?;
+                self.files
+                    .remove(&h)
+                    .ok_or_else(|| invalid("no such handle"))?;
                 Ok(String::new())
             }
             ["openw", path] => {
@@ -221,7 +304,16 @@ impl State {
             ["alloc", mib] => {
                 let bytes = number(mib)? << 20;
                 // A non-zero fill writes every page, so the memory is charged at once.
-                self.memory.push(vec![0xa5; usize::try_from(bytes).map_err(invalid)?]);
+                self.memory
+                    .push(vec![0xa5; usize::try_from(bytes).map_err(invalid)?]);
+                Ok(String::new())
+            }
+            ["spin", ms] => {
+                let until = Instant::now() + Duration::from_millis(number(ms)?);
+                let mut x = 0u64;
+                while Instant::now() < until {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
                 Ok(String::new())
             }
             ["free"] => {
@@ -239,7 +331,9 @@ impl State {
     /// The open file behind handle `h`.
     fn file(&mut self, h: &str) -> io::Result<&mut File> {
         let h = u32::try_from(number(h)?).map_err(invalid)?;
-        self.files.get_mut(&h).ok_or_else(|| invalid("no such handle"))
+        self.files
+            .get_mut(&h)
+            .ok_or_else(|| invalid("no such handle"))
     }
 }
 

@@ -56,14 +56,22 @@ pub fn hierarchies() -> Result<Vec<Hierarchy>> {
                     .filter(|o| o.starts_with("name=") || subsystems.contains(o.as_str()))
                     .cloned()
                     .collect();
-                out.push(Hierarchy { mount: m.mountpoint, controllers, unified: false });
+                out.push(Hierarchy {
+                    mount: m.mountpoint,
+                    controllers,
+                    unified: false,
+                });
             }
             "cgroup2" => {
                 let path = m.mountpoint.join("cgroup.controllers");
                 let text = fs::read_to_string(&path)
                     .with_context(|| format!("read {}", path.display()))?;
                 let controllers = text.split_whitespace().map(str::to_string).collect();
-                out.push(Hierarchy { mount: m.mountpoint, controllers, unified: true });
+                out.push(Hierarchy {
+                    mount: m.mountpoint,
+                    controllers,
+                    unified: true,
+                });
             }
             _ => {}
         }
@@ -85,7 +93,10 @@ fn v1_subsystems() -> Result<BTreeSet<String>> {
 /// The `cgroup.procs` file of the root cgroup of every hierarchy (v1 and v2, named ones too):
 /// a process written to all of them is a host process as far as cgroups go.
 pub fn root_procs_files() -> Result<Vec<PathBuf>> {
-    Ok(hierarchies()?.into_iter().map(|h| h.mount.join("cgroup.procs")).collect())
+    Ok(hierarchies()?
+        .into_iter()
+        .map(|h| h.mount.join("cgroup.procs"))
+        .collect())
 }
 
 /// Limits to set on a new [`TempCgroup`]; build it with [`TempCgroupBuilder::create`].
@@ -124,12 +135,18 @@ impl TempCgroupBuilder {
             .iter()
             .filter(|h| !h.unified && V1_CONTROLLERS.iter().any(|c| h.has(c)))
             .collect();
-        let mut cg = TempCgroup { name: super::unique_name(), dirs: Vec::new() };
+        let mut cg = TempCgroup {
+            name: super::unique_name(),
+            dirs: Vec::new(),
+        };
         if !v1.is_empty() {
             for h in v1 {
                 let path = h.mount.join(&cg.name);
                 mkdir(&path)?;
-                cg.dirs.push(Dir { path, hierarchy: h.clone() });
+                cg.dirs.push(Dir {
+                    path,
+                    hierarchy: h.clone(),
+                });
             }
             self.apply_v1(&cg)?;
         } else {
@@ -140,7 +157,10 @@ impl TempCgroupBuilder {
             enable_v2_controllers(&h.mount)?;
             let path = h.mount.join(&cg.name);
             mkdir(&path)?;
-            cg.dirs.push(Dir { path, hierarchy: h.clone() });
+            cg.dirs.push(Dir {
+                path,
+                hierarchy: h.clone(),
+            });
             self.apply_v2(&cg)?;
         }
         Ok(cg)
@@ -156,12 +176,17 @@ impl TempCgroupBuilder {
                 None => read_trimmed(&parent.join("cpuset.cpus"))?,
             };
             write(&dir.join("cpuset.cpus"), &cpus)?;
-            write(&dir.join("cpuset.mems"), &read_trimmed(&parent.join("cpuset.mems"))?)?;
+            write(
+                &dir.join("cpuset.mems"),
+                &read_trimmed(&parent.join("cpuset.mems"))?,
+            )?;
         } else if self.cpus.is_some() {
             bail!("cpuset limit requested but no v1 cpuset hierarchy is mounted");
         }
         if let Some(bytes) = self.memory_bytes {
-            let dir = cg.dir("memory").context("no v1 memory hierarchy is mounted")?;
+            let dir = cg
+                .dir("memory")
+                .context("no v1 memory hierarchy is mounted")?;
             write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
         }
         if let Some((quota, period)) = self.cfs {
@@ -223,9 +248,33 @@ impl TempCgroup {
         TempCgroupBuilder::default()
     }
 
-    /// The cgroup's name (its directory name in every hierarchy).
+    /// The cgroup's path below each hierarchy's root (`proclens-test-<pid>-<n>`, or
+    /// `proclens-test-<pid>-<n>/<child>` for a child).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Creates child cgroup `name` (e.g. `init.scope`) in every directory of this one, with no
+    /// limits of its own (v1 cpuset: the parent's cpus and mems). Drop it before its parent.
+    pub fn child(&self, name: &str) -> Result<TempCgroup> {
+        let mut child = TempCgroup {
+            name: format!("{}/{name}", self.name),
+            dirs: Vec::new(),
+        };
+        for d in &self.dirs {
+            let path = d.path.join(name);
+            mkdir(&path)?;
+            child.dirs.push(Dir {
+                path: path.clone(),
+                hierarchy: d.hierarchy.clone(),
+            });
+            if !d.hierarchy.unified && d.hierarchy.has("cpuset") {
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    write(&path.join(file), &read_trimmed(&d.path.join(file))?)?;
+                }
+            }
+        }
+        Ok(child)
     }
 
     /// The cgroup's directory in the hierarchy carrying `controller` (any directory on v2).
@@ -238,7 +287,10 @@ impl TempCgroup {
 
     /// The `cgroup.procs` file of every directory: writing a pid to all of them moves it in.
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.path.join("cgroup.procs")).collect()
+        self.dirs
+            .iter()
+            .map(|d| d.path.join("cgroup.procs"))
+            .collect()
     }
 
     /// Moves process `pid` into the cgroup in every hierarchy.
@@ -280,7 +332,10 @@ impl TempCgroup {
                 }
             } else {
                 if Instant::now() >= deadline {
-                    bail!("{} still has tasks {pids:?} after {CLEANUP_TIMEOUT:?}", dir.display());
+                    bail!(
+                        "{} still has tasks {pids:?} after {CLEANUP_TIMEOUT:?}",
+                        dir.display()
+                    );
                 }
                 for pid in pids {
                     let _ = super::process::signal(pid, libc::SIGKILL);
@@ -295,7 +350,10 @@ impl Drop for TempCgroup {
     fn drop(&mut self) {
         for d in self.dirs.iter().rev() {
             if let Err(err) = Self::remove(&d.path) {
-                eprintln!("!!! TempCgroup {}: cleanup failed, cgroup leaked: {err:#}", self.name);
+                eprintln!(
+                    "!!! TempCgroup {}: cleanup failed, cgroup leaked: {err:#}",
+                    self.name
+                );
             }
         }
     }
@@ -305,7 +363,11 @@ impl Drop for TempCgroup {
 fn read_pids(path: &Path) -> Result<Vec<u32>> {
     let text = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     text.lines()
-        .map(|l| l.trim().parse().with_context(|| format!("{}: line {l:?}", path.display())))
+        .map(|l| {
+            l.trim()
+                .parse()
+                .with_context(|| format!("{}: line {l:?}", path.display()))
+        })
         .collect()
 }
 

@@ -28,6 +28,7 @@ pub struct FusedDaemon {
     child: Child,
     mountpoint: PathBuf,
     stderr: Captured,
+    stopped: bool,
     leave_mount: bool,
     _notify_dir: TempDir,
     _mount_dir: Option<MountDir>,
@@ -55,7 +56,9 @@ impl FusedDaemon {
     /// Spawns the daemon and waits until it is ready.
     fn spawn(mountpoint: &Path, args: &[&str], mount_dir: Option<MountDir>) -> Result<Self> {
         let bin = Self::binary()?;
-        let notify_dir = tempfile::Builder::new().prefix("proclens-test-notify-").tempdir()?;
+        let notify_dir = tempfile::Builder::new()
+            .prefix("proclens-test-notify-")
+            .tempdir()?;
         let socket_path = notify_dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&socket_path)
             .with_context(|| format!("bind {}", socket_path.display()))?;
@@ -73,6 +76,7 @@ impl FusedDaemon {
             child,
             mountpoint: mountpoint.to_path_buf(),
             stderr,
+            stopped: false,
             leave_mount: false,
             _notify_dir: notify_dir,
             _mount_dir: mount_dir,
@@ -81,7 +85,7 @@ impl FusedDaemon {
             format!(
                 "proclens-fused {args:?} on {} did not become ready; its stderr:\n{}",
                 mountpoint.display(),
-                daemon.stderr()
+                non_empty(&daemon.stderr())
             )
         })?;
         Ok(daemon)
@@ -95,14 +99,19 @@ impl FusedDaemon {
         loop {
             match socket.recv(&mut buf) {
                 Ok(n) => {
-                    if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+                    if String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .any(|l| l == "READY=1")
+                    {
                         break;
                     }
                 }
                 Err(err)
                     if matches!(
                         err.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
                     ) => {}
                 Err(err) => return Err(err).context("recv on NOTIFY_SOCKET"),
             }
@@ -115,7 +124,10 @@ impl FusedDaemon {
         }
         match self.mount()? {
             Some(m) if m.fstype.starts_with("fuse") => Ok(()),
-            Some(m) => bail!("sent READY=1 but the mount there is {:?}, not FUSE", m.fstype),
+            Some(m) => bail!(
+                "sent READY=1 but the mount there is {:?}, not FUSE",
+                m.fstype
+            ),
             None => bail!("sent READY=1 before its mount appeared in /proc/self/mountinfo"),
         }
     }
@@ -148,12 +160,20 @@ impl FusedDaemon {
     /// Sends `signal`, waits for the exit and returns its status. Fails if the daemon does not
     /// exit within 10 s or leaves a mount behind (`Drop` then cleans up).
     pub fn stop_with(mut self, signal: libc::c_int) -> Result<ExitStatus> {
+        self.stopped = true;
         process::signal(self.pid(), signal)?;
         let status = process::wait_timeout(&mut self.child, EXIT_TIMEOUT)?.with_context(|| {
-            format!("still running {EXIT_TIMEOUT:?} after signal {signal}:\n{}", self.stderr())
+            format!(
+                "still running {EXIT_TIMEOUT:?} after signal {signal}; stderr:\n{}",
+                non_empty(&self.stderr())
+            )
         })?;
         if let Some(m) = self.mount()? {
-            bail!("exited with {status} but left a {} mount; stderr:\n{}", m.fstype, self.stderr());
+            bail!(
+                "exited with {status} but left a {} mount; stderr:\n{}",
+                m.fstype,
+                non_empty(&self.stderr())
+            );
         }
         Ok(status)
     }
@@ -161,6 +181,7 @@ impl FusedDaemon {
     /// Kills the daemon with SIGKILL and leaves its mount behind, dead (`ENOTCONN`), the way a
     /// crashed daemon does. The mount point must outlive this call: use [`Self::start_at`].
     pub fn kill_leaving_mount(mut self) -> Result<()> {
+        self.stopped = true;
         self.child.kill().context("SIGKILL proclens-fused")?;
         self.child.wait()?;
         self.leave_mount = true;
@@ -170,9 +191,20 @@ impl FusedDaemon {
 
 impl Drop for FusedDaemon {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            if !self.stopped {
+                eprintln!(
+                    "!!! proclens-fused on {} died during the test ({status}); stderr:\n{}",
+                    self.mountpoint.display(),
+                    non_empty(&self.stderr())
+                );
+            }
+        } else {
             let _ = process::signal(self.child.id(), libc::SIGTERM);
-            if !matches!(process::wait_timeout(&mut self.child, EXIT_TIMEOUT), Ok(Some(_))) {
+            if !matches!(
+                process::wait_timeout(&mut self.child, EXIT_TIMEOUT),
+                Ok(Some(_))
+            ) {
                 eprintln!("!!! proclens-fused ignored SIGTERM for {EXIT_TIMEOUT:?}; killing it");
                 let _ = self.child.kill();
                 let _ = self.child.wait();
@@ -194,6 +226,15 @@ impl Drop for FusedDaemon {
     }
 }
 
+/// `text`, or `(empty)` if it is empty.
+fn non_empty(text: &str) -> &str {
+    if text.trim().is_empty() {
+        "(empty)"
+    } else {
+        text
+    }
+}
+
 /// A mount point in a fresh temp dir. `Drop` lazily unmounts whatever is still mounted there
 /// (a stale mount of a killed daemon, say), then removes the directory.
 pub struct MountDir {
@@ -211,7 +252,9 @@ impl MountDir {
 
     /// A mount point path whose directory does not exist yet (its parent does).
     pub fn missing() -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("proclens-test-mnt-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("proclens-test-mnt-")
+            .tempdir()?;
         let path = dir.path().canonicalize()?.join("mnt");
         Ok(Self { path, _dir: dir })
     }

@@ -29,7 +29,7 @@ pub fn mounts() -> Result<Vec<MountEntry>> {
 
 /// The topmost mount at `path` (the last one listed there), if any.
 pub fn mount_at(path: &Path) -> Result<Option<MountEntry>> {
-    Ok(mounts()?.into_iter().filter(|m| m.mountpoint == path).last())
+    Ok(mounts()?.into_iter().rev().find(|m| m.mountpoint == path))
 }
 
 /// Parses one mountinfo line: `id parent maj:min root mountpoint options [tags…] - type source
@@ -57,7 +57,9 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let digits = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let digits = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match (bytes[i], digits) {
             (b'\\', Some(d)) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));

@@ -34,16 +34,39 @@ impl std::error::Error for ProbeError {}
 impl ProbeError {
     /// The errno of `err` if it is (or wraps) a [`ProbeError`].
     pub fn errno_of(err: &anyhow::Error) -> Option<i32> {
-        err.chain().find_map(|e| e.downcast_ref::<ProbeError>()).map(|e| e.errno)
+        err.chain()
+            .find_map(|e| e.downcast_ref::<ProbeError>())
+            .map(|e| e.errno)
     }
+}
+
+/// The pid namespace a probe's reader runs in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PidNs {
+    /// A fresh namespace with the reader as its pid 1 (a container's init).
+    #[default]
+    New,
+    /// The host's (a hostPID pod).
+    Host,
+    /// The namespace of this host pid (a member of a pod sharing one pid namespace).
+    Of(u32),
+}
+
+/// How to start a [`Probe`].
+#[derive(Clone, Debug, Default)]
+pub struct ProbeOptions {
+    /// Drop to this uid (gid the same) after joining the cgroups.
+    pub uid: Option<u32>,
+    /// The reader's pid namespace.
+    pub pid_ns: PidNs,
 }
 
 /// A file kept open inside the probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handle(u32);
 
-/// A running `proclens-probe`. Its reader is pid 1 of a new pid namespace, in the cgroups it was
-/// given. `Drop` asks it to exit and kills it (and so its whole namespace) after 5 s.
+/// A running `proclens-probe`. Its reader is in the cgroups it was given and (by default) is
+/// pid 1 of a new pid namespace. `Drop` asks it to exit and kills it (and so its whole namespace) after 5 s.
 pub struct Probe {
     child: Child,
     stdin: ChildStdin,
@@ -58,14 +81,19 @@ impl Probe {
         super::find_binary("PROCLENS_PROBE_BIN", "proclens-probe")
     }
 
-    /// Starts a probe that joins the cgroups of the given `cgroup.procs` files, enters a fresh
-    /// pid namespace and (if `uid` is set) drops to that uid; waits for its `READY`.
-    pub fn spawn(join: &[PathBuf], uid: Option<u32>) -> Result<Self> {
+    /// Starts a probe that joins the cgroups of the given `cgroup.procs` files, enters the pid
+    /// namespace and drops privileges as `options` say; waits for its `READY`.
+    pub fn spawn(join: &[PathBuf], options: &ProbeOptions) -> Result<Self> {
         let bin = Self::binary()?;
         let mut cmd = Command::new(&bin);
-        if let Some(uid) = uid {
+        if let Some(uid) = options.uid {
             cmd.arg("--uid").arg(uid.to_string());
         }
+        match options.pid_ns {
+            PidNs::New => cmd.args(["--pidns", "new"]),
+            PidNs::Host => cmd.args(["--pidns", "host"]),
+            PidNs::Of(pid) => cmd.arg("--pidns").arg(pid.to_string()),
+        };
         let spawned = Instant::now();
         let mut child = cmd
             .args(join)
@@ -86,7 +114,13 @@ impl Probe {
                 }
             }
         });
-        let mut probe = Self { child, stdin, replies, stderr, spawned };
+        let mut probe = Self {
+            child,
+            stdin,
+            replies,
+            stderr,
+            spawned,
+        };
         let ready = probe.reply("start-up")?;
         if ready != "READY" {
             bail!("probe said {ready:?} instead of READY");
@@ -109,10 +143,17 @@ impl Probe {
         text(self.read(path)?)
     }
 
+    /// [`Self::read_string`] done by a new thread of the reader (FUSE then sees a thread id).
+    pub fn read_string_in_thread(&mut self, path: &Path) -> Result<String> {
+        text(unhex(&self.request(&format!("tread {}", path.display()))?)?)
+    }
+
     /// Opens `path` read-only and keeps it open.
     pub fn open(&mut self, path: &Path) -> Result<Handle> {
         let reply = self.request(&format!("open {}", path.display()))?;
-        Ok(Handle(reply.parse().with_context(|| format!("handle {reply:?}"))?))
+        Ok(Handle(
+            reply.parse().with_context(|| format!("handle {reply:?}"))?,
+        ))
     }
 
     /// `lseek(h, 0)` then reads to EOF: a fresh rendering of the same open file, as `top` does.
@@ -170,11 +211,27 @@ impl Probe {
         self.request("free").map(drop)
     }
 
+    /// Burns CPU inside the probe for `ms` milliseconds of wall-clock time.
+    pub fn spin_ms(&mut self, ms: u64) -> Result<()> {
+        self.request(&format!("spin {ms}")).map(drop)
+    }
+
     /// The reader's pid inside its namespace (1) and in the host's.
     pub fn pids(&mut self) -> Result<(u32, u32)> {
         let reply = self.request("pid")?;
-        let parsed = reply.split_once(' ').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+        let parsed = reply
+            .split_once(' ')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
         parsed.with_context(|| format!("pid reply {reply:?}"))
+    }
+
+    /// Forks the reader: the child joins the cgroups of the given `cgroup.procs` files and
+    /// answers every later command, the parent stays behind as its parent (an init and one of
+    /// its services). Memory the parent allocated stays charged where it was.
+    pub fn fork_into(&mut self, join: &[PathBuf]) -> Result<()> {
+        let files: Vec<String> = join.iter().map(|f| f.display().to_string()).collect();
+        self.request(&format!("forkjoin {}", files.join(" ")))
+            .map(drop)
     }
 
     /// Sends one command and returns the payload of its `OK` reply; an `ERR` reply becomes a
@@ -182,7 +239,12 @@ impl Probe {
     fn request(&mut self, command: &str) -> Result<String> {
         writeln!(self.stdin, "{command}")
             .and_then(|()| self.stdin.flush())
-            .with_context(|| format!("send {command:?} to the probe; stderr: {}", self.stderr.text()))?;
+            .with_context(|| {
+                format!(
+                    "send {command:?} to the probe; stderr: {}",
+                    self.stderr.text()
+                )
+            })?;
         let reply = self.reply(command)?;
         if reply == "OK" {
             return Ok(String::new());
@@ -192,7 +254,10 @@ impl Probe {
         }
         if let Some(rest) = reply.strip_prefix("ERR ") {
             let (errno, message) = rest.split_once(' ').unwrap_or((rest, ""));
-            let err = ProbeError { errno: errno.parse().unwrap_or(0), message: message.into() };
+            let err = ProbeError {
+                errno: errno.parse().unwrap_or(0),
+                message: message.into(),
+            };
             return Err(anyhow!(err).context(format!("probe {command:?}")));
         }
         bail!("probe answered {command:?} with {reply:?}")
@@ -219,7 +284,10 @@ impl Probe {
 impl Drop for Probe {
     fn drop(&mut self) {
         let _ = writeln!(self.stdin, "exit").and_then(|()| self.stdin.flush());
-        if !matches!(process::wait_timeout(&mut self.child, Duration::from_secs(5)), Ok(Some(_))) {
+        if !matches!(
+            process::wait_timeout(&mut self.child, Duration::from_secs(5)),
+            Ok(Some(_))
+        ) {
             // The reader has PR_SET_PDEATHSIG, so killing the parent ends the whole namespace.
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -229,13 +297,11 @@ impl Drop for Probe {
 
 /// Decodes a lowercase hex payload.
 fn unhex(hex: &str) -> Result<Vec<u8>> {
-    if hex.len() % 2 != 0 {
-        bail!("odd-length hex payload");
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            let pair = hex.get(i..i + 2).context("non-ASCII hex payload")?;
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair).ok().filter(|p| p.len() == 2);
+            let pair = pair.with_context(|| format!("bad hex payload {hex:?}"))?;
             u8::from_str_radix(pair, 16).with_context(|| format!("hex {pair:?}"))
         })
         .collect()

@@ -48,7 +48,10 @@ impl Captured {
                 if n == 0 {
                     break;
                 }
-                sink.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&buf[..n]);
+                sink.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&buf[..n]);
             }
         });
         (captured, thread)
@@ -99,5 +102,9 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    Ok(Output { status, stdout: stdout.bytes(), stderr: stderr.bytes() })
+    Ok(Output {
+        status,
+        stdout: stdout.bytes(),
+        stderr: stderr.bytes(),
+    })
 }

@@ -1,6 +1,7 @@
 //! [`RuncContainer`]: a real OCI container run by `runc`, with the host's `/usr` and `/etc`
 //! read-only as its root filesystem, real cgroup limits and optional bind mounts over `/proc`.
 
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,9 +20,9 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// → `usr/bin` on merged-/usr systems) become the same symlinks in the rootfs.
 const HOST_DIRS: [&str; 6] = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64"];
 
-/// An OCI bundle plus a private runc state root in a temp dir. Each [`Self::run`] runs one
-/// container to completion with the configured limits; `Drop` force-deletes it in case a run
-/// was interrupted.
+/// An OCI bundle plus a private runc state root in a temp dir. [`Self::run`] runs the container
+/// to completion with the configured limits, [`Self::start`] and [`Self::exec`] keep it running
+/// and run more in it; `Drop` force-deletes it (and so its cgroups) if it still exists.
 pub struct RuncContainer {
     id: String,
     dir: TempDir,
@@ -35,12 +36,20 @@ impl RuncContainer {
     /// A container named `proclens-test-<pid>-<n>` (also its cgroup name) with no limits yet.
     /// Fails loudly if `runc` is not installed.
     pub fn new() -> Result<Self> {
-        let out = process::run(Command::new("runc").arg("--version"), Duration::from_secs(10))
-            .context("runc is needed for the container tests (apt-get install runc)")?;
+        let out = process::run(
+            Command::new("runc").arg("--version"),
+            Duration::from_secs(10),
+        )
+        .context("runc is needed for the container tests (apt-get install runc)")?;
         if !out.status.success() {
-            bail!("runc --version failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "runc --version failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let dir = tempfile::Builder::new().prefix("proclens-test-runc-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("proclens-test-runc-")
+            .tempdir()?;
         Ok(Self {
             id: super::unique_name(),
             dir,
@@ -72,7 +81,8 @@ impl RuncContainer {
     /// Bind-mounts host file or directory `source` read-only at `destination` in the container,
     /// after `/proc` and `/sys` are mounted (so it can cover files there).
     pub fn bind(mut self, source: &Path, destination: &str) -> Self {
-        self.binds.push((source.to_path_buf(), destination.to_string()));
+        self.binds
+            .push((source.to_path_buf(), destination.to_string()));
         self
     }
 
@@ -84,27 +94,65 @@ impl RuncContainer {
     /// Runs `/bin/sh -c script` in the container and returns its stdout. Fails with stdout and
     /// stderr if runc or the script exits non-zero.
     pub fn run(&self, script: &str) -> Result<String> {
+        let bundle = self.prepare(script)?;
+        self.runc(&[
+            "run".as_ref(),
+            "--bundle".as_ref(),
+            bundle.as_os_str(),
+            self.id.as_ref(),
+        ])
+    }
+
+    /// Starts `/bin/sh -c script` as the container's init in the background (`runc run -d`),
+    /// with its stdio on `/dev/null`; use [`Self::exec`] to run more in it.
+    pub fn start(&self, script: &str) -> Result<()> {
+        let script = format!("exec </dev/null >/dev/null 2>&1; {script}");
+        let bundle = self.prepare(&script)?;
+        let args = [
+            "run".as_ref(),
+            "-d".as_ref(),
+            "--bundle".as_ref(),
+            bundle.as_os_str(),
+        ];
+        self.runc(&[&args[..], &[self.id.as_ref()]].concat())
+            .map(drop)
+    }
+
+    /// Runs `/bin/sh -c script` in the started container (`runc exec`, the way `docker exec`
+    /// does) and returns its stdout.
+    pub fn exec(&self, script: &str) -> Result<String> {
+        self.runc(&[
+            "exec".as_ref(),
+            self.id.as_ref(),
+            "/bin/sh".as_ref(),
+            "-c".as_ref(),
+            script.as_ref(),
+        ])
+    }
+
+    /// Writes the bundle for `script` and returns its directory.
+    fn prepare(&self, script: &str) -> Result<PathBuf> {
         let bundle = self.dir.path().join("bundle");
         let rootfs = bundle.join("rootfs");
         if !rootfs.exists() {
             make_rootfs(&rootfs)?;
         }
         fs::write(bundle.join("config.json"), self.config(script)?)?;
-        let out = process::run(
-            Command::new("runc")
-                .arg("--root")
-                .arg(self.dir.path().join("state"))
-                .arg("run")
-                .arg("--bundle")
-                .arg(&bundle)
-                .arg(&self.id),
-            RUN_TIMEOUT,
-        )?;
+        Ok(bundle)
+    }
+
+    /// Runs `runc --root <state> args…` and returns its stdout; fails with its output if it
+    /// exits non-zero.
+    fn runc(&self, args: &[&OsStr]) -> Result<String> {
+        let mut cmd = Command::new("runc");
+        cmd.arg("--root")
+            .arg(self.dir.path().join("state"))
+            .args(args);
+        let out = process::run(&mut cmd, RUN_TIMEOUT)?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             bail!(
-                "runc run {} exited with {}\nstdout:\n{stdout}\nstderr:\n{}",
-                self.id,
+                "{cmd:?} exited with {}\nstdout:\n{stdout}\nstderr:\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -116,15 +164,36 @@ impl RuncContainer {
     fn config(&self, script: &str) -> Result<String> {
         let mut mounts = vec![
             mount("/proc", "proc", "proc", &[]),
-            mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+            mount(
+                "/dev",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "strictatime", "mode=755", "size=65536k"],
+            ),
             mount(
                 "/dev/pts",
                 "devpts",
                 "devpts",
-                &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+                &[
+                    "nosuid",
+                    "noexec",
+                    "newinstance",
+                    "ptmxmode=0666",
+                    "mode=0620",
+                ],
             ),
-            mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777"]),
-            mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+            mount(
+                "/dev/shm",
+                "tmpfs",
+                "shm",
+                &["nosuid", "noexec", "nodev", "mode=1777"],
+            ),
+            mount(
+                "/sys",
+                "sysfs",
+                "sysfs",
+                &["nosuid", "noexec", "nodev", "ro"],
+            ),
             mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"]),
         ];
         for dir in HOST_DIRS {
@@ -199,7 +268,10 @@ impl Drop for RuncContainer {
         let state = self.dir.path().join("state");
         if state.join(&self.id).exists() {
             let _ = process::run(
-                Command::new("runc").arg("--root").arg(&state).args(["delete", "--force", &self.id]),
+                Command::new("runc")
+                    .arg("--root")
+                    .arg(&state)
+                    .args(["delete", "--force", &self.id]),
                 Duration::from_secs(30),
             );
         }
@@ -253,5 +325,8 @@ fn json(s: &str) -> String {
 
 /// A JSON array of string literals.
 fn json_list(items: &[&str]) -> String {
-    format!("[{}]", items.iter().map(|s| json(s)).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        items.iter().map(|s| json(s)).collect::<Vec<_>>().join(", ")
+    )
 }
