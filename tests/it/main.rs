@@ -9,6 +9,10 @@ mod callers;
 mod cli;
 // Real tools (free, top, vmstat, getconf, python, node, lscpu) inside runc containers.
 mod container;
+// Bad kernel input (unparsable or vanished cgroup files): EIO for that read only.
+mod errors;
+// The systemd unit.
+mod packaging;
 // Checks of the rig itself, so a broken rig is never mistaken for a daemon bug.
 mod rig;
 // Helpers shared by the test modules.
