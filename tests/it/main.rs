@@ -5,6 +5,8 @@
 
 // Whose view a caller gets: threads, hostPID pods, shared pid namespaces, nested cgroups.
 mod callers;
+// Cgroups destroyed and recreated under the same paths while readers read.
+mod churn;
 // The daemon's command line, start-up, mount options and shutdown.
 mod cli;
 // Real tools (free, top, vmstat, getconf, python, node, lscpu) inside runc containers.
@@ -13,6 +15,8 @@ mod container;
 mod errors;
 // The systemd unit.
 mod packaging;
+// seq_file read semantics: offsets, EOF, lseek, many opens, long-held opens.
+mod reads;
 // Checks of the rig itself, so a broken rig is never mistaken for a daemon bug.
 mod rig;
 // Helpers shared by the test modules.

@@ -43,3 +43,23 @@ pub fn have_cpus(n: usize, test: &str) -> Result<bool> {
     eprintln!("!!! SKIPPED {test}: needs {n} CPUs online, host has {cpus:?}");
     Ok(false)
 }
+
+/// Sets the memory limit of `cg` (v1 `memory.limit_in_bytes`, v2 `memory.max`). On v2 the
+/// memory controller is first enabled in the parent's `cgroup.subtree_control` if `cg` lacks
+/// memory files.
+pub fn set_memory_limit(cg: &TempCgroup, bytes: u64) -> Result<()> {
+    let dir = cg.dir("memory").context("no memory hierarchy")?;
+    let v1 = dir.join("memory.limit_in_bytes");
+    let file = if v1.exists() {
+        v1
+    } else {
+        let v2 = dir.join("memory.max");
+        if !v2.exists() {
+            let parent = dir.parent().context("cgroup without parent")?;
+            std::fs::write(parent.join("cgroup.subtree_control"), "+memory")
+                .with_context(|| format!("enable memory below {}", parent.display()))?;
+        }
+        v2
+    };
+    std::fs::write(&file, bytes.to_string()).with_context(|| format!("write {}", file.display()))
+}
