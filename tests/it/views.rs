@@ -523,3 +523,81 @@ fn host_proc_files_pass_the_format_checks() -> Result<()> {
     }
     Ok(())
 }
+
+/// CPU time the cgroup used, in ns, straight from the kernel (v1 cpuacct.usage, v2 cpu.stat).
+fn cgroup_cpu_usage_ns(cg: &TempCgroup) -> Result<u64> {
+    if let Some(dir) = cg
+        .dir("cpuacct")
+        .filter(|d| d.join("cpuacct.usage").exists())
+    {
+        return Ok(std::fs::read_to_string(dir.join("cpuacct.usage"))?
+            .trim()
+            .parse()?);
+    }
+    let dir = cg.dir("cpu").context("no cpu hierarchy")?;
+    let stat = std::fs::read_to_string(dir.join("cpu.stat"))?;
+    let usec: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .context("cpu.stat without usage_usec")?
+        .trim()
+        .parse()?;
+    Ok(usec * 1000)
+}
+
+#[test]
+fn stat_shows_the_containers_share_of_a_contended_cpu() -> Result<()> {
+    // A container limited to half a CPU on CPU 0, busy, next to a busy neighbour on CPU 0.
+    let (cg, daemon, mut probe) = setup(&[])?;
+    let neighbour = TempCgroup::builder().cpus("0").create()?;
+    let mut spinner = probe_in(&cg)?;
+    let mut neighbour_spinner = probe_in(&neighbour)?;
+    let spin_ms = 4000;
+    std::thread::scope(|scope| -> Result<()> {
+        let busy = scope.spawn(move || spinner.spin_ms(spin_ms));
+        let noisy = scope.spawn(move || neighbour_spinner.spin_ms(spin_ms));
+        // Sample only once the spinner is running and has met the quota (100 ms of CPU time).
+        let start = cgroup_cpu_usage_ns(&cg)?;
+        rig::poll(Duration::from_secs(10), "the container to burn CPU", || {
+            Ok((cgroup_cpu_usage_ns(&cg)? > start + 100_000_000).then_some(()))
+        })?;
+        let h = probe.open(&daemon.path("proc/stat"))?;
+        let (usage_before, wall_before) = (cgroup_cpu_usage_ns(&cg)?, Instant::now());
+        let before = parse::stat_cpu_times(&probe.reread(h)?)?;
+        std::thread::sleep(Duration::from_millis(2500));
+        let after = parse::stat_cpu_times(&probe.reread(h)?)?;
+        let (usage_after, wall) = (cgroup_cpu_usage_ns(&cg)?, wall_before.elapsed());
+        busy.join()
+            .map_err(|_| anyhow::anyhow!("spinner panicked"))??;
+        noisy
+            .join()
+            .map_err(|_| anyhow::anyhow!("neighbour panicked"))??;
+
+        for ((name, b), (_, a)) in before.iter().zip(&after) {
+            assert!(
+                b.iter().zip(a).all(|(b, a)| a >= b),
+                "{name} went backwards: {b:?} -> {a:?}"
+            );
+        }
+        let d: Vec<u64> = before[1]
+            .1
+            .iter()
+            .zip(&after[1].1)
+            .map(|(b, a)| a - b)
+            .collect();
+        let busy_ticks = d[0] + d[1] + d[2] + d[5] + d[6] + d[7];
+        let total_ticks: u64 = d.iter().take(8).sum();
+        let shown = 100.0 * busy_ticks as f64 / total_ticks.max(1) as f64;
+        let real = 100.0 * (usage_after - usage_before) as f64 / wall.as_nanos() as f64;
+        eprintln!("cpu0 busy as shown: {shown:.1}%, real usage: {real:.1}% (quota 50%)");
+        assert!(
+            (shown - real).abs() <= 5.0,
+            "shown {shown:.1}% vs real {real:.1}%: {d:?}"
+        );
+        assert!(
+            (35.0..=55.0).contains(&real),
+            "the quota should hold usage near 50%: {real:.1}%"
+        );
+        Ok(())
+    })
+}
