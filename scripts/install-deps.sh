@@ -16,6 +16,7 @@ packages=(
   stress-ng        # load generator
   qemu-system-x86  # cgroup v2 VM rig
   cpio             # initramfs for the VM rig
+  binutils         # strip: debug info out of the VM rig's initramfs
 )
 
 missing=()

@@ -21,5 +21,7 @@ mod reads;
 mod rig;
 // Helpers shared by the test modules.
 mod util;
+// The cgroup v2 stage: this suite again inside a cgroup v2 VM (tests/src/rig/vm.rs).
+mod vm;
 // What a reader in a limited cgroup and its own pid namespace sees in each file.
 mod views;

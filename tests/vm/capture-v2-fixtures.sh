@@ -3,10 +3,10 @@
 # QEMU (TCG, no KVM needed) into cgroup/fixtures/v2/<kernel major.minor>/.
 #
 # Steps (all from scratch, kernel download cached):
-#   1. find the versioned linux-image-*-cloud-amd64 package, `apt-get download`
-#      it into $CACHE and `dpkg -x` it there;
-#   2. build a busybox initramfs in a temp dir with the modules we need
-#      (virtio_pci + virtio_blk for a scratch disk, zram for swap) and /init;
+#   1. tests/vm/kernel.sh (shared with the VM rig) fetches the versioned
+#      linux-image-*-cloud-amd64 package into $CACHE once and stages the modules
+#      we need (virtio_pci + virtio_blk for a scratch disk, zram for swap);
+#   2. build a busybox initramfs in a temp dir with those modules and /init;
 #   3. boot it under `timeout`; /init creates a cgroup with known limits, runs a
 #      workload in it, and prints every file between marker lines;
 #   4. split the console log into one fixture file per kernel file.
@@ -42,72 +42,26 @@ BUSYBOX=$(command -v busybox)
 ! command -v file >/dev/null || file -L "$BUSYBOX" | grep -q 'statically linked' ||
     echo "warning: $BUSYBOX may not be static (install busybox-static)" >&2
 
-# --- 1. kernel ---------------------------------------------------------------
-mkdir -p "$CACHE"
-if [[ -z ${KERNEL_PKG:-} ]]; then
-    dep() { apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-            awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
-    KERNEL_PKG=$(dep)
-    if [[ -z $KERNEL_PKG ]]; then apt-get update -qq; KERNEL_PKG=$(dep); fi
-fi
-[[ -n $KERNEL_PKG ]] || { echo "cannot resolve kernel package" >&2; exit 1; }
-KROOT=$CACHE/$KERNEL_PKG
-if [[ ! -d $KROOT/boot ]]; then
-    deb=$(ls "$CACHE/${KERNEL_PKG}"_*.deb 2>/dev/null | head -1 || true)
-    if [[ -z $deb ]]; then
-        (cd "$CACHE" && apt-get download "$KERNEL_PKG")
-        deb=$(ls "$CACHE/${KERNEL_PKG}"_*.deb | head -1)
-    fi
-    rm -rf "$KROOT.tmp" && dpkg -x "$deb" "$KROOT.tmp" && mv "$KROOT.tmp" "$KROOT"
-fi
-VMLINUZ=$(ls "$KROOT"/boot/vmlinuz-* | head -1)
-KREL=${VMLINUZ##*/vmlinuz-}
-MODDIR=$KROOT/lib/modules/$KREL
-KMAJMIN=$(echo "$KREL" | sed -E 's/^([0-9]+\.[0-9]+).*/\1/')
-OUT=${1:-$REPO/cgroup/fixtures/v2/$KMAJMIN}
-echo "kernel: $KERNEL_PKG ($KREL) -> $OUT"
-
-# --- 2. initramfs ------------------------------------------------------------
+# --- 1. kernel + modules (shared with the VM rig: tests/vm/kernel.sh) ----------------------
 WORK=$(mktemp -d /tmp/proclens-v2-capture.XXXXXX)
 [[ ${KEEP_TMP:-0} = 1 ]] || trap 'rm -rf "$WORK"' EXIT
 ROOT=$WORK/root
 mkdir -p "$ROOT"/{bin,dev,proc,sys,tmp,mods}
 cp "$BUSYBOX" "$ROOT/bin/busybox"
-
-# Module dependency resolution without kmod: read `depends=` from each
-# module's .modinfo strings; emit modules in load order (deps first).
-find_mod() {   # name -> path (names may use - or _ interchangeably)
-    local n; n=$(echo "$1" | sed 's/[-_]/[-_]/g')
-    find "$MODDIR/kernel" -regextype posix-egrep \
-        -regex ".*/${n}\.ko(\.xz|\.zst|\.gz)?" | head -1
-}
-mod_cat() {    # print an (optionally compressed) module uncompressed
-    case $1 in
-        *.xz) xz -dc "$1" ;; *.zst) zstd -dc "$1" ;; *.gz) gzip -dc "$1" ;;
-        *) cat "$1" ;;
-    esac
-}
-declare -A SEEN=()
-LOAD_ORDER=()
-add_mod() {
-    local name=$1 path deps d
-    [[ -n ${SEEN[$name]:-} ]] && return 0
-    SEEN[$name]=1
-    path=$(find_mod "$name")
-    if [[ -z $path ]]; then
-        # Not a module: assume built in (check the config to be sure).
-        echo "note: module $name not found, assuming built in" >&2; return 0
-    fi
-    deps=$(mod_cat "$path" | tr '\0' '\n' | grep -a '^depends=' | head -1 | cut -d= -f2)
-    for d in ${deps//,/ }; do add_mod "$d"; done
-    mod_cat "$path" > "$ROOT/mods/$name.ko"
-    LOAD_ORDER+=("$name")
-}
 # virtio_pci/virtio_blk: scratch disk /dev/vda for io.stat.
-# zram + zsmalloc + lzo-rle (zram's default compressor): swap.
-for m in virtio_pci virtio_blk lzo-rle zram; do add_mod "$m"; done
+# zram (+ zsmalloc) and lzo-rle (zram's default compressor): swap.
+# kernel.sh prints vmlinuz=, release= and modules= (load order) lines.
+MANIFEST=$(PROCLENS_VM_CACHE=$CACHE "$REPO/tests/vm/kernel.sh" "$ROOT/mods" \
+    virtio_pci virtio_blk lzo-rle zram)
+VMLINUZ=$(sed -n 's/^vmlinuz=//p' <<<"$MANIFEST")
+KREL=$(sed -n 's/^release=//p' <<<"$MANIFEST")
+read -r -a LOAD_ORDER <<<"$(sed -n 's/^modules=//p' <<<"$MANIFEST")"
+KMAJMIN=$(echo "$KREL" | sed -E 's/^([0-9]+\.[0-9]+).*/\1/')
+OUT=${1:-$REPO/cgroup/fixtures/v2/$KMAJMIN}
+echo "kernel: $KREL -> $OUT"
 echo "modules: ${LOAD_ORDER[*]}"
 
+# --- 2. initramfs ------------------------------------------------------------
 # Files to print, as "fixture-name path" pairs. PID is replaced inside the VM
 # by the workload's pid, CGDIR by the fixture cgroup directory.
 cat > "$ROOT/files.txt" <<'EOF'

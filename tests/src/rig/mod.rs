@@ -10,6 +10,7 @@ pub mod mountinfo;
 mod probe;
 pub mod process;
 mod runc;
+pub mod vm;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

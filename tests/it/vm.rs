@@ -1,0 +1,60 @@
+//! The cgroup v2 stage: the host is cgroup v1, so this boots one cgroup v2 VM
+//! (`proclens_tests::rig::vm`) and runs every program in [`v2_programs`] inside it, first of all
+//! this integration suite itself. The test fails with the inner failures (test names and panic
+//! messages) when a program fails or the VM does not finish.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use proclens_tests::rig::vm::{self, V2Vm, VmProgram};
+
+/// Tests of this suite that do not run in the VM (libtest `--skip` filters), and why.
+const NOT_IN_VM: [(&str, &str); 4] = [
+    ("vm::", "the VM stage itself (no VM inside the VM)"),
+    (
+        "container::",
+        "runc and the container tools are not in the VM",
+    ),
+    ("rig::bare_runc_container", "runc is not in the VM"),
+    (
+        "packaging::",
+        "systemd-analyze is not in the VM, and the unit file does not depend on the cgroup version",
+    ),
+];
+
+/// Every program the cgroup v2 VM runs, in order. Later v2 tests add their programs here, so
+/// all of them share one boot.
+fn v2_programs() -> Result<Vec<VmProgram>> {
+    let exe = std::env::current_exe().context("the integration test binary's path")?;
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let workspace = manifest.parent().context("tests/ has a parent")?;
+    let integration = VmProgram::new("integration", exe)
+        .args(["--test-threads=2", "--show-output"])
+        .args(NOT_IN_VM.iter().flat_map(|(filter, _)| ["--skip", filter]))
+        // As under cargo: the package directory is the working directory.
+        .current_dir(&manifest)
+        // errors.rs builds its fake cgroup tree from the v2 fixtures.
+        .file(workspace.join("cgroup/fixtures/v2"));
+    Ok(vec![integration])
+}
+
+#[test]
+fn cgroup_v2_suite() -> Result<()> {
+    if std::env::var_os(vm::IN_VM_ENV).is_some() {
+        eprintln!("!!! SKIPPED vm::cgroup_v2_suite: already inside the VM");
+        return Ok(());
+    }
+    proclens_tests::rig::preflight()?;
+    for (filter, why) in NOT_IN_VM {
+        vm::note(&format!(
+            "!!! vm: integration skips {filter} in the VM: {why}"
+        ));
+    }
+    let mut machine = V2Vm::new()?;
+    for program in v2_programs()? {
+        machine = machine.program(program);
+    }
+    let run = machine.run()?;
+    run.report();
+    run.check()
+}
