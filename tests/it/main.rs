@@ -13,6 +13,8 @@ mod cli;
 mod container;
 // Bad kernel input (unparsable or vanished cgroup files): EIO for that read only.
 mod errors;
+// Differential tests: the same reader reads proclens and lxcfs 5.0.3, every shared field compared.
+mod lxcfs;
 // The systemd unit.
 mod packaging;
 // seq_file read semantics: offsets, EOF, lseek, many opens, long-held opens.

@@ -6,6 +6,7 @@
 
 mod cgroup;
 mod fused;
+pub mod lxcfs;
 pub mod mountinfo;
 mod probe;
 pub mod process;
@@ -20,6 +21,7 @@ use anyhow::{bail, Context, Result};
 
 pub use cgroup::{hierarchies, root_procs_files, Hierarchy, TempCgroup, TempCgroupBuilder};
 pub use fused::{FusedDaemon, MountDir};
+pub use lxcfs::LxcfsDaemon;
 pub use probe::{Handle, PidNs, Probe, ProbeError, ProbeOptions};
 pub use runc::RuncContainer;
 
