@@ -11,6 +11,8 @@ mod config;
 mod fs;
 mod fuse;
 mod render;
+mod shared;
+mod shm;
 mod signals;
 mod state;
 mod supervisor;
@@ -65,7 +67,7 @@ fn run(args: config::Args) -> anyhow::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let config = args.into_config()?;
     match worker::inherited()? {
-        Some((fds, ready)) => worker::run(&config, fds, ready),
+        Some(inherited) => worker::run(&config, inherited),
         None => supervisor::run(config, argv),
     }
 }

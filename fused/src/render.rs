@@ -2,7 +2,8 @@
 //! state (I/O), then calls the pure renderers of `proclens-view`.
 
 use crate::caller::{ContainerCaller, Viewer};
-use crate::state::{load_samples, States};
+use crate::shared::{monotonic_ns, SharedState};
+use crate::state::{container_key, load_samples};
 use proclens_cgroup::parse::cpulist::parse_cpulist;
 use proclens_cgroup::parse::host::{
     parse_cpuinfo, parse_diskstats_names, parse_meminfo, parse_stat, parse_uptime,
@@ -12,7 +13,7 @@ use proclens_cgroup::{CgroupReader, Error, ParseError, Result};
 use proclens_view::{cpuinfo, diskstats, loadavg, meminfo, pressure, stat, swaps, sys_cpu, uptime};
 use proclens_view::{visible_cpus, CpuView};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
 
 /// A file whose content proclens computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,7 @@ impl Computed {
 pub struct Renderer {
     reader: CgroupReader,
     cpu_view: CpuView,
-    states: States,
+    shared: Arc<SharedState>,
 }
 
 fn parse_err(path: &Path) -> impl FnOnce(ParseError) -> Error + '_ {
@@ -84,11 +85,11 @@ fn parse_err(path: &Path) -> impl FnOnce(ParseError) -> Error + '_ {
 
 impl Renderer {
     /// A renderer over `reader`.
-    pub fn new(reader: CgroupReader, cpu_view: CpuView) -> Self {
+    pub fn new(reader: CgroupReader, cpu_view: CpuView, shared: Arc<SharedState>) -> Self {
         Renderer {
             reader,
             cpu_view,
-            states: States::default(),
+            shared,
         }
     }
 
@@ -185,7 +186,7 @@ impl Renderer {
         let tasks = self.reader.task_counts(&caller.set)?;
         let rows = stat::container_cpu_rows(&host, &visible, &cpu.usage);
         let id = self.reader.identity(&caller.set)?;
-        let rows = self.states.with(&id, |s| {
+        let rows = self.shared.with_container(container_key(&id), |s| {
             let rows = stat::monotonic(&s.stat_rows, rows);
             s.stat_rows.clone_from(&rows);
             rows
@@ -213,13 +214,11 @@ impl Renderer {
     fn loadavg(&self, caller: &ContainerCaller) -> Result<String> {
         let tasks = self.reader.task_counts(&caller.set)?;
         let id = self.reader.identity(&caller.set)?;
-        let now = Instant::now();
-        let load = self.states.with(&id, |s| {
-            let (samples, advanced) = load_samples(s.load_updated, now);
-            if samples > 0 {
-                s.load.advance(tasks.running + tasks.blocked, samples);
-                s.load_updated = advanced;
-            }
+        let now = monotonic_ns();
+        let load = self.shared.with_container(container_key(&id), |s| {
+            let (samples, advanced) = load_samples(s.load_updated_ns, now);
+            s.load.advance(tasks.running + tasks.blocked, samples);
+            s.load_updated_ns = advanced;
             s.load
         });
         Ok(loadavg::render_loadavg(

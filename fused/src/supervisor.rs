@@ -14,6 +14,7 @@
 
 use crate::config::Config;
 use crate::fuse;
+use crate::shared;
 use crate::signals::SignalSet;
 use crate::worker;
 use anyhow::{bail, Context};
@@ -25,7 +26,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// Environment variable carrying a re-executed supervisor's state: `master,worker_pid,clone...`.
+/// Environment variable carrying a re-executed supervisor's state:
+/// `master,worker_pid,state,clone...`.
 const ADOPT_ENV: &str = "PROCLENS_SUPERVISOR_ADOPT";
 /// How long a new worker may take to start serving.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,9 +52,8 @@ impl Worker {
                 // Adopted across a supervisor re-exec: reap by pid.
                 let mut status = 0;
                 // SAFETY: waitpid on our own child with WNOHANG.
-                let rc = unsafe {
-                    libc::waitpid(self.pid as libc::pid_t, &mut status, libc::WNOHANG)
-                };
+                let rc =
+                    unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::WNOHANG) };
                 (rc > 0).then(|| std::process::ExitStatus::from_raw(status))
             }
         }
@@ -93,6 +94,8 @@ struct Supervisor {
     own_image: std::fs::File,
     master: OwnedFd,
     clones: Vec<OwnedFd>,
+    /// The shared state region (memfd), handed to every worker.
+    state: OwnedFd,
     resend_supported: Option<bool>,
     last_restart: Option<Instant>,
     backoff: Duration,
@@ -112,10 +115,15 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
     let own_image = std::fs::File::open("/proc/self/exe").context("opening /proc/self/exe")?;
 
     let adopted = adopted_state()?;
-    let (master, clones, worker_pid) = match adopted {
-        Some((master, worker_pid, clones)) => {
+    let (master, clones, state, worker_pid) = match adopted {
+        Some(Adopted {
+            master,
+            worker_pid,
+            state,
+            clones,
+        }) => {
             tracing::info!(worker_pid, "supervisor re-executed: connection adopted");
-            (master, clones, Some(worker_pid))
+            (master, clones, state, Some(worker_pid))
         }
         None => {
             fuse::mount::prepare_mountpoint(&config.mountpoint)?;
@@ -123,7 +131,13 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
             tracing::info!(mountpoint = %config.mountpoint.display(), threads = config.threads,
                 cpu_view = ?config.cpu_view, "mounted");
             let clones = make_clones(&master, config.threads)?;
-            (master, clones, None)
+            let region = shared::create_region(shared::Geometry::default())
+                .context("creating the shared state region")?;
+            let state = region
+                .fd()
+                .try_clone_to_owned()
+                .context("duplicating the state fd")?;
+            (master, clones, state, None)
         }
     };
     let mut supervisor = Supervisor {
@@ -133,6 +147,7 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
         own_image,
         master,
         clones,
+        state,
         resend_supported: None,
         last_restart: None,
         backoff: Duration::from_millis(10),
@@ -140,7 +155,11 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
     let mut worker = match worker_pid {
         Some(pid) => {
             // The adopted worker runs the old code: replace it like a reload.
-            let mut old = Worker { pid, child: None, started: Instant::now() };
+            let mut old = Worker {
+                pid,
+                child: None,
+                started: Instant::now(),
+            };
             supervisor.replace(&mut old)?
         }
         None => supervisor.start_worker()?,
@@ -195,21 +214,32 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 /// One clone of the connection per serving thread.
 fn make_clones(master: &OwnedFd, threads: usize) -> anyhow::Result<Vec<OwnedFd>> {
     (0..threads)
-        .map(|_| {
-            fuse::session::clone_fd(master.as_fd()).context("FUSE_DEV_IOC_CLONE on /dev/fuse")
-        })
+        .map(|_| fuse::session::clone_fd(master.as_fd()).context("FUSE_DEV_IOC_CLONE on /dev/fuse"))
         .collect()
 }
 
+/// What a re-executed supervisor inherits from its previous image.
+struct Adopted {
+    master: OwnedFd,
+    worker_pid: u32,
+    state: OwnedFd,
+    clones: Vec<OwnedFd>,
+}
+
 /// The state a re-executed supervisor inherits, if any.
-fn adopted_state() -> anyhow::Result<Option<(OwnedFd, u32, Vec<OwnedFd>)>> {
-    let Ok(text) = std::env::var(ADOPT_ENV) else { return Ok(None) };
+fn adopted_state() -> anyhow::Result<Option<Adopted>> {
+    let Ok(text) = std::env::var(ADOPT_ENV) else {
+        return Ok(None);
+    };
     std::env::remove_var(ADOPT_ENV);
     let numbers: Vec<i64> = text
         .split(',')
-        .map(|t| t.parse().with_context(|| format!("bad {ADOPT_ENV} {text:?}")))
+        .map(|t| {
+            t.parse()
+                .with_context(|| format!("bad {ADOPT_ENV} {text:?}"))
+        })
         .collect::<anyhow::Result<_>>()?;
-    let [master, worker, clones @ ..] = numbers.as_slice() else {
+    let [master, worker, state, clones @ ..] = numbers.as_slice() else {
         bail!("bad {ADOPT_ENV} {text:?}");
     };
     let own = |fd: i64| -> anyhow::Result<OwnedFd> {
@@ -220,8 +250,15 @@ fn adopted_state() -> anyhow::Result<Option<(OwnedFd, u32, Vec<OwnedFd>)>> {
         // SAFETY: the previous image of this process handed these fds over; nothing else owns them.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     };
-    let clones = clones.iter().map(|&fd| own(fd)).collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Some((own(*master)?, u32::try_from(*worker)?, clones)))
+    Ok(Some(Adopted {
+        master: own(*master)?,
+        worker_pid: u32::try_from(*worker)?,
+        state: own(*state)?,
+        clones: clones
+            .iter()
+            .map(|&fd| own(fd))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    }))
 }
 
 /// Clears FD_CLOEXEC so `fd` survives exec.
@@ -255,28 +292,46 @@ impl Supervisor {
     fn spawn(&self, program: PathBuf) -> anyhow::Result<Worker> {
         let (ready_read, ready_write) = pipe()?;
         let fds: Vec<RawFd> = self.clones.iter().map(|fd| fd.as_raw_fd()).collect();
-        let list = fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",");
+        let list = fds
+            .iter()
+            .map(|fd| fd.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let ready_fd = ready_write.as_raw_fd();
+        let state_fd = self.state.as_raw_fd();
         let mut command = Command::new(&program);
         command
             .args(&self.args)
             .env(worker::FDS_ENV, list)
             .env(worker::READY_ENV, ready_fd.to_string())
+            .env(worker::STATE_ENV, state_fd.to_string())
             .env_remove("NOTIFY_SOCKET")
             .env_remove(ADOPT_ENV);
-        // SAFETY: the closure only calls fcntl, which is async-signal-safe.
+        // SAFETY: the closure only calls fcntl and prctl, which are async-signal-safe.
         unsafe {
             command.pre_exec(move || {
+                // A worker must not outlive its supervisor: with nobody to restart it, it would
+                // keep the mount alive and block the next supervisor.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 for &fd in &fds {
                     keep_across_exec(fd)?;
                 }
+                keep_across_exec(state_fd)?;
                 keep_across_exec(ready_fd)
             });
         }
-        let child = command.spawn().with_context(|| format!("spawning {}", program.display()))?;
+        let child = command
+            .spawn()
+            .with_context(|| format!("spawning {}", program.display()))?;
         drop(ready_write);
         let pid = child.id();
-        let mut worker = Worker { pid, child: Some(child), started: Instant::now() };
+        let mut worker = Worker {
+            pid,
+            child: Some(child),
+            started: Instant::now(),
+        };
         match wait_ready(ready_read, READY_TIMEOUT) {
             Ok(()) => {
                 tracing::info!(pid, program = %program.display(), "worker ready");
@@ -346,16 +401,29 @@ impl Supervisor {
 
     /// Re-executes the supervisor from the binary on disk, handing over the connection.
     fn reexec(&self, worker: &Worker) -> anyhow::Result<()> {
-        let mut numbers = vec![i64::from(self.master.as_raw_fd()), i64::from(worker.pid)];
+        let mut numbers = vec![
+            i64::from(self.master.as_raw_fd()),
+            i64::from(worker.pid),
+            i64::from(self.state.as_raw_fd()),
+        ];
         numbers.extend(self.clones.iter().map(|fd| i64::from(fd.as_raw_fd())));
-        for fd in std::iter::once(&self.master).chain(&self.clones) {
+        for fd in [&self.master, &self.state].into_iter().chain(&self.clones) {
             keep_across_exec(fd.as_raw_fd())?;
         }
-        let state = numbers.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
-        let err = Command::new(&self.exe_path).args(&self.args).env(ADOPT_ENV, state).exec();
+        let state = numbers
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let err = Command::new(&self.exe_path)
+            .args(&self.args)
+            .env(ADOPT_ENV, state)
+            .exec();
         // exec returned: it failed. Restore close-on-exec so workers do not inherit the master.
-        // SAFETY: setting FD_CLOEXEC on our own descriptor.
-        unsafe { libc::fcntl(self.master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        for fd in [&self.master, &self.state] {
+            // SAFETY: setting FD_CLOEXEC on our own descriptor.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
         Err(anyhow::Error::new(err).context(format!("exec {}", self.exe_path.display())))
     }
 }
@@ -373,7 +441,11 @@ fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
 
 /// Waits for the worker's ready byte; EOF means it died first.
 fn wait_ready(read_end: OwnedFd, timeout: Duration) -> anyhow::Result<()> {
-    let mut poll = libc::pollfd { fd: read_end.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut poll = libc::pollfd {
+        fd: read_end.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
     // SAFETY: one valid pollfd.
     let rc = unsafe { libc::poll(&mut poll, 1, millis) };
@@ -381,7 +453,9 @@ fn wait_ready(read_end: OwnedFd, timeout: Duration) -> anyhow::Result<()> {
         bail!("no ready signal within {timeout:?}");
     }
     let mut byte = [0u8; 1];
-    let n = std::fs::File::from(read_end).read(&mut byte).context("reading the ready pipe")?;
+    let n = std::fs::File::from(read_end)
+        .read(&mut byte)
+        .context("reading the ready pipe")?;
     if n == 0 {
         bail!("exited before it was ready");
     }

@@ -3,6 +3,8 @@
 //! leaving the connection to the next worker.
 
 use crate::config::Config;
+use crate::shared::SharedState;
+use crate::shm::Region;
 use crate::signals::{install_interrupt_handler, SignalSet};
 use crate::{fs, fuse, render};
 use anyhow::Context;
@@ -17,38 +19,68 @@ use std::time::{Duration, Instant};
 pub const FDS_ENV: &str = "PROCLENS_WORKER_FDS";
 /// Environment variable naming the fd a worker writes one byte to once it serves.
 pub const READY_ENV: &str = "PROCLENS_WORKER_READY_FD";
+/// Environment variable naming the shared state region's memfd.
+pub const STATE_ENV: &str = "PROCLENS_WORKER_STATE_FD";
+
+/// What a worker inherits from the supervisor.
+pub struct Inherited {
+    /// Cloned connection fds, one per serving thread.
+    pub fds: Vec<OwnedFd>,
+    /// Pipe to signal readiness on.
+    pub ready: Option<OwnedFd>,
+    /// The shared state region.
+    pub state: OwnedFd,
+}
 
 /// How long a stopping worker waits for its threads to finish their current request.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Takes ownership of an inherited fd number named in the environment.
 fn inherited_fd(text: &str) -> anyhow::Result<OwnedFd> {
-    let fd: i32 = text.trim().parse().with_context(|| format!("bad inherited fd {text:?}"))?;
+    let fd: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("bad inherited fd {text:?}"))?;
     // SAFETY: F_GETFD only checks that the number is an open descriptor.
-    anyhow::ensure!(unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0, "fd {fd} is not open");
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    anyhow::ensure!(flags >= 0, "fd {fd} is not open");
     // SAFETY: the supervisor passed this open fd to us and nothing else in this process owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The worker's fds, if this process was started as a worker.
-pub fn inherited() -> anyhow::Result<Option<(Vec<OwnedFd>, Option<OwnedFd>)>> {
-    let Ok(list) = std::env::var(FDS_ENV) else { return Ok(None) };
-    let fds = list.split(',').map(inherited_fd).collect::<anyhow::Result<Vec<_>>>()?;
+pub fn inherited() -> anyhow::Result<Option<Inherited>> {
+    let Ok(list) = std::env::var(FDS_ENV) else {
+        return Ok(None);
+    };
+    let fds = list
+        .split(',')
+        .map(inherited_fd)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(!fds.is_empty(), "{FDS_ENV} is empty");
-    let ready = std::env::var(READY_ENV).ok().map(|t| inherited_fd(&t)).transpose()?;
+    let ready = std::env::var(READY_ENV)
+        .ok()
+        .map(|t| inherited_fd(&t))
+        .transpose()?;
+    let state = std::env::var(STATE_ENV).with_context(|| format!("{STATE_ENV} not set"))?;
+    let state = inherited_fd(&state)?;
     // Children of this worker (none today) must not think they are workers.
-    std::env::remove_var(FDS_ENV);
-    std::env::remove_var(READY_ENV);
-    Ok(Some((fds, ready)))
+    for var in [FDS_ENV, READY_ENV, STATE_ENV] {
+        std::env::remove_var(var);
+    }
+    Ok(Some(Inherited { fds, ready, state }))
 }
 
 /// Serves on `fds` until SIGTERM (graceful stop) or until the filesystem is unmounted.
-pub fn run(config: &Config, fds: Vec<OwnedFd>, ready: Option<OwnedFd>) -> anyhow::Result<()> {
+pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
+    let Inherited { fds, ready, state } = inherited;
     let stop_signals = SignalSet::of(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
     stop_signals.block().context("blocking signals")?;
     install_interrupt_handler().context("installing the SIGUSR1 handler")?;
 
-    let filesystem = Arc::new(build_filesystem(config)?);
+    let region = Region::map(state).context("mapping the shared state")?;
+    let shared = Arc::new(SharedState::attach(region).context("attaching the shared state")?);
+    let filesystem = Arc::new(build_filesystem(config, shared)?);
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(fds.len());
     for (index, fd) in fds.into_iter().enumerate() {
@@ -71,7 +103,11 @@ pub fn run(config: &Config, fds: Vec<OwnedFd>, ready: Option<OwnedFd>) -> anyhow
         let mut pipe = std::fs::File::from(ready);
         let _ = pipe.write_all(b"R");
     }
-    tracing::info!(threads = threads.len(), pid = std::process::id(), "worker serving");
+    tracing::info!(
+        threads = threads.len(),
+        pid = std::process::id(),
+        "worker serving"
+    );
 
     loop {
         if threads.iter().all(|t| t.is_finished()) {
@@ -94,13 +130,16 @@ pub fn run(config: &Config, fds: Vec<OwnedFd>, ready: Option<OwnedFd>) -> anyhow
         std::thread::sleep(Duration::from_millis(5));
     }
     let stuck = threads.iter().filter(|t| !t.is_finished()).count();
-    anyhow::ensure!(stuck == 0, "{stuck} serving threads did not stop within {STOP_TIMEOUT:?}");
+    anyhow::ensure!(
+        stuck == 0,
+        "{stuck} serving threads did not stop within {STOP_TIMEOUT:?}"
+    );
     Ok(())
 }
 
 /// Builds the filesystem from the configuration (cgroup discovery happens here, in the worker,
 /// so a new binary's worker uses its own code for it).
-fn build_filesystem(config: &Config) -> anyhow::Result<fs::ProcFs> {
+fn build_filesystem(config: &Config, shared: Arc<SharedState>) -> anyhow::Result<fs::ProcFs> {
     let reader = proclens_cgroup::CgroupReader::discover(config.host.clone())
         .context("discovering cgroup hierarchies")?;
     for h in &reader.layout().hierarchies {
@@ -112,5 +151,9 @@ fn build_filesystem(config: &Config) -> anyhow::Result<fs::ProcFs> {
         .hierarchy_for(proclens_cgroup::Controller::Memory)
         .and_then(|i| reader.layout().version(i))
         == Some(proclens_cgroup::Version::V2);
-    Ok(fs::ProcFs::new(render::Renderer::new(reader, config.cpu_view), with_pressure))
+    Ok(fs::ProcFs::new(
+        render::Renderer::new(reader, config.cpu_view, Arc::clone(&shared)),
+        with_pressure,
+        shared,
+    ))
 }

@@ -182,10 +182,40 @@ impl FusedDaemon {
     /// crashed daemon does. The mount point must outlive this call: use [`Self::start_at`].
     pub fn kill_leaving_mount(mut self) -> Result<()> {
         self.stopped = true;
+        // The whole daemon crashes: its serving workers too, not only the supervisor.
+        let workers = self.worker_pids()?;
         self.child.kill().context("SIGKILL proclens-fused")?;
         self.child.wait()?;
+        for pid in workers {
+            let _ = process::signal(pid, libc::SIGKILL);
+        }
         self.leave_mount = true;
-        Ok(())
+        let proc_dir = self.mountpoint.join("proc");
+        super::poll(
+            EXIT_TIMEOUT,
+            "the killed daemon's mount to go stale",
+            || {
+                let gone = std::fs::metadata(&proc_dir)
+                    .err()
+                    .and_then(|e| e.raw_os_error());
+                Ok((gone == Some(libc::ENOTCONN)).then_some(()))
+            },
+        )
+    }
+
+    /// Pids of the daemon's serving workers (children of the supervisor).
+    pub fn worker_pids(&self) -> Result<Vec<u32>> {
+        let pid = self.child.id();
+        let mut pids = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let children = std::fs::read_to_string(task?.path().join("children"))?;
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+        Ok(pids)
     }
 }
 
