@@ -1,5 +1,9 @@
 //! proclens-fused: mounts the proclens filesystem and serves it until SIGTERM/SIGINT.
 //!
+//! One binary, two roles: started plainly it is the supervisor ([`supervisor`]), which mounts and
+//! keeps a serving worker running; started by the supervisor (fds named in the environment) it is
+//! that worker ([`worker`]).
+//!
 //! Exit codes: 0 after a clean unmount on SIGTERM/SIGINT; 1 on any startup or serving error (one
 //! line on stderr); 2 for bad command-line usage (clap).
 

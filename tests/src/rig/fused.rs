@@ -42,27 +42,37 @@ impl FusedDaemon {
 
     /// Starts the daemon with `args` on a fresh mount point, removed on drop.
     pub fn start(args: &[&str]) -> Result<Self> {
+        Self::start_binary(&Self::binary()?, args)
+    }
+
+    /// Starts the daemon from binary `bin` (e.g. a copy the test later replaces, as an upgrade
+    /// does) on a fresh mount point.
+    pub fn start_binary(bin: &Path, args: &[&str]) -> Result<Self> {
         let dir = MountDir::new()?;
         let mountpoint = dir.path().to_path_buf();
-        Self::spawn(&mountpoint, args, Some(dir))
+        Self::spawn(bin, &mountpoint, args, Some(dir))
     }
 
     /// Starts the daemon with `args` on `mountpoint`, which the caller owns, e.g. as a
     /// [`MountDir`] (it may be missing or hold a stale mount: the daemon must handle both).
     pub fn start_at(mountpoint: &Path, args: &[&str]) -> Result<Self> {
-        Self::spawn(mountpoint, args, None)
+        Self::spawn(&Self::binary()?, mountpoint, args, None)
     }
 
     /// Spawns the daemon and waits until it is ready.
-    fn spawn(mountpoint: &Path, args: &[&str], mount_dir: Option<MountDir>) -> Result<Self> {
-        let bin = Self::binary()?;
+    fn spawn(
+        bin: &Path,
+        mountpoint: &Path,
+        args: &[&str],
+        mount_dir: Option<MountDir>,
+    ) -> Result<Self> {
         let notify_dir = tempfile::Builder::new()
             .prefix("proclens-test-notify-")
             .tempdir()?;
         let socket_path = notify_dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&socket_path)
             .with_context(|| format!("bind {}", socket_path.display()))?;
-        let mut child = Command::new(&bin)
+        let mut child = Command::new(bin)
             .args(args)
             .arg(mountpoint)
             .env("NOTIFY_SOCKET", &socket_path)
