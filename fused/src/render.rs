@@ -9,7 +9,7 @@ use proclens_cgroup::parse::host::{
     parse_cpuinfo, parse_diskstats_names, parse_meminfo, parse_stat, parse_uptime,
 };
 use proclens_cgroup::reader::{read_file, USER_HZ};
-use proclens_cgroup::{CgroupReader, Error, ParseError, Result};
+use proclens_cgroup::{CgroupReader, CpuSnapshot, Error, ParseError, Result};
 use proclens_view::{cpuinfo, diskstats, loadavg, meminfo, pressure, stat, swaps, sys_cpu, uptime};
 use proclens_view::{visible_cpus, CpuView};
 use std::path::{Path, PathBuf};
@@ -112,15 +112,17 @@ impl Renderer {
         parse_cpulist(&read_file(&path)?).map_err(parse_err(&path))
     }
 
+    /// The container's CPU snapshot and the host CPUs it sees, in container order.
+    fn cpu_and_visible(&self, caller: &ContainerCaller) -> Result<(CpuSnapshot, Vec<u32>)> {
+        let cpu = self.reader.cpu(&caller.set)?;
+        let online = self.host_online()?;
+        let visible = visible_cpus(cpu.cpuset.as_deref(), cpu.quota, &online, self.cpu_view);
+        Ok((cpu, visible))
+    }
+
     /// The host CPUs `caller` sees, in container order.
     pub fn visible(&self, caller: &ContainerCaller) -> Result<Vec<u32>> {
-        let cpu = self.reader.cpu(&caller.set)?;
-        Ok(visible_cpus(
-            cpu.cpuset.as_deref(),
-            cpu.quota,
-            &self.host_online()?,
-            self.cpu_view,
-        ))
+        Ok(self.cpu_and_visible(caller)?.1)
     }
 
     /// Renders `file` for `viewer`.
@@ -176,13 +178,7 @@ impl Renderer {
     fn stat(&self, caller: &ContainerCaller) -> Result<String> {
         let path = self.proc_file("stat");
         let host = parse_stat(&read_file(&path)?).map_err(parse_err(&path))?;
-        let cpu = self.reader.cpu(&caller.set)?;
-        let visible = visible_cpus(
-            cpu.cpuset.as_deref(),
-            cpu.quota,
-            &self.host_online()?,
-            self.cpu_view,
-        );
+        let (cpu, visible) = self.cpu_and_visible(caller)?;
         let tasks = self.reader.task_counts(&caller.set)?;
         let rows = stat::container_cpu_rows(&host, &visible, &cpu.usage);
         let id = self.reader.identity(&caller.set)?;
@@ -197,13 +193,7 @@ impl Renderer {
     fn uptime(&self, caller: &ContainerCaller) -> Result<String> {
         let path = self.proc_file("uptime");
         let host = parse_uptime(&read_file(&path)?).map_err(parse_err(&path))?;
-        let cpu = self.reader.cpu(&caller.set)?;
-        let visible = visible_cpus(
-            cpu.cpuset.as_deref(),
-            cpu.quota,
-            &self.host_online()?,
-            self.cpu_view,
-        );
+        let (cpu, visible) = self.cpu_and_visible(caller)?;
         let busy_secs = (cpu.usage.user_ns + cpu.usage.system_ns) as f64 / 1e9;
         let start_secs = caller.start_ticks as f64 / USER_HZ as f64;
         let (up, idle) =

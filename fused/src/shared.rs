@@ -377,14 +377,7 @@ impl SharedState {
         let (old_first, old_count) = (r.u32(at + 28), r.u32(at + 32));
         r.set_u32(at + 8, WRITING);
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        let mut alloc = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
-        alloc.mark(old_first, old_count, false);
-        let first = if needed == 0 {
-            Some(0)
-        } else {
-            alloc.alloc(needed)
-        };
-        drop(alloc);
+        let first = self.reallocate(old_first, old_count, needed);
         let Some(first) = first else {
             r.set_u32(at + 24, 0);
             r.set_u32(at + 32, 0);
@@ -400,6 +393,17 @@ impl SharedState {
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         r.set_u32(at + 8, RENDERED);
         true
+    }
+
+    /// Frees cells `old_first..+old_count` and allocates `needed` new ones (`Some(0)` for none).
+    fn reallocate(&self, old_first: u32, old_count: u32, needed: u32) -> Option<u32> {
+        let mut alloc = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        alloc.mark(old_first, old_count, false);
+        if needed == 0 {
+            Some(0)
+        } else {
+            alloc.alloc(needed)
+        }
     }
 
     /// Frees handle `fh` and its content.
@@ -481,14 +485,7 @@ impl SharedState {
         let needed = u32::try_from(bytes.len().div_ceil(CELL_LEN)).unwrap_or(u32::MAX);
         r.set_u32(at + 16, WRITING);
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        let mut alloc = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
-        alloc.mark(old_first, old_count, false);
-        let first = if needed == 0 {
-            Some(0)
-        } else {
-            alloc.alloc(needed)
-        };
-        drop(alloc);
+        let first = self.reallocate(old_first, old_count, needed);
         let (first, count, rows) = match first {
             Some(first) => {
                 r.write(self.cell_at(first), &bytes);
