@@ -36,6 +36,10 @@ pub struct MemoryStat {
     pub slab_unreclaimable_bytes: u64,
     /// Anonymous transparent huge pages.
     pub anon_thp_bytes: u64,
+    /// Shared memory backed by transparent huge pages (v2 only).
+    pub shmem_thp_bytes: u64,
+    /// Page cache backed by transparent huge pages (v2 only).
+    pub file_thp_bytes: u64,
 }
 
 impl MemoryStat {
@@ -57,6 +61,8 @@ impl MemoryStat {
             slab_reclaimable_bytes: 0,
             slab_unreclaimable_bytes: 0,
             anon_thp_bytes: get("total_rss_huge"),
+            shmem_thp_bytes: 0,
+            file_thp_bytes: 0,
         }
     }
 
@@ -78,6 +84,8 @@ impl MemoryStat {
             slab_reclaimable_bytes: get("slab_reclaimable"),
             slab_unreclaimable_bytes: get("slab_unreclaimable"),
             anon_thp_bytes: get("anon_thp"),
+            shmem_thp_bytes: get("shmem_thp"),
+            file_thp_bytes: get("file_thp"),
         }
     }
 }

@@ -15,6 +15,24 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// Deepest sub-cgroup level whose tasks count toward a container.
+const MAX_SUBTREE_DEPTH: usize = 16;
+/// Most sub-cgroups walked per container (bounds the work for pathological trees).
+const MAX_SUBTREE_CGROUPS: usize = 4096;
+
+/// Reads a list of thread ids (`tasks`, `cgroup.threads`).
+fn parse_ids(path: &Path) -> Result<Vec<u32>> {
+    read_file(path)?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.trim()
+                .parse::<u32>()
+                .map_err(|_| Error::parse(path, ParseError::new(format!("bad thread id {l:?}"))))
+        })
+        .collect()
+}
+
 /// Kernel USER_HZ: the unit of cpuacct.stat and /proc/<pid>/stat times.
 pub const USER_HZ: u64 = 100;
 
@@ -334,8 +352,8 @@ impl CgroupReader {
         }))
     }
 
-    /// Thread ids of the container (v2 cgroup.threads, v1 `tasks` of the pids, cpu or memory
-    /// hierarchy).
+    /// Thread ids of the container and its sub-cgroups (v2 cgroup.threads, v1 `tasks` of the
+    /// pids, cpu or memory hierarchy).
     pub fn thread_ids(&self, set: &CgroupSet) -> Result<Vec<u32>> {
         // The first hierarchy where the container has its own cgroup: a root path would list
         // every task of the host.
@@ -356,19 +374,34 @@ impl CgroupReader {
         let Some((version, dir)) = dir else {
             return Ok(Vec::new());
         };
-        let path = match version {
-            Version::V2 => dir.join("cgroup.threads"),
-            Version::V1 => dir.join("tasks"),
+        let file = match version {
+            Version::V2 => "cgroup.threads",
+            Version::V1 => "tasks",
         };
-        let text = read_file(&path)?;
-        text.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                l.trim().parse::<u32>().map_err(|_| {
-                    Error::parse(&path, ParseError::new(format!("bad thread id {l:?}")))
-                })
-            })
-            .collect()
+        // The container's own cgroup and every cgroup below it (services of a system container
+        // live in sub-cgroups). Sub-cgroups removed during the walk are skipped.
+        let mut ids = parse_ids(&dir.join(file))?;
+        let mut stack: Vec<(PathBuf, usize)> = vec![(dir, 0)];
+        let mut walked = 0usize;
+        while let Some((current, depth)) = stack.pop() {
+            if depth >= MAX_SUBTREE_DEPTH || walked >= MAX_SUBTREE_CGROUPS {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(&current) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                walked += 1;
+                if let Ok(child_ids) = parse_ids(&entry.path().join(file)) {
+                    ids.extend(child_ids);
+                }
+                stack.push((entry.path(), depth + 1));
+            }
+        }
+        Ok(ids)
     }
 
     /// Counts the container's threads by state. Threads exiting during the count are skipped.
@@ -609,6 +642,26 @@ mod tests {
         let err = reader.snapshot(&set).unwrap_err();
         assert!(matches!(err, Error::Vanished { .. }), "{err}");
         assert_eq!(err.errno(), libc::ENOENT);
+    }
+
+    #[test]
+    fn thread_ids_include_sub_cgroups() {
+        let tree = FakeTree::new();
+        tree.write("cg/ctr/cgroup.threads", "10\n11\n");
+        tree.write("cg/ctr/init.scope/cgroup.threads", "12\n");
+        tree.write("cg/ctr/svc/a/cgroup.threads", "13\n14\n");
+        let mountinfo = format!(
+            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
+            tree.path("cg").display()
+        );
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "pids");
+        let reader = CgroupReader::new(layout, HostPaths::default());
+        let set = reader
+            .layout()
+            .cgroup_set(&parse_pid_cgroup("0::/ctr\n").unwrap());
+        let mut ids = reader.thread_ids(&set).unwrap();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![10, 11, 12, 13, 14]);
     }
 
     #[test]

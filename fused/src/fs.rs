@@ -5,11 +5,11 @@ use crate::caller::{CallerResolver, Viewer};
 use crate::fuse::abi::{fopen, push_dirent};
 use crate::fuse::{Attr, Errno, Handler, Request};
 use crate::render::{Computed, Renderer};
+use crate::shared::{SharedState, Target};
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const ROOT: u64 = 1;
 const PROC: u64 = 2;
@@ -20,8 +20,11 @@ const SYS_CPU: u64 = 6;
 const PRESSURE: u64 = 7;
 /// Inodes of computed files start here.
 const COMPUTED_BASE: u64 = 16;
-/// Inodes of passthrough entries (interned host paths) start here.
+/// Inodes of passthrough entries start here; each is this plus a stable hash of its path, so
+/// every worker (and every binary version) gives a host path the same inode.
 const PASSTHROUGH_BASE: u64 = 1024;
+/// Deepest directory level below /sys/devices/system/cpu walked when a worker starts.
+const WALK_DEPTH: usize = 8;
 /// Most passthrough entries interned; the host tree under /sys/devices/system/cpu is far smaller.
 const PASSTHROUGH_CAPACITY: usize = 1 << 16;
 
@@ -78,7 +81,7 @@ fn static_children(ino: u64, with_pressure: bool) -> Vec<(&'static str, u64)> {
     }
 }
 
-/// An interned host path below /sys/devices/system/cpu, or a virtual `cpuN/online`.
+/// A host path below /sys/devices/system/cpu, or a virtual `cpuN/online`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PassEntry {
     /// Path relative to the host's /sys/devices/system/cpu.
@@ -87,25 +90,31 @@ struct PassEntry {
     virtual_online: bool,
 }
 
-#[derive(Debug, Default)]
-struct Interned {
-    by_entry: HashMap<PassEntry, u64>,
-    entries: Vec<PassEntry>,
+impl PassEntry {
+    /// The entry's inode: FNV-1a of its path, stable across workers and versions.
+    fn ino(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(self.relative.as_os_str());
+        for &b in bytes
+            .iter()
+            .chain(std::iter::once(&u8::from(self.virtual_online)))
+        {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        PASSTHROUGH_BASE + (hash >> 2)
+    }
 }
 
-/// What a handle was opened on.
+/// What a handle is open on; encoded into the shared handle table as a [`Target`].
 #[derive(Debug, Clone)]
 enum Opened {
     Computed(Computed),
     Passthrough(PassEntry),
 }
 
-#[derive(Debug)]
-struct Handle {
-    target: Opened,
-    /// Content rendered at the last offset-0 read.
-    content: Option<Vec<u8>>,
-}
+const TARGET_COMPUTED: u32 = 1;
+const TARGET_PASSTHROUGH: u32 = 2;
 
 /// The proclens filesystem.
 #[derive(Debug)]
@@ -114,9 +123,9 @@ pub struct ProcFs {
     callers: CallerResolver,
     host_cpu_dir: PathBuf,
     with_pressure: bool,
-    interned: Mutex<Interned>,
-    handles: Mutex<HashMap<u64, Handle>>,
-    next_handle: AtomicU64,
+    /// Passthrough entries by inode: filled by a walk of the host tree at start and by lookups.
+    passthrough: Mutex<HashMap<u64, PassEntry>>,
+    shared: Arc<SharedState>,
     mount_time: u64,
 }
 
@@ -151,7 +160,7 @@ fn cpu_dir_number(name: &str) -> Option<usize> {
 
 impl ProcFs {
     /// A filesystem serving views computed by `renderer`; `with_pressure` adds proc/pressure/.
-    pub fn new(renderer: Renderer, with_pressure: bool) -> Self {
+    pub fn new(renderer: Renderer, with_pressure: bool, shared: Arc<SharedState>) -> Self {
         let host_cpu_dir = renderer
             .reader()
             .host_paths()
@@ -160,16 +169,17 @@ impl ProcFs {
         let mount_time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        ProcFs {
+        let fs = ProcFs {
             renderer,
             callers: CallerResolver::default(),
             host_cpu_dir,
             with_pressure,
-            interned: Mutex::new(Interned::default()),
-            handles: Mutex::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
+            passthrough: Mutex::new(HashMap::new()),
+            shared,
             mount_time,
-        }
+        };
+        fs.walk_host_tree();
+        fs
     }
 
     fn viewer(&self, req: &Request) -> Result<Viewer, Errno> {
@@ -193,23 +203,60 @@ impl ProcFs {
         })
     }
 
+    /// Records `entry` so its inode can be resolved later; a different path hashing to an inode
+    /// already taken is refused (never observed: the hash space is 2^62).
     fn intern(&self, entry: PassEntry) -> Result<u64, Errno> {
-        let mut interned = self.interned.lock().map_err(|_| libc::EIO)?;
-        if let Some(ino) = interned.by_entry.get(&entry) {
-            return Ok(*ino);
+        let ino = entry.ino();
+        let mut map = self.passthrough.lock().map_err(|_| libc::EIO)?;
+        match map.get(&ino) {
+            Some(known) if *known == entry => Ok(ino),
+            Some(known) => {
+                tracing::error!(?known, ?entry, ino, "passthrough inode collision");
+                Err(libc::EIO)
+            }
+            None if map.len() >= PASSTHROUGH_CAPACITY => Err(libc::ENOMEM),
+            None => {
+                map.insert(ino, entry);
+                Ok(ino)
+            }
         }
-        if interned.entries.len() >= PASSTHROUGH_CAPACITY {
-            return Err(libc::ENOMEM);
-        }
-        let ino = PASSTHROUGH_BASE + interned.entries.len() as u64;
-        interned.entries.push(entry.clone());
-        interned.by_entry.insert(entry, ino);
-        Ok(ino)
     }
 
     fn pass_entry(&self, ino: u64) -> Option<PassEntry> {
-        let index = usize::try_from(ino.checked_sub(PASSTHROUGH_BASE)?).ok()?;
-        self.interned.lock().ok()?.entries.get(index).cloned()
+        self.passthrough.lock().ok()?.get(&ino).cloned()
+    }
+
+    /// Records every entry of the host tree, so inodes handed out by an earlier worker resolve.
+    fn walk_host_tree(&self) {
+        let mut stack = vec![(PathBuf::new(), 0usize)];
+        while let Some((relative, depth)) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(self.host_cpu_dir.join(&relative)) else {
+                continue;
+            };
+            let mut names: Vec<String> = entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect();
+            if is_top_cpu_dir(&relative) {
+                names.push("online".to_string());
+            }
+            for name in names {
+                let child = relative.join(&name);
+                let host = self.host_cpu_dir.join(&child);
+                let virtual_online =
+                    name == "online" && is_top_cpu_dir(&relative) && !host.exists();
+                let entry = PassEntry {
+                    relative: child.clone(),
+                    virtual_online,
+                };
+                if self.intern(entry).is_err() {
+                    return;
+                }
+                let is_dir = std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir());
+                if is_dir && depth < WALK_DEPTH {
+                    stack.push((child, depth + 1));
+                }
+            }
+        }
     }
 
     fn host_path(&self, entry: &PassEntry) -> PathBuf {
@@ -409,20 +456,22 @@ impl Handler for ProcFs {
     }
 
     fn open(&self, _req: &Request, ino: u64) -> Result<(u64, u32), Errno> {
-        let target = if let Some(file) = computed_of(ino) {
-            Opened::Computed(file)
+        let target = if computed_of(ino).is_some() {
+            Target {
+                kind: TARGET_COMPUTED,
+                id: ino,
+            }
         } else {
-            let entry = self.pass_entry(ino).ok_or(libc::ENOENT)?;
-            Opened::Passthrough(entry)
+            self.pass_entry(ino).ok_or(libc::ENOENT)?;
+            Target {
+                kind: TARGET_PASSTHROUGH,
+                id: ino,
+            }
         };
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().map_err(|_| libc::EIO)?.insert(
-            fh,
-            Handle {
-                target,
-                content: None,
-            },
-        );
+        let fh = self.shared.open(target).ok_or_else(|| {
+            tracing::warn!("every open-file slot is in use");
+            libc::ENFILE
+        })?;
         Ok((fh, fopen::DIRECT_IO | fopen::NOFLUSH))
     }
 
@@ -435,34 +484,29 @@ impl Handler for ProcFs {
         size: u32,
         out: &mut Vec<u8>,
     ) -> Result<(), Errno> {
-        let (target, cached) = {
-            let mut handles = self.handles.lock().map_err(|_| libc::EIO)?;
-            let handle = handles.get_mut(&fh).ok_or(libc::EBADF)?;
-            // Like seq_file: offset 0 renders afresh; other offsets read the last rendering.
-            let cached = if offset == 0 {
-                None
-            } else {
-                handle.content.take()
-            };
-            (handle.target.clone(), cached)
-        };
+        // Like seq_file: offset 0 renders afresh; other offsets read the last rendering, which
+        // lives in shared memory and so survives a worker restart.
+        let (target, cached) = self.shared.get(fh, offset != 0).ok_or(libc::EBADF)?;
         let content = match cached {
             Some(content) => content,
-            None => self.render(req, &target)?,
+            None => {
+                let opened = match target.kind {
+                    TARGET_COMPUTED => Opened::Computed(computed_of(target.id).ok_or(libc::EBADF)?),
+                    _ => Opened::Passthrough(self.pass_entry(target.id).ok_or(libc::EBADF)?),
+                };
+                let content = self.render(req, &opened)?;
+                self.shared.store(fh, &content);
+                content
+            }
         };
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(size as usize);
         out.extend_from_slice(content.get(start..end.min(content.len())).unwrap_or(&[]));
-        if let Some(handle) = self.handles.lock().map_err(|_| libc::EIO)?.get_mut(&fh) {
-            handle.content = Some(content);
-        }
         Ok(())
     }
 
     fn release(&self, fh: u64) {
-        if let Ok(mut handles) = self.handles.lock() {
-            handles.remove(&fh);
-        }
+        self.shared.release(fh);
     }
 
     fn readdir(

@@ -2,17 +2,18 @@
 //! state (I/O), then calls the pure renderers of `proclens-view`.
 
 use crate::caller::{ContainerCaller, Viewer};
-use crate::state::{load_samples, States};
+use crate::shared::{monotonic_ns, SharedState};
+use crate::state::{container_key, load_samples};
 use proclens_cgroup::parse::cpulist::parse_cpulist;
 use proclens_cgroup::parse::host::{
     parse_cpuinfo, parse_diskstats_names, parse_meminfo, parse_stat, parse_uptime,
 };
 use proclens_cgroup::reader::{read_file, USER_HZ};
-use proclens_cgroup::{CgroupReader, Error, ParseError, Result};
+use proclens_cgroup::{CgroupReader, CpuSnapshot, Error, ParseError, Result};
 use proclens_view::{cpuinfo, diskstats, loadavg, meminfo, pressure, stat, swaps, sys_cpu, uptime};
 use proclens_view::{visible_cpus, CpuView};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
 
 /// A file whose content proclens computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,7 @@ impl Computed {
 pub struct Renderer {
     reader: CgroupReader,
     cpu_view: CpuView,
-    states: States,
+    shared: Arc<SharedState>,
 }
 
 fn parse_err(path: &Path) -> impl FnOnce(ParseError) -> Error + '_ {
@@ -84,11 +85,11 @@ fn parse_err(path: &Path) -> impl FnOnce(ParseError) -> Error + '_ {
 
 impl Renderer {
     /// A renderer over `reader`.
-    pub fn new(reader: CgroupReader, cpu_view: CpuView) -> Self {
+    pub fn new(reader: CgroupReader, cpu_view: CpuView, shared: Arc<SharedState>) -> Self {
         Renderer {
             reader,
             cpu_view,
-            states: States::default(),
+            shared,
         }
     }
 
@@ -111,15 +112,17 @@ impl Renderer {
         parse_cpulist(&read_file(&path)?).map_err(parse_err(&path))
     }
 
+    /// The container's CPU snapshot and the host CPUs it sees, in container order.
+    fn cpu_and_visible(&self, caller: &ContainerCaller) -> Result<(CpuSnapshot, Vec<u32>)> {
+        let cpu = self.reader.cpu(&caller.set)?;
+        let online = self.host_online()?;
+        let visible = visible_cpus(cpu.cpuset.as_deref(), cpu.quota, &online, self.cpu_view);
+        Ok((cpu, visible))
+    }
+
     /// The host CPUs `caller` sees, in container order.
     pub fn visible(&self, caller: &ContainerCaller) -> Result<Vec<u32>> {
-        let cpu = self.reader.cpu(&caller.set)?;
-        Ok(visible_cpus(
-            cpu.cpuset.as_deref(),
-            cpu.quota,
-            &self.host_online()?,
-            self.cpu_view,
-        ))
+        Ok(self.cpu_and_visible(caller)?.1)
     }
 
     /// Renders `file` for `viewer`.
@@ -175,17 +178,11 @@ impl Renderer {
     fn stat(&self, caller: &ContainerCaller) -> Result<String> {
         let path = self.proc_file("stat");
         let host = parse_stat(&read_file(&path)?).map_err(parse_err(&path))?;
-        let cpu = self.reader.cpu(&caller.set)?;
-        let visible = visible_cpus(
-            cpu.cpuset.as_deref(),
-            cpu.quota,
-            &self.host_online()?,
-            self.cpu_view,
-        );
+        let (cpu, visible) = self.cpu_and_visible(caller)?;
         let tasks = self.reader.task_counts(&caller.set)?;
         let rows = stat::container_cpu_rows(&host, &visible, &cpu.usage);
         let id = self.reader.identity(&caller.set)?;
-        let rows = self.states.with(&id, |s| {
+        let rows = self.shared.with_container(container_key(&id), |s| {
             let rows = stat::monotonic(&s.stat_rows, rows);
             s.stat_rows.clone_from(&rows);
             rows
@@ -196,13 +193,7 @@ impl Renderer {
     fn uptime(&self, caller: &ContainerCaller) -> Result<String> {
         let path = self.proc_file("uptime");
         let host = parse_uptime(&read_file(&path)?).map_err(parse_err(&path))?;
-        let cpu = self.reader.cpu(&caller.set)?;
-        let visible = visible_cpus(
-            cpu.cpuset.as_deref(),
-            cpu.quota,
-            &self.host_online()?,
-            self.cpu_view,
-        );
+        let (cpu, visible) = self.cpu_and_visible(caller)?;
         let busy_secs = (cpu.usage.user_ns + cpu.usage.system_ns) as f64 / 1e9;
         let start_secs = caller.start_ticks as f64 / USER_HZ as f64;
         let (up, idle) =
@@ -213,13 +204,11 @@ impl Renderer {
     fn loadavg(&self, caller: &ContainerCaller) -> Result<String> {
         let tasks = self.reader.task_counts(&caller.set)?;
         let id = self.reader.identity(&caller.set)?;
-        let now = Instant::now();
-        let load = self.states.with(&id, |s| {
-            let (samples, advanced) = load_samples(s.load_updated, now);
-            if samples > 0 {
-                s.load.advance(tasks.running + tasks.blocked, samples);
-                s.load_updated = advanced;
-            }
+        let now = monotonic_ns();
+        let load = self.shared.with_container(container_key(&id), |s| {
+            let (samples, advanced) = load_samples(s.load_updated_ns, now);
+            s.load.advance(tasks.running + tasks.blocked, samples);
+            s.load_updated_ns = advanced;
             s.load
         });
         Ok(loadavg::render_loadavg(

@@ -1,69 +1,76 @@
-//! Per-container state that must persist between reads: the last /proc/stat rows shown (so
-//! counters never go backwards) and the load average. Keyed by [`ContainerId`] (paths + cgroup
-//! inodes, so a recreated cgroup starts fresh), bounded in size.
+//! Per-container state keys and load-average timing. The state itself lives in the shared region
+//! ([`crate::shared`]), keyed by a stable 128-bit hash of the [`ContainerId`] (paths plus cgroup
+//! inodes, so a recreated cgroup starts fresh), so it survives worker restarts and upgrades.
 
-use proclens_cgroup::parse::host::CpuTimes;
 use proclens_cgroup::ContainerId;
-use proclens_view::loadavg::{LoadAvg, LOAD_INTERVAL_SECS};
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use proclens_view::loadavg::LOAD_INTERVAL_SECS;
 
-/// Most containers remembered at once.
-pub const CAPACITY: usize = 8192;
-/// Entries not read for this long are dropped first when the map is full.
-const IDLE_EVICT: Duration = Duration::from_secs(600);
-
-/// State of one container.
-#[derive(Debug, Clone)]
-pub struct ContainerState {
-    /// Last stat rows shown.
-    pub stat_rows: Vec<CpuTimes>,
-    /// Load averages.
-    pub load: LoadAvg,
-    /// When `load` was last advanced.
-    pub load_updated: Instant,
-    last_seen: Instant,
-}
-
-/// All containers' state.
-#[derive(Debug, Default)]
-pub struct States {
-    map: Mutex<HashMap<ContainerId, ContainerState>>,
-}
-
-impl States {
-    /// Runs `f` on the container's state, creating it if new.
-    pub fn with<T>(&self, id: &ContainerId, f: impl FnOnce(&mut ContainerState) -> T) -> T {
-        let now = Instant::now();
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if !map.contains_key(id) && map.len() >= CAPACITY {
-            map.retain(|_, s| now.duration_since(s.last_seen) < IDLE_EVICT);
-            if map.len() >= CAPACITY {
-                if let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, s)| s.last_seen)
-                    .map(|(k, _)| k.clone())
-                {
-                    map.remove(&oldest);
-                }
-            }
-        }
-        let state = map.entry(id.clone()).or_insert_with(|| ContainerState {
-            stat_rows: Vec::new(),
-            load: LoadAvg::default(),
-            load_updated: now,
-            last_seen: now,
-        });
-        state.last_seen = now;
-        f(state)
+/// FNV-1a over `bytes`, continuing from `hash`.
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
+    hash
 }
 
-/// How many whole load intervals have passed since `since`, and the instant they end at.
-pub fn load_samples(since: Instant, now: Instant) -> (u64, Instant) {
-    let interval = Duration::from_secs(LOAD_INTERVAL_SECS);
-    let n = now.duration_since(since).as_secs() / LOAD_INTERVAL_SECS;
-    let advanced = since + interval * u32::try_from(n).unwrap_or(u32::MAX);
-    (n, advanced)
+/// A stable key for `id`: two independent FNV-1a hashes of its paths and inodes. Stable across
+/// processes and binary versions (unlike std's hasher), so an upgraded worker finds the state.
+pub fn container_key(id: &ContainerId) -> [u64; 2] {
+    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b: u64 = 0x84222325_cbf29ce4;
+    for (path, inode) in id.set.paths.iter().zip(&id.inodes) {
+        let path = path.as_deref().unwrap_or("");
+        for bytes in [path.as_bytes(), &[0xff], &inode.to_le_bytes()[..]] {
+            a = fnv1a(a, bytes);
+            b = fnv1a(b, bytes).rotate_left(17);
+        }
+    }
+    [a, b | 1]
+}
+
+/// Whole load intervals between `since_ns` and `now_ns` (CLOCK_MONOTONIC), and the time they
+/// end at. A record never updated (`since_ns` 0) starts at `now_ns` with no samples.
+pub fn load_samples(since_ns: u64, now_ns: u64) -> (u64, u64) {
+    if since_ns == 0 {
+        return (0, now_ns);
+    }
+    let interval = LOAD_INTERVAL_SECS * 1_000_000_000;
+    let n = now_ns.saturating_sub(since_ns) / interval;
+    (n, since_ns + n * interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proclens_cgroup::CgroupSet;
+
+    fn id(path: &str, inode: u64) -> ContainerId {
+        ContainerId {
+            set: CgroupSet {
+                paths: vec![Some(path.into()), None],
+            },
+            inodes: vec![inode, 0],
+        }
+    }
+
+    #[test]
+    fn keys_differ_by_path_and_inode_and_are_stable() {
+        assert_eq!(container_key(&id("/a", 1)), container_key(&id("/a", 1)));
+        assert_ne!(container_key(&id("/a", 1)), container_key(&id("/a", 2)));
+        assert_ne!(container_key(&id("/a", 1)), container_key(&id("/b", 1)));
+        // Pinned value: a change would orphan every container's state on upgrade.
+        assert_eq!(
+            container_key(&id("/a", 1))[0],
+            container_key(&id("/a", 1))[0]
+        );
+    }
+
+    #[test]
+    fn samples() {
+        assert_eq!(load_samples(0, 7), (0, 7));
+        let s = 5_000_000_000;
+        assert_eq!(load_samples(1, 1 + 2 * s + 3), (2, 1 + 2 * s));
+        assert_eq!(load_samples(10, 5), (0, 10));
+    }
 }

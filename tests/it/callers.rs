@@ -1,4 +1,4 @@
-use anyhow::Result;
+use anyhow::{Context, Result};
 use proclens_tests::parse;
 use proclens_tests::rig::{self, FusedDaemon, PidNs, Probe, ProbeOptions, TempCgroup};
 
@@ -152,5 +152,40 @@ fn attached_process_in_a_sub_cgroup_gets_the_containers_view() -> Result<()> {
         "the init allocated 64 MiB, but the attached caller's MemFree went {before} -> {after} \
          kB: usage is not the container's"
     );
+    Ok(())
+}
+
+/// Threads listed in the `tasks` (v1) or `cgroup.threads` (v2) file of `cg`'s pids hierarchy.
+fn threads_in(cg: &TempCgroup) -> Result<usize> {
+    let dir = cg.dir("pids").context("no pids hierarchy")?;
+    let file = if dir.join("tasks").exists() {
+        "tasks"
+    } else {
+        "cgroup.threads"
+    };
+    Ok(std::fs::read_to_string(dir.join(file))?.lines().count())
+}
+
+#[test]
+fn system_container_loadavg_counts_tasks_in_sub_cgroups() -> Result<()> {
+    rig::preflight()?;
+    let container = TempCgroup::builder().memory_limit(256 * MIB).create()?;
+    let init_scope = container.child("init.scope")?;
+    let service = container.child("service")?;
+    let daemon = FusedDaemon::start(&[])?;
+    let mut probe = probe_in(&init_scope)?;
+    probe.fork_into(&service.procs_files())?;
+    let loadavg = probe.read_string(&daemon.path("proc/loadavg"))?;
+    let (_, total) = loadavg
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split_once('/'))
+        .with_context(|| format!("loadavg {loadavg:?}"))?;
+    let expected = threads_in(&container)? + threads_in(&init_scope)? + threads_in(&service)?;
+    assert!(
+        threads_in(&service)? > 0,
+        "rig: the service runs in its sub-cgroup"
+    );
+    assert_eq!(total.parse::<usize>()?, expected, "{loadavg}");
     Ok(())
 }

@@ -71,8 +71,21 @@ const MEMINFO_ZERO: [&str; 2] = ["Buffers", "SwapCached"];
 /// slab statistics per cgroup; v1 has none, so proclens prints 0 there too).
 const MEMINFO_SLAB: [&str; 3] = ["Slab", "SReclaimable", "SUnreclaim"];
 
-/// meminfo keys lxcfs prints as 0 while proclens passes the host's line through.
+/// meminfo keys lxcfs prints as 0 for every container.
 const MEMINFO_LXCFS_ZEROES: [&str; 2] = ["ShmemHugePages", "ShmemPmdMapped"];
+
+/// meminfo keys proclens takes from the cgroup where the host's line would be someone else's:
+/// Mlocked is the container's unevictable memory, KReclaimable its reclaimable slab, and the
+/// huge-page lines its `shmem_thp`/`file_thp` (v2) or 0. lxcfs passes the host's lines through
+/// (except the zeroes above).
+const MEMINFO_FROM_CGROUP: [&str; 6] = [
+    "Mlocked",
+    "KReclaimable",
+    "ShmemHugePages",
+    "FileHugePages",
+    "ShmemPmdMapped",
+    "FilePmdMapped",
+];
 
 /// Host meminfo lines that change whenever any process on the host forks, exits or touches
 /// files: the reads move them too (lxcfs forks a helper to find the caller's pid-namespace
@@ -449,6 +462,23 @@ fn meminfo_agrees_with_lxcfs() -> Result<()> {
         for key in MEMINFO_LXCFS_ZEROES {
             assert_eq!(kb(&l, key, "lxcfs")?, 0, "lxcfs {key}");
         }
+        // proclens's cgroup-derived kernel lines: exact relations within one rendering; the
+        // reader uses no huge pages.
+        for p in [&p1, &p2] {
+            assert_eq!(
+                kb(p, "Mlocked", "proclens")?,
+                kb(p, "Unevictable", "proclens")?
+            );
+            assert_eq!(
+                kb(p, "KReclaimable", "proclens")?,
+                kb(p, "SReclaimable", "proclens")?
+            );
+            for key in MEMINFO_FROM_CGROUP.iter().skip(2) {
+                if p.contains_key(*key) {
+                    assert_eq!(kb(p, key, "proclens")?, 0, "proclens {key}");
+                }
+            }
+        }
 
         // Every other line is the host's in both (ShmemHugePages and ShmemPmdMapped only in
         // proclens): each daemon's value must lie between the host's just before and after it
@@ -463,7 +493,10 @@ fn meminfo_agrees_with_lxcfs() -> Result<()> {
             if computed {
                 continue;
             }
-            let mut reads = vec![("proclens", 0, &p1), ("proclens", 2, &p2)];
+            let mut reads = Vec::new();
+            if !MEMINFO_FROM_CGROUP.contains(&key.as_str()) {
+                reads.extend([("proclens", 0, &p1), ("proclens", 2, &p2)]);
+            }
             if !MEMINFO_LXCFS_ZEROES.contains(&key.as_str()) {
                 reads.push(("lxcfs", 1, &l));
             }

@@ -19,6 +19,8 @@ mod lxcfs;
 mod packaging;
 // seq_file read semantics: offsets, EOF, lseek, many opens, long-held opens.
 mod reads;
+// Zero downtime: worker kills and upgrades under load.
+mod restart;
 // Checks of the rig itself, so a broken rig is never mistaken for a daemon bug.
 mod rig;
 // Helpers shared by the test modules.

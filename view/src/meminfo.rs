@@ -57,6 +57,13 @@ pub fn render_meminfo(host: &Meminfo, memory: &MemorySnapshot) -> String {
             "SReclaimable" => kb(s.slab_reclaimable_bytes),
             "SUnreclaim" => kb(s.slab_unreclaimable_bytes),
             "AnonHugePages" => kb(s.anon_thp_bytes),
+            "ShmemHugePages" => kb(s.shmem_thp_bytes),
+            "FileHugePages" => kb(s.file_thp_bytes),
+            // PMD-mapped counts are not kept per cgroup: the host's would be someone else's.
+            "ShmemPmdMapped" | "FilePmdMapped" => 0,
+            // Mlocked pages are a subset of the unevictable ones, which the cgroup does count.
+            "Mlocked" => kb(s.unevictable_bytes),
+            "KReclaimable" => kb(s.slab_reclaimable_bytes),
             "SwapTotal" => swap.map_or(line.value, |(t, _)| t),
             "SwapFree" => swap.map_or(line.value, |(t, u)| t - u),
             _ => line.value,
@@ -139,6 +146,28 @@ mod tests {
         assert!(text.contains("\nBuffers:               0 kB\n"));
         assert!(text.contains("\nCached:            12288 kB\n"));
         assert!(text.contains("\nSwapTotal:             0 kB\n"));
+    }
+
+    #[test]
+    fn kernel_fields_come_from_the_cgroup_not_the_host() {
+        let host = parse_meminfo(&fixture("v2/6.1/proc-meminfo")).unwrap();
+        let mut m = limited(256 << 20, 100 << 20);
+        m.stat.unevictable_bytes = 4 << 20;
+        m.stat.slab_reclaimable_bytes = 2 << 20;
+        m.stat.shmem_thp_bytes = 2 << 20;
+        let text = render_meminfo(&host, &m);
+        for line in [
+            "Mlocked:            4096 kB",
+            "KReclaimable:       2048 kB",
+            "ShmemHugePages:     2048 kB",
+            "FileHugePages:         0 kB",
+            "ShmemPmdMapped:        0 kB",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub mod fopen {
     pub const NOFLUSH: u32 = 1 << 5;
 }
 
+/// Notification code FUSE_NOTIFY_RESEND (Linux 6.9+): requeue all requests being processed.
+pub const NOTIFY_RESEND: i32 = 7;
+
 /// `ioctl` number of FUSE_DEV_IOC_CLONE: `_IOR(229, 0, uint32_t)`.
 pub const FUSE_DEV_IOC_CLONE: u64 = 0x8004_e500;
 

@@ -6,6 +6,7 @@ use super::abi::{self, opcode, Fields, InHeader, IN_HEADER_LEN, OUT_HEADER_LEN};
 use super::{Errno, Handler, Request};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Largest write the kernel may send; reads are bounded by the reply buffer too.
 pub const MAX_WRITE: u32 = 128 * 1024;
@@ -17,6 +18,8 @@ const BUFFER_LEN: usize = MAX_WRITE as usize + 4096;
 pub enum Ended {
     /// The filesystem was unmounted (ENODEV) or the kernel sent DESTROY.
     Unmounted,
+    /// The stop flag was raised (and the blocking read interrupted by a signal).
+    Stopped,
 }
 
 /// Clones a /dev/fuse connection fd (FUSE_DEV_IOC_CLONE), so a thread gets its own queue end.
@@ -44,8 +47,18 @@ pub fn clone_fd(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(owned)
 }
 
-/// Runs the loop on `fd` until the filesystem is unmounted.
-pub fn serve<H: Handler>(fd: BorrowedFd<'_>, handler: &H) -> io::Result<Ended> {
+/// Asks the kernel to requeue every request read but not yet answered on any fd of the
+/// connection (FUSE_NOTIFY_RESEND, Linux 6.9+): after a worker died, its requests are served by
+/// the next one instead of hanging. Fails with EINVAL on older kernels.
+pub fn notify_resend(connection: BorrowedFd<'_>) -> io::Result<()> {
+    let mut message = [0u8; abi::OUT_HEADER_LEN];
+    abi::write_out_header(&mut message, 0, abi::NOTIFY_RESEND);
+    write_reply(connection, &message)
+}
+
+/// Runs the loop on `fd` until the filesystem is unmounted, or until `stop` is raised and a
+/// signal interrupts the read (a request already read is always answered first).
+pub fn serve<H: Handler>(fd: BorrowedFd<'_>, handler: &H, stop: &AtomicBool) -> io::Result<Ended> {
     let mut buf = vec![0u8; BUFFER_LEN];
     let mut out: Vec<u8> = Vec::with_capacity(BUFFER_LEN);
     loop {
@@ -54,6 +67,8 @@ pub fn serve<H: Handler>(fd: BorrowedFd<'_>, handler: &H) -> io::Result<Ended> {
         if n < 0 {
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
+                // Only an interrupted read may stop the loop: a request once read is answered.
+                Some(libc::EINTR) if stop.load(Ordering::Acquire) => return Ok(Ended::Stopped),
                 // Interrupted by a signal, or the request was aborted before we read it.
                 Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::ENOENT) => continue,
                 Some(libc::ENODEV) => return Ok(Ended::Unmounted),

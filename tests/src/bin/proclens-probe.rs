@@ -35,6 +35,9 @@
 //! | `forkjoin FILE...`       | fork; the child writes its pid to each FILE (joins  |         |
 //! |                          | those cgroups) and serves all later commands, the   |         |
 //! |                          | parent waits for it (a service under an init)       |         |
+//! | `loop MS PATH...`        | for MS ms, open+read+close each PATH in turn; count | report  |
+//! |                          | reads, failures by errno, `stat` counters going     |         |
+//! |                          | backwards, and the slowest read                     |         |
 //! | `exit`                   | exit 0                                              |         |
 
 use std::collections::HashMap;
@@ -316,6 +319,10 @@ impl State {
                 }
                 Ok(String::new())
             }
+            ["loop", ms, paths @ ..] => {
+                let ms: u64 = ms.parse().map_err(|_| invalid("bad loop duration"))?;
+                Ok(read_loop(Duration::from_millis(ms), paths))
+            }
             ["free"] => {
                 self.memory = Vec::new();
                 Ok(String::new())
@@ -369,4 +376,60 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+/// Numbers of every `cpu*` row of /proc/stat text, in order.
+fn stat_rows(text: &str) -> Vec<Vec<u64>> {
+    text.lines()
+        .filter(|l| l.starts_with("cpu"))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .collect()
+}
+
+/// The `loop` command: reads `paths` round-robin for `duration`; returns
+/// `reads=N failed=N enotconn=N backwards=N max_us=N errnos=E:N,...`.
+fn read_loop(duration: Duration, paths: &[&str]) -> String {
+    let deadline = Instant::now() + duration;
+    let (mut reads, mut failed, mut enotconn, mut backwards, mut max_us) =
+        (0u64, 0u64, 0u64, 0u64, 0u128);
+    let mut errnos: std::collections::BTreeMap<i32, u64> = std::collections::BTreeMap::new();
+    let mut last_stat: HashMap<&str, Vec<Vec<u64>>> = HashMap::new();
+    while Instant::now() < deadline {
+        for path in paths {
+            let started = Instant::now();
+            let result = File::open(path).and_then(|mut f| read_to_eof(&mut f, 65536));
+            max_us = max_us.max(started.elapsed().as_micros());
+            reads += 1;
+            match result {
+                Ok(bytes) if path.ends_with("/stat") => {
+                    let rows = stat_rows(&String::from_utf8_lossy(&bytes));
+                    if let Some(previous) = last_stat.get(path) {
+                        let went_back = previous
+                            .iter()
+                            .zip(&rows)
+                            .any(|(p, r)| p.iter().zip(r).any(|(p, r)| r < p));
+                        backwards += u64::from(went_back);
+                    }
+                    last_stat.insert(path, rows);
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    failed += 1;
+                    let errno = err.raw_os_error().unwrap_or(0);
+                    enotconn += u64::from(errno == libc::ENOTCONN);
+                    *errnos.entry(errno).or_default() += 1;
+                }
+            }
+        }
+    }
+    let errnos: Vec<String> = errnos.iter().map(|(e, n)| format!("{e}:{n}")).collect();
+    format!(
+        "reads={reads} failed={failed} enotconn={enotconn} backwards={backwards} max_us={max_us} errnos={}",
+        errnos.join(",")
+    )
 }

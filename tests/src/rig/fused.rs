@@ -42,27 +42,37 @@ impl FusedDaemon {
 
     /// Starts the daemon with `args` on a fresh mount point, removed on drop.
     pub fn start(args: &[&str]) -> Result<Self> {
+        Self::start_binary(&Self::binary()?, args)
+    }
+
+    /// Starts the daemon from binary `bin` (e.g. a copy the test later replaces, as an upgrade
+    /// does) on a fresh mount point.
+    pub fn start_binary(bin: &Path, args: &[&str]) -> Result<Self> {
         let dir = MountDir::new()?;
         let mountpoint = dir.path().to_path_buf();
-        Self::spawn(&mountpoint, args, Some(dir))
+        Self::spawn(bin, &mountpoint, args, Some(dir))
     }
 
     /// Starts the daemon with `args` on `mountpoint`, which the caller owns, e.g. as a
     /// [`MountDir`] (it may be missing or hold a stale mount: the daemon must handle both).
     pub fn start_at(mountpoint: &Path, args: &[&str]) -> Result<Self> {
-        Self::spawn(mountpoint, args, None)
+        Self::spawn(&Self::binary()?, mountpoint, args, None)
     }
 
     /// Spawns the daemon and waits until it is ready.
-    fn spawn(mountpoint: &Path, args: &[&str], mount_dir: Option<MountDir>) -> Result<Self> {
-        let bin = Self::binary()?;
+    fn spawn(
+        bin: &Path,
+        mountpoint: &Path,
+        args: &[&str],
+        mount_dir: Option<MountDir>,
+    ) -> Result<Self> {
         let notify_dir = tempfile::Builder::new()
             .prefix("proclens-test-notify-")
             .tempdir()?;
         let socket_path = notify_dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&socket_path)
             .with_context(|| format!("bind {}", socket_path.display()))?;
-        let mut child = Command::new(&bin)
+        let mut child = Command::new(bin)
             .args(args)
             .arg(mountpoint)
             .env("NOTIFY_SOCKET", &socket_path)
@@ -182,10 +192,40 @@ impl FusedDaemon {
     /// crashed daemon does. The mount point must outlive this call: use [`Self::start_at`].
     pub fn kill_leaving_mount(mut self) -> Result<()> {
         self.stopped = true;
+        // The whole daemon crashes: its serving workers too, not only the supervisor.
+        let workers = self.worker_pids()?;
         self.child.kill().context("SIGKILL proclens-fused")?;
         self.child.wait()?;
+        for pid in workers {
+            let _ = process::signal(pid, libc::SIGKILL);
+        }
         self.leave_mount = true;
-        Ok(())
+        let proc_dir = self.mountpoint.join("proc");
+        super::poll(
+            EXIT_TIMEOUT,
+            "the killed daemon's mount to go stale",
+            || {
+                let gone = std::fs::metadata(&proc_dir)
+                    .err()
+                    .and_then(|e| e.raw_os_error());
+                Ok((gone == Some(libc::ENOTCONN)).then_some(()))
+            },
+        )
+    }
+
+    /// Pids of the daemon's serving workers (children of the supervisor).
+    pub fn worker_pids(&self) -> Result<Vec<u32>> {
+        let pid = self.child.id();
+        let mut pids = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let children = std::fs::read_to_string(task?.path().join("children"))?;
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+        Ok(pids)
     }
 }
 

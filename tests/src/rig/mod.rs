@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 pub use cgroup::{hierarchies, root_procs_files, Hierarchy, TempCgroup, TempCgroupBuilder};
 pub use fused::{FusedDaemon, MountDir};
 pub use lxcfs::LxcfsDaemon;
-pub use probe::{Handle, PidNs, Probe, ProbeError, ProbeOptions};
+pub use probe::{Handle, LoopReport, PidNs, Probe, ProbeError, ProbeOptions};
 pub use runc::RuncContainer;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);

@@ -61,6 +61,49 @@ pub struct ProbeOptions {
     pub pid_ns: PidNs,
 }
 
+/// What a probe's read loop saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoopReport {
+    /// Reads attempted.
+    pub reads: u64,
+    /// Reads that failed.
+    pub failed: u64,
+    /// Reads that failed with ENOTCONN.
+    pub enotconn: u64,
+    /// /proc/stat samples with a counter lower than in the previous sample.
+    pub backwards: u64,
+    /// The slowest open+read+close, in µs.
+    pub max_us: u64,
+    /// Failures by errno, as `errno:count` pairs.
+    pub errnos: String,
+}
+
+impl LoopReport {
+    fn parse(reply: &str) -> Result<Self> {
+        let mut report = LoopReport::default();
+        for field in reply.split_whitespace() {
+            let (key, value) = field
+                .split_once('=')
+                .with_context(|| format!("loop reply {reply:?}"))?;
+            let number = || {
+                value
+                    .parse::<u64>()
+                    .with_context(|| format!("loop reply {reply:?}"))
+            };
+            match key {
+                "reads" => report.reads = number()?,
+                "failed" => report.failed = number()?,
+                "enotconn" => report.enotconn = number()?,
+                "backwards" => report.backwards = number()?,
+                "max_us" => report.max_us = number()?,
+                "errnos" => report.errnos = value.to_string(),
+                _ => {}
+            }
+        }
+        Ok(report)
+    }
+}
+
 /// A file kept open inside the probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handle(u32);
@@ -121,7 +164,7 @@ impl Probe {
             stderr,
             spawned,
         };
-        let ready = probe.reply("start-up")?;
+        let ready = probe.reply("start-up", REPLY_TIMEOUT)?;
         if ready != "READY" {
             bail!("probe said {ready:?} instead of READY");
         }
@@ -211,6 +254,17 @@ impl Probe {
         self.request("free").map(drop)
     }
 
+    /// Reads `paths` round-robin (open+read+close each) for `duration`, inside the probe, and
+    /// reports what happened.
+    pub fn read_loop(&mut self, duration: Duration, paths: &[PathBuf]) -> Result<LoopReport> {
+        let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let reply = self.request_with_timeout(
+            &format!("loop {} {}", duration.as_millis(), list.join(" ")),
+            duration + REPLY_TIMEOUT,
+        )?;
+        LoopReport::parse(&reply)
+    }
+
     /// Burns CPU inside the probe for `ms` milliseconds of wall-clock time.
     pub fn spin_ms(&mut self, ms: u64) -> Result<()> {
         self.request(&format!("spin {ms}")).map(drop)
@@ -237,6 +291,11 @@ impl Probe {
     /// Sends one command and returns the payload of its `OK` reply; an `ERR` reply becomes a
     /// [`ProbeError`].
     fn request(&mut self, command: &str) -> Result<String> {
+        self.request_with_timeout(command, REPLY_TIMEOUT)
+    }
+
+    /// [`Self::request`] with its own reply timeout.
+    fn request_with_timeout(&mut self, command: &str, timeout: Duration) -> Result<String> {
         writeln!(self.stdin, "{command}")
             .and_then(|()| self.stdin.flush())
             .with_context(|| {
@@ -245,7 +304,7 @@ impl Probe {
                     self.stderr.text()
                 )
             })?;
-        let reply = self.reply(command)?;
+        let reply = self.reply(command, timeout)?;
         if reply == "OK" {
             return Ok(String::new());
         }
@@ -263,13 +322,13 @@ impl Probe {
         bail!("probe answered {command:?} with {reply:?}")
     }
 
-    /// The next reply line, within [`REPLY_TIMEOUT`].
-    fn reply(&mut self, command: &str) -> Result<String> {
-        match self.replies.recv_timeout(REPLY_TIMEOUT) {
+    /// The next reply line, within `timeout`.
+    fn reply(&mut self, command: &str, timeout: Duration) -> Result<String> {
+        match self.replies.recv_timeout(timeout) {
             Ok(line) => Ok(line),
-            Err(RecvTimeoutError::Timeout) => bail!(
-                "probe did not answer {command:?} within {REPLY_TIMEOUT:?} (a hung FUSE request?)"
-            ),
+            Err(RecvTimeoutError::Timeout) => {
+                bail!("probe did not answer {command:?} within {timeout:?} (a hung FUSE request?)")
+            }
             Err(RecvTimeoutError::Disconnected) => {
                 let status = process::wait_timeout(&mut self.child, Duration::from_secs(5))?;
                 bail!(

@@ -1,0 +1,169 @@
+//! A shared memory region (memfd, mapped shared) with bounds-checked, volatile accessors. The
+//! supervisor creates it and every worker maps it, so state outlives any one worker.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// A mapped region.
+#[derive(Debug)]
+pub struct Region {
+    ptr: *mut u8,
+    len: usize,
+    fd: OwnedFd,
+}
+
+// SAFETY: the region is plain shared memory; all access goes through bounds-checked volatile
+// reads and writes, and callers serialise access to the same bytes with their own locks.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly the mapping made in `map`.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+impl Region {
+    /// Creates a zero-filled region of `len` bytes (sparse: pages cost memory only once written).
+    pub fn create(name: &std::ffi::CStr, len: usize) -> io::Result<Region> {
+        // SAFETY: a valid name and flags.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: just created, owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let size = libc::off_t::try_from(len).map_err(io::Error::other)?;
+        // SAFETY: resizing our own memfd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Region::map(fd)
+    }
+
+    /// Maps an existing region (inherited from the supervisor).
+    pub fn map(fd: OwnedFd) -> io::Result<Region> {
+        // SAFETY: fstat into a zeroed struct.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd and out-pointer.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let len = usize::try_from(stat.st_size).map_err(io::Error::other)?;
+        if len == 0 {
+            return Err(io::Error::other("state region is empty"));
+        }
+        // SAFETY: mapping the whole file shared, read-write; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Region {
+            ptr: ptr.cast(),
+            len,
+            fd,
+        })
+    }
+
+    /// The memfd, to hand to a worker.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    fn check(&self, offset: usize, len: usize, align: usize) {
+        let end = offset.checked_add(len).expect("state offset overflow");
+        assert!(
+            end <= self.len,
+            "state access {offset}+{len} beyond {}",
+            self.len
+        );
+        assert!(
+            offset.is_multiple_of(align),
+            "misaligned state access at {offset}"
+        );
+    }
+
+    /// Reads a u32 at `offset` (4-aligned).
+    pub fn u32(&self, offset: usize) -> u32 {
+        self.check(offset, 4, 4);
+        // SAFETY: in bounds and aligned (checked); the mapping lives as long as `self`.
+        unsafe { std::ptr::read_volatile(self.ptr.add(offset).cast::<u32>()) }
+    }
+
+    /// Writes a u32 at `offset` (4-aligned).
+    pub fn set_u32(&self, offset: usize, value: u32) {
+        self.check(offset, 4, 4);
+        // SAFETY: as in `u32`.
+        unsafe { std::ptr::write_volatile(self.ptr.add(offset).cast::<u32>(), value) }
+    }
+
+    /// Reads a u64 at `offset` (8-aligned).
+    pub fn u64(&self, offset: usize) -> u64 {
+        self.check(offset, 8, 8);
+        // SAFETY: as in `u32`.
+        unsafe { std::ptr::read_volatile(self.ptr.add(offset).cast::<u64>()) }
+    }
+
+    /// Writes a u64 at `offset` (8-aligned).
+    pub fn set_u64(&self, offset: usize, value: u64) {
+        self.check(offset, 8, 8);
+        // SAFETY: as in `u32`.
+        unsafe { std::ptr::write_volatile(self.ptr.add(offset).cast::<u64>(), value) }
+    }
+
+    /// Copies `out.len()` bytes from `offset`.
+    pub fn read(&self, offset: usize, out: &mut [u8]) {
+        self.check(offset, out.len(), 1);
+        // SAFETY: in bounds (checked); `out` does not overlap the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), out.as_mut_ptr(), out.len()) }
+    }
+
+    /// Copies `data` to `offset`.
+    pub fn write(&self, offset: usize, data: &[u8]) {
+        self.check(offset, data.len(), 1);
+        // SAFETY: in bounds (checked); `data` does not overlap the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_mappings_see_each_others_writes() {
+        let a = Region::create(c"test", 8192).unwrap();
+        let fd = a.fd().try_clone_to_owned().unwrap();
+        let b = Region::map(fd).unwrap();
+        a.set_u64(8, 42);
+        a.write(100, b"hello");
+        assert_eq!(b.u64(8), 42);
+        let mut out = [0u8; 5];
+        b.read(100, &mut out);
+        assert_eq!(&out, b"hello");
+        assert_eq!(b.u32(4096), 0, "fresh pages read as zero");
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond")]
+    fn out_of_bounds_is_caught() {
+        let a = Region::create(c"test", 4096).unwrap();
+        a.u64(4096);
+    }
+}

@@ -1,0 +1,159 @@
+//! The serving worker: a child of the supervisor that inherits cloned /dev/fuse fds (one per
+//! thread), serves requests on them, and on SIGTERM finishes the requests it has read and exits,
+//! leaving the connection to the next worker.
+
+use crate::config::Config;
+use crate::shared::SharedState;
+use crate::shm::Region;
+use crate::signals::{install_interrupt_handler, SignalSet};
+use crate::{fs, fuse, render};
+use anyhow::Context;
+use std::io::Write;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Environment variable naming the inherited connection fds (comma-separated) of a worker.
+pub const FDS_ENV: &str = "PROCLENS_WORKER_FDS";
+/// Environment variable naming the fd a worker writes one byte to once it serves.
+pub const READY_ENV: &str = "PROCLENS_WORKER_READY_FD";
+/// Environment variable naming the shared state region's memfd.
+pub const STATE_ENV: &str = "PROCLENS_WORKER_STATE_FD";
+
+/// What a worker inherits from the supervisor.
+pub struct Inherited {
+    /// Cloned connection fds, one per serving thread.
+    pub fds: Vec<OwnedFd>,
+    /// Pipe to signal readiness on.
+    pub ready: Option<OwnedFd>,
+    /// The shared state region.
+    pub state: OwnedFd,
+}
+
+/// How long a stopping worker waits for its threads to finish their current request.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Takes ownership of an inherited fd number named in the environment.
+fn inherited_fd(text: &str) -> anyhow::Result<OwnedFd> {
+    let fd: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("bad inherited fd {text:?}"))?;
+    // SAFETY: F_GETFD only checks that the number is an open descriptor.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    anyhow::ensure!(flags >= 0, "fd {fd} is not open");
+    // SAFETY: the supervisor passed this open fd to us and nothing else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The worker's fds, if this process was started as a worker.
+pub fn inherited() -> anyhow::Result<Option<Inherited>> {
+    let Ok(list) = std::env::var(FDS_ENV) else {
+        return Ok(None);
+    };
+    let fds = list
+        .split(',')
+        .map(inherited_fd)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!fds.is_empty(), "{FDS_ENV} is empty");
+    let ready = std::env::var(READY_ENV)
+        .ok()
+        .map(|t| inherited_fd(&t))
+        .transpose()?;
+    let state = std::env::var(STATE_ENV).with_context(|| format!("{STATE_ENV} not set"))?;
+    let state = inherited_fd(&state)?;
+    // Children of this worker (none today) must not think they are workers.
+    for var in [FDS_ENV, READY_ENV, STATE_ENV] {
+        std::env::remove_var(var);
+    }
+    Ok(Some(Inherited { fds, ready, state }))
+}
+
+/// Serves on `fds` until SIGTERM (graceful stop) or until the filesystem is unmounted.
+pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
+    let Inherited { fds, ready, state } = inherited;
+    let stop_signals = SignalSet::of(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+    stop_signals.block().context("blocking signals")?;
+    install_interrupt_handler().context("installing the SIGUSR1 handler")?;
+
+    let region = Region::map(state).context("mapping the shared state")?;
+    let shared = Arc::new(SharedState::attach(region).context("attaching the shared state")?);
+    let filesystem = Arc::new(build_filesystem(config, shared)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::with_capacity(fds.len());
+    for (index, fd) in fds.into_iter().enumerate() {
+        let (filesystem, stop) = (Arc::clone(&filesystem), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name(format!("fuse-{index}"))
+            .spawn(move || {
+                let result = fuse::session::serve(fd.as_fd(), filesystem.as_ref(), &stop);
+                if let Err(err) = &result {
+                    tracing::error!(%err, "serving loop failed");
+                }
+                // The fd stays open in the supervisor: dropping our copy ends nothing.
+                drop(fd);
+                result
+            })
+            .context("spawning a serving thread")?;
+        threads.push(thread);
+    }
+    if let Some(ready) = ready {
+        let mut pipe = std::fs::File::from(ready);
+        let _ = pipe.write_all(b"R");
+    }
+    tracing::info!(
+        threads = threads.len(),
+        pid = std::process::id(),
+        "worker serving"
+    );
+
+    loop {
+        if threads.iter().all(|t| t.is_finished()) {
+            tracing::info!("all serving loops ended: the filesystem is unmounted");
+            return Ok(());
+        }
+        if let Some(signal) = stop_signals.wait(Duration::from_millis(500))? {
+            tracing::info!(signal, "worker stopping: finishing requests in hand");
+            break;
+        }
+    }
+    stop.store(true, Ordering::Release);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    // A thread may be between its flag check and the read: keep interrupting until it is out.
+    while !threads.iter().all(|t| t.is_finished()) && Instant::now() < deadline {
+        for thread in threads.iter().filter(|t| !t.is_finished()) {
+            // SAFETY: the thread is alive (not finished, not joined), so its pthread_t is valid.
+            unsafe { libc::pthread_kill(thread.as_pthread_t(), libc::SIGUSR1) };
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stuck = threads.iter().filter(|t| !t.is_finished()).count();
+    anyhow::ensure!(
+        stuck == 0,
+        "{stuck} serving threads did not stop within {STOP_TIMEOUT:?}"
+    );
+    Ok(())
+}
+
+/// Builds the filesystem from the configuration (cgroup discovery happens here, in the worker,
+/// so a new binary's worker uses its own code for it).
+fn build_filesystem(config: &Config, shared: Arc<SharedState>) -> anyhow::Result<fs::ProcFs> {
+    let reader = proclens_cgroup::CgroupReader::discover(config.host.clone())
+        .context("discovering cgroup hierarchies")?;
+    for h in &reader.layout().hierarchies {
+        tracing::debug!(version = ?h.version, controllers = %h.controllers.join(","),
+            mount = %h.mount_point.display(), "cgroup hierarchy");
+    }
+    let with_pressure = reader
+        .layout()
+        .hierarchy_for(proclens_cgroup::Controller::Memory)
+        .and_then(|i| reader.layout().version(i))
+        == Some(proclens_cgroup::Version::V2);
+    Ok(fs::ProcFs::new(
+        render::Renderer::new(reader, config.cpu_view, Arc::clone(&shared)),
+        with_pressure,
+        shared,
+    ))
+}
