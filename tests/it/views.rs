@@ -611,3 +611,51 @@ fn stat_shows_the_containers_share_of_a_contended_cpu() -> Result<()> {
         Ok(())
     })
 }
+
+/// `total=` of the `some` line of PSI text, in µs.
+fn psi_some_total(text: &str) -> Result<u64> {
+    text.lines()
+        .find(|l| l.starts_with("some "))
+        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("total=")))
+        .with_context(|| format!("no some total in {text:?}"))?
+        .parse()
+        .context("PSI total")
+}
+
+#[test]
+fn pressure_files_are_the_cgroups_on_v2_and_absent_on_v1() -> Result<()> {
+    let (cg, daemon, mut probe) = setup(&[])?;
+    let memory_on_v2 = rig::hierarchies()?
+        .iter()
+        .any(|h| h.unified && h.has("memory"));
+    let listed = probe.list(&daemon.path("proc"))?;
+    if !memory_on_v2 {
+        // v1 cgroups have no per-cgroup PSI: no file rather than the host's numbers.
+        assert!(!listed.iter().any(|n| n == "pressure"), "{listed:?}");
+        return Ok(());
+    }
+    assert!(listed.iter().any(|n| n == "pressure"), "{listed:?}");
+    let dir = cg.dir("memory").context("no cgroup dir")?;
+    probe.alloc_mib(32)?;
+    for (file, kernel) in [
+        ("cpu", "cpu.pressure"),
+        ("io", "io.pressure"),
+        ("memory", "memory.pressure"),
+    ] {
+        let before = psi_some_total(&std::fs::read_to_string(dir.join(kernel))?)?;
+        let text = probe.read_string(&daemon.path(&format!("proc/pressure/{file}")))?;
+        let after = psi_some_total(&std::fs::read_to_string(dir.join(kernel))?)?;
+        let shown = psi_some_total(&text)?;
+        assert!(
+            (before..=after).contains(&shown),
+            "proc/pressure/{file} shows total {shown}, the cgroup's {kernel} {before}..{after}"
+        );
+        assert!(text.starts_with("some avg10="), "{text}");
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with("some ") || l.starts_with("full ")),
+            "{text}"
+        );
+    }
+    Ok(())
+}
