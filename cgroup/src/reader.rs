@@ -53,17 +53,39 @@ pub struct CgroupReader {
     paths: HostPaths,
 }
 
-/// Reads a whole file, mapping errors with the path.
+/// Reads a whole kernel file, mapping errors with the path. procfs, sysfs and cgroupfs return
+/// everything that fits in one read, so a short read is the end: no extra read for EOF and no
+/// stat for a size hint (this runs several times per FUSE request).
 pub fn read_file(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut buf = Vec::new();
+    let mut chunk = 4096;
+    loop {
+        let start = buf.len();
+        buf.resize(start + chunk, 0);
+        let n = loop {
+            match file.read(&mut buf[start..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        };
+        buf.truncate(start + n);
+        if n < chunk {
+            break;
+        }
+        chunk *= 2;
+    }
+    String::from_utf8(buf).map_err(|_| Error::parse(path, ParseError::new("not UTF-8 text")))
 }
 
 /// Reads a file that may legitimately be absent (a controller feature the kernel lacks).
 fn read_optional(path: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
+    match read_file(path) {
         Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
+        Err(Error::Vanished { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -1,15 +1,18 @@
 //! Whose view a request gets (DESIGN §3): the caller's cgroup, or its pid-namespace init's when
 //! that is an ancestor (systemd or LXC inside the container), never another container's.
 
-use proclens_cgroup::parse::proc_pid::{parse_proc_stat, parse_proc_status};
+use proclens_cgroup::parse::proc_pid::{parse_pid_cgroup, parse_proc_stat, parse_proc_status};
 use proclens_cgroup::reader::read_file;
 use proclens_cgroup::{CgroupReader, CgroupSet, Error, Result};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Most pid namespaces whose init is remembered; beyond this the cache is cleared (it refills on
 /// the next reads, at a few small /proc reads each).
 const INIT_CACHE_CAPACITY: usize = 4096;
+/// Most (pid namespace, cgroups) views remembered at once.
+const VIEW_CACHE_CAPACITY: usize = 4096;
 /// Longest parent chain walked looking for a namespace's init.
 const MAX_WALK: usize = 256;
 
@@ -30,8 +33,16 @@ pub struct ContainerCaller {
     /// Start time of the container's init (its pid namespace's pid 1, or the oldest process of
     /// its cgroup for callers in the host pid namespace), in ticks after boot.
     pub start_ticks: u64,
-    /// The caller's pid inside its own pid namespace.
-    pub ns_pid: u32,
+    /// The caller's thread id (host pid namespace).
+    pub pid: u32,
+}
+
+/// A resolved container view, shared by every caller with the same cgroups and pid namespace.
+#[derive(Debug, Clone)]
+struct CachedView {
+    set: CgroupSet,
+    start_ticks: u64,
+    resolved: Instant,
 }
 
 /// A remembered pid-namespace init, guarded against pid reuse by its start time.
@@ -41,10 +52,16 @@ struct InitEntry {
     start_ticks: u64,
 }
 
-/// Resolves callers, caching pid namespace → init.
+/// How long a resolved view is reused for callers with the same cgroups and pid namespace.
+/// Within it a moved init or a changed cgroup of the init is not noticed; a caller that moves to
+/// another cgroup is (its own cgroup file is read on every request).
+const VIEW_TTL: Duration = Duration::from_secs(1);
+
+/// Resolves callers, caching pid namespace → init and (pid namespace, cgroups) → view.
 #[derive(Debug, Default)]
 pub struct CallerResolver {
     inits: Mutex<HashMap<u64, InitEntry>>,
+    views: Mutex<HashMap<(u64, String), CachedView>>,
 }
 
 impl CallerResolver {
@@ -57,32 +74,68 @@ impl CallerResolver {
                 path: "caller pid 0".into(),
             });
         }
-        let own = reader.cgroups_of(pid)?;
+        // One small read per request: a process may move between cgroups at any time.
+        let cgroup_path = reader.host_paths().proc_root.join(format!("{pid}/cgroup"));
+        let cgroup_text = read_file(&cgroup_path)?;
+        let lines = parse_pid_cgroup(&cgroup_text).map_err(|e| Error::parse(&cgroup_path, e))?;
+        let own = reader.layout().cgroup_set(&lines);
         if own.is_root() {
             return Ok(Viewer::Host);
         }
+        let key = (pid_ns_inode(reader, pid)?, cgroup_text);
+        let cached = self.views.lock().ok().and_then(|m| m.get(&key).cloned());
+        let view = match cached {
+            Some(view) if view.resolved.elapsed() < VIEW_TTL => view,
+            _ => {
+                let view = self.resolve_uncached(reader, pid, own)?;
+                if let Ok(mut map) = self.views.lock() {
+                    if map.len() >= VIEW_CACHE_CAPACITY {
+                        map.retain(|_, v| v.resolved.elapsed() < VIEW_TTL);
+                        if map.len() >= VIEW_CACHE_CAPACITY {
+                            map.clear();
+                        }
+                    }
+                    map.insert(key, view.clone());
+                }
+                view
+            }
+        };
+        Ok(Viewer::Container(ContainerCaller {
+            set: view.set,
+            start_ticks: view.start_ticks,
+            pid,
+        }))
+    }
+
+    /// The full resolution: the caller's pid namespace, its init, and the DESIGN §3 rule.
+    fn resolve_uncached(
+        &self,
+        reader: &CgroupReader,
+        pid: u32,
+        own: CgroupSet,
+    ) -> Result<CachedView> {
         let proc_root = &reader.host_paths().proc_root;
         let status_path = proc_root.join(format!("{pid}/status"));
         let status = parse_proc_status(&read_file(&status_path)?)
             .map_err(|e| Error::parse(&status_path, e))?;
-        let ns_pid = status.ns_pids.last().copied().unwrap_or(pid);
+        let resolved = Instant::now();
         if status.ns_pids.len() == 1 {
             // Host pid namespace (hostPID pods, plain cgroup jobs): the cgroup alone decides.
             let start_ticks = oldest_start(reader, &own).unwrap_or(0);
-            return Ok(Viewer::Container(ContainerCaller {
+            return Ok(CachedView {
                 set: own,
                 start_ticks,
-                ns_pid,
-            }));
+                resolved,
+            });
         }
         let init = self.init_of(reader, pid)?;
         let init_set = reader.cgroups_of(init.pid)?;
         let set = choose_view(&own, &init_set);
-        Ok(Viewer::Container(ContainerCaller {
+        Ok(CachedView {
             set,
             start_ticks: init.start_ticks,
-            ns_pid,
-        }))
+            resolved,
+        })
     }
 
     /// Finds pid 1 of `pid`'s pid namespace, cached by namespace inode. Tried in order: the
@@ -133,6 +186,13 @@ fn pid_ns_inode(reader: &CgroupReader, pid: u32) -> Result<u64> {
     let path = reader.host_paths().proc_root.join(format!("{pid}/ns/pid"));
     let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
     Ok(std::os::unix::fs::MetadataExt::ino(&meta))
+}
+
+/// The caller's pid inside its own pid namespace (the last NSpid entry).
+pub fn ns_pid(reader: &CgroupReader, pid: u32) -> Result<u32> {
+    let path = reader.host_paths().proc_root.join(format!("{pid}/status"));
+    let status = parse_proc_status(&read_file(&path)?).map_err(|e| Error::parse(&path, e))?;
+    Ok(status.ns_pids.last().copied().unwrap_or(pid))
 }
 
 /// Whether `pid` is pid 1 of the pid namespace with inode `ns_ino` (the cheap namespace check

@@ -215,7 +215,7 @@ impl Renderer {
             &load,
             tasks.running,
             tasks.total,
-            caller.ns_pid,
+            crate::caller::ns_pid(&self.reader, caller.pid)?,
         ))
     }
 

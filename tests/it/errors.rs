@@ -73,6 +73,8 @@ impl FakeKernel {
             dir.join("stat"),
             std::fs::read(format!("/proc/{pid}/stat"))?,
         )?;
+        std::fs::create_dir_all(dir.join("ns"))?;
+        std::os::unix::fs::symlink(format!("/proc/{pid}/ns/pid"), dir.join("ns/pid"))?;
         Ok(())
     }
 }
