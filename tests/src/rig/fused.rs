@@ -240,15 +240,7 @@ impl Drop for FusedDaemon {
                 );
             }
         } else {
-            let _ = process::signal(self.child.id(), libc::SIGTERM);
-            if !matches!(
-                process::wait_timeout(&mut self.child, EXIT_TIMEOUT),
-                Ok(Some(_))
-            ) {
-                eprintln!("!!! proclens-fused ignored SIGTERM for {EXIT_TIMEOUT:?}; killing it");
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
+            process::terminate(&mut self.child, "proclens-fused", EXIT_TIMEOUT);
         }
         if self.leave_mount {
             return;

@@ -204,15 +204,7 @@ impl Drop for LxcfsDaemon {
                 self.output()
             );
         } else {
-            let _ = process::signal(self.child.id(), libc::SIGTERM);
-            if !matches!(
-                process::wait_timeout(&mut self.child, EXIT_TIMEOUT),
-                Ok(Some(_))
-            ) {
-                eprintln!("!!! lxcfs ignored SIGTERM for {EXIT_TIMEOUT:?}; killing it");
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
+            process::terminate(&mut self.child, "lxcfs", EXIT_TIMEOUT);
         }
         while let Ok(Some(m)) = mountinfo::mount_at(self.mountpoint()) {
             eprintln!(

@@ -108,3 +108,14 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
         stderr: stderr.bytes(),
     })
 }
+
+/// Sends SIGTERM to `child` and waits up to `timeout`; a child that ignores it is killed, and
+/// that is said on stderr naming `what`.
+pub fn terminate(child: &mut Child, what: &str, timeout: Duration) {
+    let _ = signal(child.id(), libc::SIGTERM);
+    if !matches!(wait_timeout(child, timeout), Ok(Some(_))) {
+        eprintln!("!!! {what} ignored SIGTERM for {timeout:?}; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
