@@ -7,6 +7,7 @@
 mod cgroup;
 mod fused;
 pub mod mountinfo;
+mod peers;
 mod probe;
 pub mod process;
 mod runc;
@@ -19,6 +20,7 @@ use anyhow::{bail, Context, Result};
 
 pub use cgroup::{hierarchies, root_procs_files, Hierarchy, TempCgroup, TempCgroupBuilder};
 pub use fused::{FusedDaemon, MountDir};
+pub use peers::{BindMount, FloorDaemon, LxcfsDaemon};
 pub use probe::{Handle, LoopReport, PidNs, Probe, ProbeError, ProbeOptions};
 pub use runc::RuncContainer;
 
