@@ -8,8 +8,13 @@
 //! `lscpu`, …) inside an OCI container whose `/proc` files are bind-mounted from the daemon.
 //!
 //! The probe reader is the `proclens-probe` binary of this crate (`src/bin/proclens-probe.rs`).
+//!
+//! The benchmark (`perf/`, binary `proclens-bench`, run by `scripts/bench.sh`) uses the same
+//! guards plus [`rig::LxcfsDaemon`], [`rig::FloorDaemon`] and [`rig::BindMount`], its own reader
+//! `proclens-bench-reader` and the measurement helpers in [`perf`].
 
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod parse;
+pub mod perf;
 pub mod rig;

@@ -308,7 +308,7 @@ impl Drop for MountDir {
 }
 
 /// `umount2(path, MNT_DETACH)`.
-fn lazy_unmount(path: &Path) -> Result<()> {
+pub(super) fn lazy_unmount(path: &Path) -> Result<()> {
     let c_path = CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: `c_path` is a valid NUL-terminated string for the duration of the call.
     if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } != 0 {

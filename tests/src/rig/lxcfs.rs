@@ -180,6 +180,14 @@ impl LxcfsDaemon {
         self.child.id()
     }
 
+    /// Fails, with lxcfs's output, if it has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("lxcfs exited ({status}); output:\n{}", self.output());
+        }
+        Ok(())
+    }
+
     /// The flags the daemon was started with, beyond `-f -p <pid file>`.
     pub fn flags(&self) -> &[String] {
         &self.flags

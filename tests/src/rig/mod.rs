@@ -8,6 +8,7 @@ mod cgroup;
 mod fused;
 pub mod lxcfs;
 pub mod mountinfo;
+mod peers;
 mod probe;
 pub mod process;
 mod runc;
@@ -22,6 +23,7 @@ use anyhow::{bail, Context, Result};
 pub use cgroup::{hierarchies, root_procs_files, Hierarchy, TempCgroup, TempCgroupBuilder};
 pub use fused::{FusedDaemon, MountDir};
 pub use lxcfs::LxcfsDaemon;
+pub use peers::{BindMount, FloorDaemon};
 pub use probe::{Handle, LoopReport, PidNs, Probe, ProbeError, ProbeOptions};
 pub use runc::RuncContainer;
 
