@@ -82,7 +82,14 @@ fn readers_survive_worker_kills_and_upgrades() -> Result<()> {
             .map(|r| r.errnos.clone())
             .collect::<Vec<_>>()
     );
-    assert!(reads > 1000, "too few reads to prove anything: {reads}");
+    // Every reader must have been reading all along, through the kills and upgrades (a VM under
+    // TCG manages a few reads a second per reader; the host thousands).
+    for r in &reports {
+        assert!(
+            r.reads >= events as u64,
+            "a reader read too little to prove anything: {r:?}"
+        );
+    }
     assert_eq!(total(|r| r.enotconn), 0, "ENOTCONN seen: {reports:?}");
     assert_eq!(
         total(|r| r.backwards),
