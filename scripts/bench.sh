@@ -3,7 +3,7 @@
 # proclens-bench (tests/perf/) against the release proclens-fused, lxcfs 5.0.3, the FUSE floor and
 # the kernel's /proc. Prints the results table and writes it to target/bench/results-<time>.md.
 #
-#   ./scripts/bench.sh            # full run: ~25 min (600 s soak included)
+#   ./scripts/bench.sh            # full run: ~23 min (600 s soak included)
 #   ./scripts/bench.sh --quick    # ~6 min: shorter points, windows and soak
 #   ./scripts/bench.sh --help     # every option
 #
