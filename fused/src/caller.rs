@@ -42,7 +42,19 @@ pub struct ContainerCaller {
 struct CachedView {
     set: CgroupSet,
     start_ticks: u64,
+    /// The pid namespace's init (0 for the host's), checked on every use: pid namespace inodes
+    /// are reused quickly, so a restarted container can bring back the same key.
+    init_pid: u32,
     resolved: Instant,
+}
+
+impl CachedView {
+    /// Whether the view may still be used: young enough, and its init is still the same process.
+    fn is_current(&self, reader: &CgroupReader) -> bool {
+        self.resolved.elapsed() < VIEW_TTL
+            && (self.init_pid == 0
+                || start_ticks(reader, self.init_pid).ok() == Some(self.start_ticks))
+    }
 }
 
 /// A remembered pid-namespace init, guarded against pid reuse by its start time.
@@ -85,7 +97,7 @@ impl CallerResolver {
         let key = (pid_ns_inode(reader, pid)?, cgroup_text);
         let cached = self.views.lock().ok().and_then(|m| m.get(&key).cloned());
         let view = match cached {
-            Some(view) if view.resolved.elapsed() < VIEW_TTL => view,
+            Some(view) if view.is_current(reader) => view,
             _ => {
                 let view = self.resolve_uncached(reader, pid, own)?;
                 if let Ok(mut map) = self.views.lock() {
@@ -125,6 +137,7 @@ impl CallerResolver {
             return Ok(CachedView {
                 set: own,
                 start_ticks,
+                init_pid: 0,
                 resolved,
             });
         }
@@ -134,6 +147,7 @@ impl CallerResolver {
         Ok(CachedView {
             set,
             start_ticks: init.start_ticks,
+            init_pid: init.pid,
             resolved,
         })
     }
