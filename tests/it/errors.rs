@@ -5,8 +5,9 @@
 
 use anyhow::{Context, Result};
 use proclens_tests::parse;
-use proclens_tests::rig::{FusedDaemon, PidNs, Probe, ProbeError, ProbeOptions};
+use proclens_tests::rig::{self, FusedDaemon, PidNs, Probe, ProbeError, ProbeOptions};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A fake /proc plus a fake cgroup2 tree, with one container cgroup `/ctr` copied from the v2
 /// fixtures (memory.max = 256 MiB).
@@ -131,12 +132,16 @@ fn unparsable_cgroup_file_fails_only_that_read() -> Result<()> {
         262_144,
         "the daemon went on"
     );
-    let log = daemon.stderr();
-    assert!(
-        log.contains("WARN") && log.contains("memory.current"),
-        "warning names the file: {log}"
+    // The log reaches the test through a pipe drained by another thread: wait for the line.
+    let named = rig::poll(
+        Duration::from_secs(10),
+        "the warning naming the file",
+        || {
+            let log = daemon.stderr();
+            Ok((log.contains("WARN") && log.contains("memory.current")).then_some(()))
+        },
     );
-    Ok(())
+    named.with_context(|| format!("daemon log: {}", daemon.stderr()))
 }
 
 #[test]
@@ -162,6 +167,8 @@ fn vanished_cgroup_fails_only_that_read() -> Result<()> {
         .reread(handle)
         .context("read after the cgroup came back")?;
     assert_eq!(parse::meminfo_kb(&after, "MemTotal")?, 262_144);
-    assert!(daemon.stderr().contains("WARN"));
+    rig::poll(Duration::from_secs(10), "a warning in the log", || {
+        Ok(daemon.stderr().contains("WARN").then_some(()))
+    })?;
     Ok(())
 }

@@ -220,11 +220,14 @@ fn broken_upgrade_falls_back_to_the_running_image() -> Result<()> {
     })?;
     new_worker(&daemon, old)?;
     assert_eq!(report.failed, 0, "{report:?}");
-    assert!(
-        daemon.stderr().contains("using the running image"),
-        "{}",
-        daemon.stderr()
-    );
+    // The log reaches the test through a pipe drained by another thread: wait for the line.
+    rig::poll(Duration::from_secs(10), "the fallback in the log", || {
+        Ok(daemon
+            .stderr()
+            .contains("using the running image")
+            .then_some(()))
+    })
+    .with_context(|| daemon.stderr())?;
     std::fs::read_to_string(daemon.path("proc/meminfo"))?;
     Ok(())
 }

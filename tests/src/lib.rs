@@ -15,6 +15,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod enter;
 pub mod parse;
 pub mod perf;
 pub mod rig;

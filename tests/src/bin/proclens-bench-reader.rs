@@ -29,6 +29,7 @@ use std::process::ExitCode;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use proclens_tests::enter::{enter, Entered, PidNs};
 use proclens_tests::perf::LatencySummary;
 
 /// Size of each `read(2)`.
@@ -109,61 +110,13 @@ fn options() -> Result<Options, String> {
 /// Joins the cgroups, enters a fresh pid namespace, forks and runs the mode in the child.
 fn start() -> Result<ExitCode, String> {
     let o = options()?;
-    let pid = std::process::id().to_string();
-    for file in &o.join {
-        std::fs::write(file, &pid).map_err(|e| format!("join {file}: {e}"))?;
-    }
-    // SAFETY: plain syscall without pointers; affects only children forked after it.
-    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-        return Err(format!(
-            "unshare(CLONE_NEWPID): {}",
-            io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: a plain getpid, for the parent-death race check below.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: the process is single-threaded here, so the child may keep using std.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(format!("fork: {}", io::Error::last_os_error()));
-    }
-    if child > 0 {
-        return Ok(ExitCode::from(wait_for(child)));
-    }
-    // SAFETY: plain prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
-        return Err(format!("prctl: {}", io::Error::last_os_error()));
-    }
-    // The parent is outside our namespace, so getppid() is 0 while it lives; a parent that died
-    // before the prctl left us orphaned under the host's init, which /proc shows.
-    let parent_alive = std::path::Path::new(&format!("/proc/{parent}")).exists();
-    if !parent_alive {
-        return Err("parent died during start-up".into());
+    if let Entered::Parent(code) = enter(&o.join, PidNs::New)? {
+        return Ok(ExitCode::from(code));
     }
     match o.mode {
         Mode::Loop => run_loop(&o),
         Mode::Once => run_once(&o),
         Mode::Tick => run_tick(&o),
-    }
-}
-
-/// Waits for `child`; its exit status, or 128 + signal.
-fn wait_for(child: libc::pid_t) -> u8 {
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is a valid out-pointer for the duration of the call.
-        let rc = unsafe { libc::waitpid(child, &mut status, 0) };
-        if rc == child {
-            break;
-        }
-        if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return 1;
-        }
-    }
-    if libc::WIFEXITED(status) {
-        u8::try_from(libc::WEXITSTATUS(status)).unwrap_or(1)
-    } else {
-        128u8.saturating_add(u8::try_from(libc::WTERMSIG(status)).unwrap_or(0))
     }
 }
 

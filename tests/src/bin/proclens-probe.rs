@@ -43,10 +43,11 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+use proclens_tests::enter::{enter, wait_for, Entered, PidNs};
 
 fn main() -> ExitCode {
     match start() {
@@ -56,16 +57,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Which pid namespace the reader runs in.
-enum PidNs {
-    /// A fresh one, with the reader as its pid 1.
-    New,
-    /// The probe's own.
-    Host,
-    /// The one process `pid` is in.
-    Of(u32),
 }
 
 /// Joins the cgroups, enters the pid namespace, forks and runs the command loop in the child.
@@ -91,69 +82,14 @@ fn start() -> Result<ExitCode, String> {
             _ => procs_files.push(arg),
         }
     }
-    let pid = std::process::id();
-    for file in &procs_files {
-        fs::write(file, pid.to_string()).map_err(|e| format!("join {file}: {e}"))?;
-    }
-    match pid_ns {
-        PidNs::New => {
-            // SAFETY: plain syscall without pointers; affects only children forked after it.
-            if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-                let err = io::Error::last_os_error();
-                return Err(format!("unshare(CLONE_NEWPID): {err}"));
-            }
-        }
-        PidNs::Host => {}
-        PidNs::Of(target) => {
-            let path = format!("/proc/{target}/ns/pid");
-            let ns = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
-            // SAFETY: `ns` is an open namespace fd; affects only children forked after it.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
-                let err = io::Error::last_os_error();
-                return Err(format!("setns({path}): {err}"));
-            }
-        }
-    }
-    // SAFETY: the probe is single-threaded here, so the child may keep using std.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(format!("fork: {}", io::Error::last_os_error()));
-    }
-    if child > 0 {
-        return Ok(ExitCode::from(wait_for(child)));
-    }
-    // SAFETY: plain prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
-        return Err(format!(
-            "prctl(PR_SET_PDEATHSIG): {}",
-            io::Error::last_os_error()
-        ));
+    if let Entered::Parent(code) = enter(&procs_files, pid_ns)? {
+        return Ok(ExitCode::from(code));
     }
     if let Some(uid) = uid {
         drop_privileges(uid)?;
     }
     serve().map_err(|e| format!("command loop: {e}"))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Waits for `child` and maps its status to an exit status (128 + signal if killed).
-fn wait_for(child: libc::pid_t) -> u8 {
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is a valid out-pointer for the duration of the call.
-        let rc = unsafe { libc::waitpid(child, &mut status, 0) };
-        if rc == child {
-            break;
-        }
-        if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return 1;
-        }
-    }
-    if libc::WIFEXITED(status) {
-        u8::try_from(libc::WEXITSTATUS(status)).unwrap_or(1)
-    } else {
-        128u8.saturating_add(u8::try_from(libc::WTERMSIG(status)).unwrap_or(0))
-    }
 }
 
 /// Drops to `uid`/`uid` with no supplementary groups.
