@@ -56,7 +56,9 @@ STEP='mounts'
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# /tmp stays on the initramfs (already RAM): the suite's binaries are copied in at their host
+# paths, and a checkout under /tmp must not be hidden by a mount.
+chmod 1777 /tmp
 # The options systemd uses, so mountinfo looks like a real v2 host's.
 mount -t cgroup2 -o nosuid,nodev,noexec,relatime,nsdelegate,memory_recursiveprot \
     cgroup2 /sys/fs/cgroup

@@ -11,8 +11,9 @@
 //! Inside, every program runs as root in the root cgroup of a cgroup2 hierarchy at
 //! `/sys/fs/cgroup` with `cpu memory cpuset io pids` enabled below the root, with
 //! `PROCLENS_IN_VM=1`, `PROCLENS_FUSED_BIN`, `PROCLENS_PROBE_BIN` and `PROCLENS_LXCFS_BIN` set,
-//! 256 MiB of zram swap, `/tmp` on tmpfs and `TMPDIR=/var/tmp` on an ext2 filesystem on the
-//! virtio-blk scratch disk (`PROCLENS_VM_DISK`, `/dev/vda`), so that temp files do real block I/O.
+//! 256 MiB of zram swap, `/tmp` on the initramfs (so a checkout under /tmp stays visible) and
+//! `TMPDIR=/proclens-vm-scratch` on an ext2 filesystem on the virtio-blk scratch disk
+//! (`PROCLENS_VM_DISK`, `/dev/vda`), so that temp files do real block I/O.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
@@ -64,10 +65,10 @@ const LXCFS_BIN: &str = "/usr/bin/lxcfs";
 const VM_DISK: &str = "/dev/vda";
 
 /// Where the scratch disk's ext2 filesystem is mounted inside the VM; `TMPDIR` points there.
-const VM_SCRATCH: &str = "/var/tmp";
+const VM_SCRATCH: &str = "/proclens-vm-scratch";
 
 /// Paths the VM mounts over (or fills itself): programs and files cannot be copied there.
-const VM_MOUNTS: [&str; 5] = ["/tmp", "/proc", "/sys", "/dev", VM_SCRATCH];
+const VM_MOUNTS: [&str; 4] = ["/proc", "/sys", "/dev", VM_SCRATCH];
 
 /// Size of the sparse scratch disk image.
 const DISK_BYTES: u64 = 256 << 20;
