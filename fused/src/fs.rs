@@ -240,14 +240,9 @@ impl ProcFs {
                 names.push("online".to_string());
             }
             for name in names {
-                let child = relative.join(&name);
-                let host = self.host_cpu_dir.join(&child);
-                let virtual_online =
-                    name == "online" && is_top_cpu_dir(&relative) && !host.exists();
-                let entry = PassEntry {
-                    relative: child.clone(),
-                    virtual_online,
-                };
+                let entry = self.child_entry(&relative, &name);
+                let host = self.host_path(&entry);
+                let child = entry.relative.clone();
                 if self.intern(entry).is_err() {
                     return;
                 }
@@ -256,6 +251,18 @@ impl ProcFs {
                     stack.push((child, depth + 1));
                 }
             }
+        }
+    }
+
+    /// The entry `name` inside passthrough directory `dir`: a top-level `cpuN` directory gets a
+    /// virtual `online` ("1") where the host has none (cpu0 on x86).
+    fn child_entry(&self, dir: &Path, name: &str) -> PassEntry {
+        let relative = dir.join(name);
+        let virtual_online =
+            name == "online" && is_top_cpu_dir(dir) && !self.host_cpu_dir.join(&relative).exists();
+        PassEntry {
+            relative,
+            virtual_online,
         }
     }
 
@@ -385,38 +392,22 @@ impl Handler for ProcFs {
         {
             return self.getattr(req, child);
         }
-        let entry = if parent == SYS_CPU {
-            if let Some(n) = cpu_dir_number(name) {
-                let visible = self.visible(req)?;
-                let host_cpu = visible.get(n).ok_or(libc::ENOENT)?;
-                PassEntry {
-                    relative: PathBuf::from(format!("cpu{host_cpu}")),
-                    virtual_online: false,
-                }
-            } else {
-                PassEntry {
-                    relative: PathBuf::from(name),
-                    virtual_online: false,
-                }
-            }
-        } else if let Some(dir) = self.pass_entry(parent) {
-            if name == "." || name == ".." || name.contains('/') {
-                return Err(libc::ENOENT);
-            }
-            let relative = dir.relative.join(name);
-            let virtual_online = name == "online"
-                && is_top_cpu_dir(&dir.relative)
-                && !self.host_cpu_dir.join(&relative).exists();
-            PassEntry {
-                relative,
-                virtual_online,
-            }
-        } else {
-            return Err(libc::ENOENT);
-        };
-        if name == "." || name == ".." {
+        if name == "." || name == ".." || name.contains('/') {
             return Err(libc::ENOENT);
         }
+        let entry = if parent == SYS_CPU {
+            match cpu_dir_number(name) {
+                Some(n) => {
+                    let visible = self.visible(req)?;
+                    let host_cpu = visible.get(n).ok_or(libc::ENOENT)?;
+                    self.child_entry(Path::new(""), &format!("cpu{host_cpu}"))
+                }
+                None => self.child_entry(Path::new(""), name),
+            }
+        } else {
+            let dir = self.pass_entry(parent).ok_or(libc::ENOENT)?;
+            self.child_entry(&dir.relative, name)
+        };
         // Only existing host entries are interned, so lookups of made-up names cannot fill the
         // table.
         let mut attr = self.pass_attr(0, &entry)?;
