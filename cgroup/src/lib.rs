@@ -7,6 +7,7 @@
 //! names). Every kernel file is parsed by a pure function in [`parse`].
 
 pub mod error;
+pub mod files;
 pub mod layout;
 pub mod model;
 pub mod parse;

@@ -11,9 +11,12 @@ use crate::parse::cgroupfs::{self, IoDeviceStat, Psi};
 use crate::parse::cpulist::parse_cpulist;
 use crate::parse::proc_pid::{parse_pid_cgroup, parse_proc_stat};
 use crate::parse::ParseResult;
-use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use crate::files::read_file;
+use crate::files::{FileCache, DEFAULT_CAPACITY};
 
 /// Deepest sub-cgroup level whose tasks count toward a container.
 const MAX_SUBTREE_DEPTH: usize = 16;
@@ -51,38 +54,12 @@ pub struct ContainerId {
 pub struct CgroupReader {
     layout: Layout,
     paths: HostPaths,
-}
-
-/// Reads a whole kernel file, mapping errors with the path. procfs, sysfs and cgroupfs return
-/// everything that fits in one read, so a short read is the end: no extra read for EOF and no
-/// stat for a size hint (this runs several times per FUSE request).
-pub fn read_file(path: &Path) -> Result<String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut buf = Vec::new();
-    let mut chunk = 4096;
-    loop {
-        let start = buf.len();
-        buf.resize(start + chunk, 0);
-        let n = loop {
-            match file.read(&mut buf[start..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(path, e)),
-            }
-        };
-        buf.truncate(start + n);
-        if n < chunk {
-            break;
-        }
-        chunk *= 2;
-    }
-    String::from_utf8(buf).map_err(|_| Error::parse(path, ParseError::new("not UTF-8 text")))
+    files: Arc<FileCache>,
 }
 
 /// Reads a file that may legitimately be absent (a controller feature the kernel lacks).
-fn read_optional(path: &Path) -> Result<Option<String>> {
-    match read_file(path) {
+fn read_optional(files: &FileCache, path: &Path) -> Result<Option<String>> {
+    match files.read(path) {
         Ok(text) => Ok(Some(text)),
         Err(Error::Vanished { .. }) => Ok(None),
         Err(e) => Err(e),
@@ -94,9 +71,27 @@ fn parsed<T>(path: &Path, result: ParseResult<T>) -> Result<T> {
 }
 
 impl CgroupReader {
-    /// A reader over an explicit layout.
+    /// A reader over an explicit layout, keeping up to [`DEFAULT_CAPACITY`] descriptors open.
     pub fn new(layout: Layout, paths: HostPaths) -> Self {
-        CgroupReader { layout, paths }
+        CgroupReader {
+            layout,
+            paths,
+            files: Arc::new(FileCache::new(DEFAULT_CAPACITY)),
+        }
+    }
+
+    /// The same reader keeping at most `capacity` descriptors of value files open (0: none).
+    pub fn with_open_files(self, capacity: usize) -> Self {
+        CgroupReader {
+            files: Arc::new(FileCache::new(capacity)),
+            ..self
+        }
+    }
+
+    /// Reads a cgroupfs, procfs or sysfs value file through the reader's kept descriptors (not
+    /// for thread lists: see [`crate::files`]).
+    pub fn read(&self, path: &Path) -> Result<String> {
+        self.files.read(path)
     }
 
     /// Discovers the layout under `paths` and builds a reader.
@@ -175,24 +170,30 @@ impl CgroupReader {
         let ancestors = ancestors(&dir, set, &self.layout, Controller::Memory);
         let snapshot = match version {
             Version::V2 => {
-                let limit_bytes = min_limit(&ancestors, "memory.max", cgroupfs::parse_limit)?;
-                let usage_bytes = read_u64(&dir.join("memory.current"))?;
+                let limit_bytes =
+                    min_limit(&self.files, &ancestors, "memory.max", cgroupfs::parse_limit)?;
+                let usage_bytes = read_u64(&self.files, &dir.join("memory.current"))?;
                 let swap_file = dir.join("memory.swap.current");
-                let swap_current = read_optional(&swap_file)?;
+                let swap_current = read_optional(&self.files, &swap_file)?;
                 let swap_accounted = swap_current.is_some();
                 let swap_usage_bytes = match swap_current {
                     Some(text) => parsed(&swap_file, cgroupfs::parse_u64(&text))?,
                     None => 0,
                 };
                 let swap_limit_bytes = if swap_accounted {
-                    min_limit(&ancestors, "memory.swap.max", cgroupfs::parse_limit)?
+                    min_limit(
+                        &self.files,
+                        &ancestors,
+                        "memory.swap.max",
+                        cgroupfs::parse_limit,
+                    )?
                 } else {
                     None
                 };
                 let stat_path = dir.join("memory.stat");
                 let keys = parsed(
                     &stat_path,
-                    cgroupfs::parse_flat_keyed(&read_file(&stat_path)?),
+                    cgroupfs::parse_flat_keyed(&self.files.read(&stat_path)?),
                 )?;
                 MemorySnapshot {
                     limit_bytes,
@@ -204,16 +205,34 @@ impl CgroupReader {
                 }
             }
             Version::V1 => {
-                let limit_bytes = min_limit(&ancestors, "memory.limit_in_bytes", v1_limit)?;
-                let usage_bytes = read_u64(&dir.join("memory.usage_in_bytes"))?;
+                // memory.stat carries the kernel's own minimum over the ancestors
+                // (`hierarchical_memory_limit`, and `hierarchical_memsw_limit` with swap
+                // accounting), so the ancestors' limit files are walked only without it.
+                let stat_path = dir.join("memory.stat");
+                let keys = parsed(
+                    &stat_path,
+                    cgroupfs::parse_flat_keyed(&self.files.read(&stat_path)?),
+                )?;
+                let limit_bytes = match keys.get("hierarchical_memory_limit") {
+                    Some(&limit) => Some(limit),
+                    None => min_limit(&self.files, &ancestors, "memory.limit_in_bytes", v1_limit)?,
+                };
+                let usage_bytes = read_u64(&self.files, &dir.join("memory.usage_in_bytes"))?;
                 let memsw_usage_path = dir.join("memory.memsw.usage_in_bytes");
-                let memsw_usage = read_optional(&memsw_usage_path)?;
+                let memsw_usage = read_optional(&self.files, &memsw_usage_path)?;
                 let swap_accounted = memsw_usage.is_some();
                 let (swap_limit_bytes, swap_usage_bytes) = match memsw_usage {
                     Some(text) => {
                         let memsw_usage = parsed(&memsw_usage_path, cgroupfs::parse_u64(&text))?;
-                        let memsw_limit =
-                            min_limit(&ancestors, "memory.memsw.limit_in_bytes", v1_limit)?;
+                        let memsw_limit = match keys.get("hierarchical_memsw_limit") {
+                            Some(&limit) => Some(limit),
+                            None => min_limit(
+                                &self.files,
+                                &ancestors,
+                                "memory.memsw.limit_in_bytes",
+                                v1_limit,
+                            )?,
+                        };
                         let swap_limit = match (memsw_limit, limit_bytes) {
                             (Some(sw), Some(mem)) => Some(sw.saturating_sub(mem)),
                             _ => None,
@@ -222,11 +241,6 @@ impl CgroupReader {
                     }
                     None => (None, 0),
                 };
-                let stat_path = dir.join("memory.stat");
-                let keys = parsed(
-                    &stat_path,
-                    cgroupfs::parse_flat_keyed(&read_file(&stat_path)?),
-                )?;
                 MemorySnapshot {
                     limit_bytes,
                     usage_bytes,
@@ -240,20 +254,25 @@ impl CgroupReader {
         Ok(Some(snapshot))
     }
 
-    /// CPU set, quota and usage.
-    pub fn cpu(&self, set: &CgroupSet) -> Result<CpuSnapshot> {
+    /// The CPUs the container may run on and its tightest quota, without its usage (what the
+    /// CPU count of a view depends on).
+    pub fn cpu_limits(&self, set: &CgroupSet) -> Result<(Option<Vec<u32>>, Option<CpuQuota>)> {
         let cpuset = match self.dir(set, Controller::Cpuset) {
             Some((version, dir)) => {
-                let file = match version {
+                let effective = match version {
                     Version::V2 => dir.join("cpuset.cpus.effective"),
                     Version::V1 => dir.join("cpuset.effective_cpus"),
                 };
-                let file = if version == Version::V1 && !file.exists() {
-                    dir.join("cpuset.cpus")
-                } else {
-                    file
+                let (file, text) = match read_optional(&self.files, &effective)? {
+                    Some(text) => (effective, text),
+                    // v1 kernels before effective_cpus: the configured set.
+                    None if version == Version::V1 => {
+                        let file = dir.join("cpuset.cpus");
+                        let text = self.files.read(&file)?;
+                        (file, text)
+                    }
+                    None => return Err(Error::Vanished { path: effective }),
                 };
-                let text = read_file(&file)?;
                 Some(parsed(&file, parse_cpulist(&text))?)
             }
             None => None,
@@ -261,14 +280,20 @@ impl CgroupReader {
         let quota = match self.dir(set, Controller::Cpu) {
             Some((version, dir)) => {
                 let ancestors = ancestors(&dir, set, &self.layout, Controller::Cpu);
-                min_quota(&ancestors, version)?
+                min_quota(&self.files, &ancestors, version)?
             }
             None => None,
         };
+        Ok((cpuset, quota))
+    }
+
+    /// CPU set, quota and usage.
+    pub fn cpu(&self, set: &CgroupSet) -> Result<CpuSnapshot> {
+        let (cpuset, quota) = self.cpu_limits(set)?;
         let usage = match self.dir(set, Controller::Cpuacct) {
             Some((Version::V2, dir)) => {
                 let path = dir.join("cpu.stat");
-                let keys = parsed(&path, cgroupfs::parse_flat_keyed(&read_file(&path)?))?;
+                let keys = parsed(&path, cgroupfs::parse_flat_keyed(&self.files.read(&path)?))?;
                 let get = |k: &str| {
                     keys.get(k).copied().ok_or_else(|| {
                         Error::parse(&path, ParseError::new(format!("cpu.stat: no {k}")))
@@ -282,7 +307,7 @@ impl CgroupReader {
             }
             Some((Version::V1, dir)) => {
                 let path = dir.join("cpuacct.usage_all");
-                match read_optional(&path)? {
+                match read_optional(&self.files, &path)? {
                     Some(text) => {
                         let rows = parsed(&path, cgroupfs::parse_usage_all(&text))?;
                         CpuUsage {
@@ -293,7 +318,8 @@ impl CgroupReader {
                     }
                     None => {
                         let path = dir.join("cpuacct.stat");
-                        let keys = parsed(&path, cgroupfs::parse_flat_keyed(&read_file(&path)?))?;
+                        let keys =
+                            parsed(&path, cgroupfs::parse_flat_keyed(&self.files.read(&path)?))?;
                         let ns = |k: &str| {
                             keys.get(k)
                                 .copied()
@@ -322,7 +348,7 @@ impl CgroupReader {
         match self.dir(set, Controller::Io) {
             Some((Version::V2, dir)) => {
                 let path = dir.join("io.stat");
-                match read_optional(&path)? {
+                match read_optional(&self.files, &path)? {
                     Some(text) => parsed(&path, cgroupfs::parse_io_stat(&text)),
                     None => Ok(Vec::new()),
                 }
@@ -330,9 +356,10 @@ impl CgroupReader {
             Some((Version::V1, dir)) => {
                 let bytes_path = dir.join("blkio.throttle.io_service_bytes");
                 let ios_path = dir.join("blkio.throttle.io_serviced");
-                let (Some(bytes), Some(ios)) =
-                    (read_optional(&bytes_path)?, read_optional(&ios_path)?)
-                else {
+                let (Some(bytes), Some(ios)) = (
+                    read_optional(&self.files, &bytes_path)?,
+                    read_optional(&self.files, &ios_path)?,
+                ) else {
                     return Ok(Vec::new());
                 };
                 parsed(&bytes_path, cgroupfs::parse_blkio(&bytes, &ios))
@@ -362,7 +389,7 @@ impl CgroupReader {
         let dir = join_cgroup(&self.layout.hierarchies[index].mount_point, path);
         let psi = |name: &str| -> Result<Option<Psi>> {
             let file = dir.join(name);
-            match read_optional(&file)? {
+            match read_optional(&self.files, &file)? {
                 Some(text) => Ok(Some(parsed(&file, cgroupfs::parse_psi(&text))?)),
                 None => Ok(None),
             }
@@ -475,8 +502,8 @@ fn ancestors(dir: &Path, set: &CgroupSet, layout: &Layout, controller: Controlle
     dirs
 }
 
-fn read_u64(path: &Path) -> Result<u64> {
-    parsed(path, cgroupfs::parse_u64(&read_file(path)?))
+fn read_u64(files: &FileCache, path: &Path) -> Result<u64> {
+    parsed(path, cgroupfs::parse_u64(&files.read(path)?))
 }
 
 /// v1 memory limits are numbers; the kernel's "unlimited" is a huge page-aligned value, kept as is
@@ -487,6 +514,7 @@ fn v1_limit(text: &str) -> ParseResult<Option<u64>> {
 
 /// The minimum of a limit file over `dirs`; a missing file at an ancestor means no limit there.
 fn min_limit(
+    files: &FileCache,
     dirs: &[PathBuf],
     file: &str,
     parse: fn(&str) -> ParseResult<Option<u64>>,
@@ -495,9 +523,9 @@ fn min_limit(
     for (i, dir) in dirs.iter().enumerate() {
         let path = dir.join(file);
         let text = if i == 0 {
-            Some(read_file(&path)?)
+            Some(files.read(&path)?)
         } else {
-            read_optional(&path)?
+            read_optional(files, &path)?
         };
         if let Some(limit) = text
             .map(|t| parsed(&path, parse(&t)))
@@ -511,13 +539,13 @@ fn min_limit(
 }
 
 /// The tightest quota (smallest quota/period ratio) over `dirs`.
-fn min_quota(dirs: &[PathBuf], version: Version) -> Result<Option<CpuQuota>> {
+fn min_quota(files: &FileCache, dirs: &[PathBuf], version: Version) -> Result<Option<CpuQuota>> {
     let mut best: Option<CpuQuota> = None;
     for dir in dirs {
         let quota = match version {
             Version::V2 => {
                 let path = dir.join("cpu.max");
-                let Some(text) = read_optional(&path)? else {
+                let Some(text) = read_optional(files, &path)? else {
                     continue;
                 };
                 let max = parsed(&path, cgroupfs::parse_cpu_max(&text))?;
@@ -528,12 +556,12 @@ fn min_quota(dirs: &[PathBuf], version: Version) -> Result<Option<CpuQuota>> {
             }
             Version::V1 => {
                 let quota_path = dir.join("cpu.cfs_quota_us");
-                let Some(text) = read_optional(&quota_path)? else {
+                let Some(text) = read_optional(files, &quota_path)? else {
                     continue;
                 };
                 match parsed(&quota_path, cgroupfs::parse_v1_quota(&text))? {
                     Some(q) => {
-                        let period_us = read_u64(&dir.join("cpu.cfs_period_us"))?;
+                        let period_us = read_u64(files, &dir.join("cpu.cfs_period_us"))?;
                         (period_us > 0).then_some(CpuQuota {
                             quota_us: q,
                             period_us,
@@ -579,6 +607,16 @@ mod tests {
             ));
         }
         tree.write("cg/memory/parent/memory.limit_in_bytes", "134217728\n");
+        // What the kernel shows below that parent: its limit as the hierarchical minimum.
+        let stat_path = "cg/memory/parent/fixture-capture/memory.stat";
+        let stat = std::fs::read_to_string(tree.path(stat_path)).unwrap();
+        tree.write(
+            stat_path,
+            &stat.replace(
+                "hierarchical_memory_limit 268435456",
+                "hierarchical_memory_limit 134217728",
+            ),
+        );
         tree.write("cg/cpu/parent/cpu.cfs_quota_us", "-1\n");
         tree.write("cg/cpu/parent/cpu.cfs_period_us", "100000\n");
         let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "");
@@ -611,6 +649,18 @@ mod tests {
         assert!(snap.cpu.usage.per_cpu.is_some());
         assert!(snap.io.iter().any(|d| d.read_bytes > 0));
         assert!(snap.pressure.is_none());
+
+        // Without the kernel's hierarchical minimum, the ancestors' files give the same limits.
+        let stat = std::fs::read_to_string(tree.path(stat_path)).unwrap();
+        let flat: String = stat
+            .lines()
+            .filter(|l| !l.starts_with("hierarchical_"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        tree.write(stat_path, &flat);
+        let walked = reader.memory(&set).unwrap().unwrap();
+        assert_eq!(walked.limit_bytes, Some(134217728));
+        assert_eq!(walked.swap_limit_bytes, Some(536870912 - 134217728));
     }
 
     #[test]

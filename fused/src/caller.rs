@@ -5,14 +5,23 @@ use proclens_cgroup::parse::proc_pid::{parse_pid_cgroup, parse_proc_stat, parse_
 use proclens_cgroup::reader::read_file;
 use proclens_cgroup::{CgroupReader, CgroupSet, Error, Result};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Most pid namespaces whose init is remembered; beyond this the cache is cleared (it refills on
 /// the next reads, at a few small /proc reads each).
 const INIT_CACHE_CAPACITY: usize = 4096;
 /// Most (pid namespace, cgroups) views remembered at once.
-const VIEW_CACHE_CAPACITY: usize = 4096;
+const VIEW_CACHE_CAPACITY: usize = 1024;
+/// Default for the most threads whose resolution is remembered (each keeps its
+/// /proc/<tid>/cgroup open).
+pub const THREAD_CACHE_CAPACITY: usize = 2048;
+/// How long a thread's resolution is reused before it is resolved from scratch. Within it the
+/// thread's own cgroup is still checked on every request; only a move of its namespace's init
+/// to another cgroup (which changes the view only in the systemd-container case) waits for it.
+const THREAD_TTL: Duration = Duration::from_secs(10);
 /// Longest parent chain walked looking for a namespace's init.
 const MAX_WALK: usize = 256;
 
@@ -29,18 +38,20 @@ pub enum Viewer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerCaller {
     /// The cgroups whose limits and usage the view shows.
-    pub set: CgroupSet,
+    pub set: Arc<CgroupSet>,
     /// Start time of the container's init (its pid namespace's pid 1, or the oldest process of
     /// its cgroup for callers in the host pid namespace), in ticks after boot.
     pub start_ticks: u64,
     /// The caller's thread id (host pid namespace).
     pub pid: u32,
+    /// The caller's thread id in its own pid namespace.
+    pub ns_pid: u32,
 }
 
 /// A resolved container view, shared by every caller with the same cgroups and pid namespace.
 #[derive(Debug, Clone)]
 struct CachedView {
-    set: CgroupSet,
+    set: Arc<CgroupSet>,
     start_ticks: u64,
     /// The pid namespace's init (0 for the host's), checked on every use: pid namespace inodes
     /// are reused quickly, so a restarted container can bring back the same key.
@@ -69,14 +80,82 @@ struct InitEntry {
 /// another cgroup is (its own cgroup file is read on every request).
 const VIEW_TTL: Duration = Duration::from_secs(1);
 
-/// Resolves callers, caching pid namespace → init and (pid namespace, cgroups) → view.
+/// A thread whose view was resolved, with its /proc/<tid>/cgroup kept open. Reads through that
+/// descriptor fail with ESRCH once the thread has exited, even if its tid is reused, so an entry
+/// can never answer for another thread; each read also shows whether the thread has moved.
+#[derive(Debug)]
+struct ThreadEntry {
+    cgroup_file: Arc<File>,
+    /// Hash of the cgroup file's text at resolution.
+    cgroup_hash: [u64; 2],
+    caller: ContainerCaller,
+    resolved: Instant,
+    used: u64,
+}
+
+/// Threads by host tid, least recently used dropped first.
 #[derive(Debug, Default)]
+struct ThreadCache {
+    by_tid: HashMap<u32, ThreadEntry>,
+    clock: u64,
+}
+
+/// Resolves callers, caching tid → view (checked against the thread's cgroup on every request),
+/// pid namespace → init and (pid namespace, cgroups) → view.
+#[derive(Debug)]
 pub struct CallerResolver {
+    /// Most threads remembered (0: none).
+    thread_capacity: usize,
+    threads: Mutex<ThreadCache>,
     inits: Mutex<HashMap<u64, InitEntry>>,
-    views: Mutex<HashMap<(u64, String), CachedView>>,
+    views: Mutex<HashMap<(u64, [u64; 2]), CachedView>>,
+}
+
+/// A 128-bit fingerprint of a cgroup file's text: FNV-1a and a multiply-rotate hash with an
+/// unrelated odd constant, so a text colliding in both is not a practical concern.
+fn text_hash(bytes: &[u8]) -> [u64; 2] {
+    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b: u64 = 0x6c62_272e_07bb_0142;
+    for &byte in bytes {
+        a = (a ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        b = (b ^ u64::from(byte))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(23);
+    }
+    [a, b]
+}
+
+/// Reads a small /proc file from offset 0 through an open descriptor.
+fn pread_text(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match file.read_at(buf, 0) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Largest /proc/<tid>/cgroup text read through a kept descriptor (longer texts are resolved
+/// without the thread cache).
+const CGROUP_TEXT_MAX: usize = 8192;
+
+impl Default for CallerResolver {
+    fn default() -> Self {
+        CallerResolver::new(THREAD_CACHE_CAPACITY)
+    }
 }
 
 impl CallerResolver {
+    /// A resolver remembering at most `thread_capacity` threads.
+    pub fn new(thread_capacity: usize) -> Self {
+        CallerResolver {
+            thread_capacity,
+            threads: Mutex::default(),
+            inits: Mutex::default(),
+            views: Mutex::default(),
+        }
+    }
+
     /// Resolves the view for thread `pid` (a host tid from the FUSE request).
     pub fn resolve(&self, reader: &CgroupReader, pid: u32) -> Result<Viewer> {
         if pid == 0 {
@@ -86,20 +165,32 @@ impl CallerResolver {
                 path: "caller pid 0".into(),
             });
         }
+        let mut buf = [0u8; CGROUP_TEXT_MAX];
+        if let Some(caller) = self.known_thread(pid, &mut buf) {
+            return Ok(Viewer::Container(caller));
+        }
         // One small read per request: a process may move between cgroups at any time.
         let cgroup_path = reader.host_paths().proc_root.join(format!("{pid}/cgroup"));
-        let cgroup_text = read_file(&cgroup_path)?;
-        let lines = parse_pid_cgroup(&cgroup_text).map_err(|e| Error::parse(&cgroup_path, e))?;
+        let cgroup_file = File::open(&cgroup_path).map_err(|e| Error::io(&cgroup_path, e))?;
+        let n = pread_text(&cgroup_file, &mut buf).map_err(|e| Error::io(&cgroup_path, e))?;
+        let cgroup_text = std::str::from_utf8(&buf[..n]).map_err(|_| {
+            Error::parse(&cgroup_path, proclens_cgroup::ParseError::new("not UTF-8"))
+        })?;
+        let lines = parse_pid_cgroup(cgroup_text).map_err(|e| Error::parse(&cgroup_path, e))?;
         let own = reader.layout().cgroup_set(&lines);
         if own.is_root() {
             return Ok(Viewer::Host);
         }
-        let key = (pid_ns_inode(reader, pid)?, cgroup_text);
+        let cgroup_hash = text_hash(&buf[..n]);
+        let key = (pid_ns_inode(reader, pid)?, cgroup_hash);
+        let status_path = reader.host_paths().proc_root.join(format!("{pid}/status"));
+        let status = parse_proc_status(&read_file(&status_path)?)
+            .map_err(|e| Error::parse(&status_path, e))?;
         let cached = self.views.lock().ok().and_then(|m| m.get(&key).cloned());
         let view = match cached {
             Some(view) if view.is_current(reader) => view,
             _ => {
-                let view = self.resolve_uncached(reader, pid, own)?;
+                let view = self.resolve_uncached(reader, pid, own, status.ns_pids.len() == 1)?;
                 if let Ok(mut map) = self.views.lock() {
                     if map.len() >= VIEW_CACHE_CAPACITY {
                         map.retain(|_, v| v.resolved.elapsed() < VIEW_TTL);
@@ -112,11 +203,68 @@ impl CallerResolver {
                 view
             }
         };
-        Ok(Viewer::Container(ContainerCaller {
+        let caller = ContainerCaller {
             set: view.set,
             start_ticks: view.start_ticks,
             pid,
-        }))
+            ns_pid: status.ns_pids.last().copied().unwrap_or(pid),
+        };
+        if n < CGROUP_TEXT_MAX && self.thread_capacity > 0 {
+            self.remember_thread(cgroup_file, cgroup_hash, caller.clone());
+        }
+        Ok(Viewer::Container(caller))
+    }
+
+    /// The remembered view of thread `pid`, if the thread is the one resolved (alive: its kept
+    /// descriptor still reads) in the same cgroups, within [`THREAD_TTL`].
+    fn known_thread(&self, pid: u32, buf: &mut [u8]) -> Option<ContainerCaller> {
+        let (file, hash) = {
+            let mut cache = self.threads.lock().ok()?;
+            cache.clock += 1;
+            let clock = cache.clock;
+            let entry = cache.by_tid.get_mut(&pid)?;
+            if entry.resolved.elapsed() >= THREAD_TTL {
+                cache.by_tid.remove(&pid);
+                return None;
+            }
+            entry.used = clock;
+            (Arc::clone(&entry.cgroup_file), entry.cgroup_hash)
+        };
+        let current = pread_text(&file, buf)
+            .ok()
+            .filter(|&n| n < buf.len())
+            .map(|n| text_hash(&buf[..n]));
+        let mut cache = self.threads.lock().ok()?;
+        if current != Some(hash) {
+            // Exited (ESRCH: the tid may already be another thread's) or moved.
+            cache.by_tid.remove(&pid);
+            return None;
+        }
+        cache.by_tid.get(&pid).map(|e| e.caller.clone())
+    }
+
+    fn remember_thread(&self, cgroup_file: File, cgroup_hash: [u64; 2], caller: ContainerCaller) {
+        let Ok(mut cache) = self.threads.lock() else {
+            return;
+        };
+        if cache.by_tid.len() >= self.thread_capacity {
+            // Drop the least recently used half.
+            let mut used: Vec<u64> = cache.by_tid.values().map(|e| e.used).collect();
+            let half = used.len() / 2;
+            let cutoff = *used.select_nth_unstable(half).1;
+            cache.by_tid.retain(|_, e| e.used > cutoff);
+        }
+        let used = cache.clock;
+        cache.by_tid.insert(
+            caller.pid,
+            ThreadEntry {
+                cgroup_file: Arc::new(cgroup_file),
+                cgroup_hash,
+                caller,
+                resolved: Instant::now(),
+                used,
+            },
+        );
     }
 
     /// The full resolution: the caller's pid namespace, its init, and the DESIGN §3 rule.
@@ -125,17 +273,14 @@ impl CallerResolver {
         reader: &CgroupReader,
         pid: u32,
         own: CgroupSet,
+        in_host_pid_namespace: bool,
     ) -> Result<CachedView> {
-        let proc_root = &reader.host_paths().proc_root;
-        let status_path = proc_root.join(format!("{pid}/status"));
-        let status = parse_proc_status(&read_file(&status_path)?)
-            .map_err(|e| Error::parse(&status_path, e))?;
         let resolved = Instant::now();
-        if status.ns_pids.len() == 1 {
+        if in_host_pid_namespace {
             // Host pid namespace (hostPID pods, plain cgroup jobs): the cgroup alone decides.
             let start_ticks = oldest_start(reader, &own).unwrap_or(0);
             return Ok(CachedView {
-                set: own,
+                set: Arc::new(own),
                 start_ticks,
                 init_pid: 0,
                 resolved,
@@ -145,7 +290,7 @@ impl CallerResolver {
         let init_set = reader.cgroups_of(init.pid)?;
         let set = choose_view(&own, &init_set);
         Ok(CachedView {
-            set,
+            set: Arc::new(set),
             start_ticks: init.start_ticks,
             init_pid: init.pid,
             resolved,
@@ -200,13 +345,6 @@ fn pid_ns_inode(reader: &CgroupReader, pid: u32) -> Result<u64> {
     let path = reader.host_paths().proc_root.join(format!("{pid}/ns/pid"));
     let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
     Ok(std::os::unix::fs::MetadataExt::ino(&meta))
-}
-
-/// The caller's pid inside its own pid namespace (the last NSpid entry).
-pub fn ns_pid(reader: &CgroupReader, pid: u32) -> Result<u32> {
-    let path = reader.host_paths().proc_root.join(format!("{pid}/status"));
-    let status = parse_proc_status(&read_file(&path)?).map_err(|e| Error::parse(&path, e))?;
-    Ok(status.ns_pids.last().copied().unwrap_or(pid))
 }
 
 /// Whether `pid` is pid 1 of the pid namespace with inode `ns_ino` (the cheap namespace check

@@ -35,6 +35,11 @@ pub struct Args {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
 
+    /// Most cgroup, /proc and /sys value files kept open between reads and re-read with pread
+    /// (0: open every file for every read). Each costs the kernel about 4.5 KiB.
+    #[arg(long, default_value_t = proclens_cgroup::files::DEFAULT_CAPACITY)]
+    pub open_files: usize,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `proclens_fused=debug`); overrides RUST_LOG.
     #[arg(long)]
@@ -58,6 +63,8 @@ pub struct Config {
     pub cpu_view: CpuView,
     /// Worker threads.
     pub threads: usize,
+    /// Value files kept open between reads.
+    pub open_files: usize,
     /// Host roots.
     pub host: proclens_cgroup::HostPaths,
 }
@@ -74,6 +81,7 @@ impl Args {
                 CpuViewArg::Quota => CpuView::Quota,
             },
             threads: usize::from(self.threads),
+            open_files: self.open_files,
             host: proclens_cgroup::HostPaths {
                 proc_root: self.proc_root,
                 sys_root: self.sys_root,

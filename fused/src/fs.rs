@@ -129,6 +129,12 @@ pub struct ProcFs {
     mount_time: u64,
 }
 
+/// How long the kernel may cache what never changes while the filesystem is mounted: the
+/// attributes of proclens's own directories and computed files (fixed inode, mode, size and time;
+/// with direct_io the size is never used to serve a read) and the entries of their fixed names.
+/// Without it, `default_permissions` makes the kernel send a GETATTR before every open.
+const FIXED_TTL_SECS: u64 = 3600;
+
 fn dir_attr(ino: u64, time: u64) -> Attr {
     Attr {
         ino,
@@ -136,6 +142,8 @@ fn dir_attr(ino: u64, time: u64) -> Attr {
         time_secs: time,
         mode: libc::S_IFDIR | 0o555,
         nlink: 2,
+        attr_ttl_secs: FIXED_TTL_SECS,
+        entry_ttl_secs: FIXED_TTL_SECS,
     }
 }
 
@@ -146,6 +154,8 @@ fn file_attr(ino: u64, time: u64, size: u64) -> Attr {
         time_secs: time,
         mode: libc::S_IFREG | 0o444,
         nlink: 1,
+        attr_ttl_secs: FIXED_TTL_SECS,
+        entry_ttl_secs: FIXED_TTL_SECS,
     }
 }
 
@@ -159,8 +169,14 @@ fn cpu_dir_number(name: &str) -> Option<usize> {
 }
 
 impl ProcFs {
-    /// A filesystem serving views computed by `renderer`; `with_pressure` adds proc/pressure/.
-    pub fn new(renderer: Renderer, with_pressure: bool, shared: Arc<SharedState>) -> Self {
+    /// A filesystem serving views computed by `renderer` for callers resolved by `callers`;
+    /// `with_pressure` adds proc/pressure/.
+    pub fn new(
+        renderer: Renderer,
+        callers: CallerResolver,
+        with_pressure: bool,
+        shared: Arc<SharedState>,
+    ) -> Self {
         let host_cpu_dir = renderer
             .reader()
             .host_paths()
@@ -171,7 +187,7 @@ impl ProcFs {
             .map_or(0, |d| d.as_secs());
         let fs = ProcFs {
             renderer,
-            callers: CallerResolver::default(),
+            callers,
             host_cpu_dir,
             with_pressure,
             passthrough: Mutex::new(HashMap::new()),
@@ -294,6 +310,9 @@ impl ProcFs {
             time_secs: meta.mtime().max(0) as u64,
             mode,
             nlink,
+            // Host entries follow the host (and cpuN entries depend on the caller): ask each time.
+            attr_ttl_secs: 0,
+            entry_ttl_secs: 0,
         })
     }
 

@@ -8,7 +8,7 @@ use proclens_cgroup::parse::cpulist::parse_cpulist;
 use proclens_cgroup::parse::host::{
     parse_cpuinfo, parse_diskstats_names, parse_meminfo, parse_stat, parse_uptime,
 };
-use proclens_cgroup::reader::{read_file, USER_HZ};
+use proclens_cgroup::reader::USER_HZ;
 use proclens_cgroup::{CgroupReader, CpuSnapshot, Error, ParseError, Result};
 use proclens_view::{cpuinfo, diskstats, loadavg, meminfo, pressure, stat, swaps, sys_cpu, uptime};
 use proclens_view::{visible_cpus, CpuView};
@@ -109,7 +109,7 @@ impl Renderer {
             .host_paths()
             .sys_root
             .join("devices/system/cpu/online");
-        parse_cpulist(&read_file(&path)?).map_err(parse_err(&path))
+        parse_cpulist(&self.reader.read(&path)?).map_err(parse_err(&path))
     }
 
     /// The container's CPU snapshot and the host CPUs it sees, in container order.
@@ -122,7 +122,14 @@ impl Renderer {
 
     /// The host CPUs `caller` sees, in container order.
     pub fn visible(&self, caller: &ContainerCaller) -> Result<Vec<u32>> {
-        Ok(self.cpu_and_visible(caller)?.1)
+        let (cpuset, quota) = self.reader.cpu_limits(&caller.set)?;
+        let online = self.host_online()?;
+        Ok(visible_cpus(
+            cpuset.as_deref(),
+            quota,
+            &online,
+            self.cpu_view,
+        ))
     }
 
     /// Renders `file` for `viewer`.
@@ -156,7 +163,7 @@ impl Renderer {
 
     fn host_meminfo(&self) -> Result<proclens_cgroup::parse::host::Meminfo> {
         let path = self.proc_file("meminfo");
-        parse_meminfo(&read_file(&path)?).map_err(parse_err(&path))
+        parse_meminfo(&self.reader.read(&path)?).map_err(parse_err(&path))
     }
 
     fn meminfo(&self, caller: &ContainerCaller) -> Result<String> {
@@ -167,7 +174,7 @@ impl Renderer {
 
     fn cpuinfo(&self, caller: &ContainerCaller) -> Result<String> {
         let path = self.proc_file("cpuinfo");
-        let text = read_file(&path)?;
+        let text = self.reader.read(&path)?;
         match parse_cpuinfo(&text) {
             Ok(host) => Ok(cpuinfo::render_cpuinfo(&host, &self.visible(caller)?)),
             // Layouts other than x86's: better the host's text than nothing.
@@ -177,7 +184,7 @@ impl Renderer {
 
     fn stat(&self, caller: &ContainerCaller) -> Result<String> {
         let path = self.proc_file("stat");
-        let host = parse_stat(&read_file(&path)?).map_err(parse_err(&path))?;
+        let host = parse_stat(&self.reader.read(&path)?).map_err(parse_err(&path))?;
         let (cpu, visible) = self.cpu_and_visible(caller)?;
         let tasks = self.reader.task_counts(&caller.set)?;
         let rows = stat::container_cpu_rows(&host, &visible, &cpu.usage);
@@ -192,7 +199,7 @@ impl Renderer {
 
     fn uptime(&self, caller: &ContainerCaller) -> Result<String> {
         let path = self.proc_file("uptime");
-        let host = parse_uptime(&read_file(&path)?).map_err(parse_err(&path))?;
+        let host = parse_uptime(&self.reader.read(&path)?).map_err(parse_err(&path))?;
         let (cpu, visible) = self.cpu_and_visible(caller)?;
         let busy_secs = (cpu.usage.user_ns + cpu.usage.system_ns) as f64 / 1e9;
         let start_secs = caller.start_ticks as f64 / USER_HZ as f64;
@@ -215,7 +222,7 @@ impl Renderer {
             &load,
             tasks.running,
             tasks.total,
-            crate::caller::ns_pid(&self.reader, caller.pid)?,
+            caller.ns_pid,
         ))
     }
 
@@ -233,7 +240,7 @@ impl Renderer {
 
     fn diskstats(&self, caller: &ContainerCaller) -> Result<String> {
         let path = self.proc_file("diskstats");
-        let names = parse_diskstats_names(&read_file(&path)?).map_err(parse_err(&path))?;
+        let names = parse_diskstats_names(&self.reader.read(&path)?).map_err(parse_err(&path))?;
         Ok(diskstats::render_diskstats(
             &self.reader.io(&caller.set)?,
             &names,

@@ -137,11 +137,50 @@ pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Descriptors the caches may keep open: RLIMIT_NOFILE raised to its hard limit, minus a reserve
+/// for everything else.
+fn descriptor_budget() -> usize {
+    const RESERVE: usize = 256;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    usize::try_from(limit.rlim_cur)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(RESERVE)
+}
+
 /// Builds the filesystem from the configuration (cgroup discovery happens here, in the worker,
 /// so a new binary's worker uses its own code for it).
 fn build_filesystem(config: &Config, shared: Arc<SharedState>) -> anyhow::Result<fs::ProcFs> {
+    let budget = descriptor_budget();
+    let thread_files = crate::caller::THREAD_CACHE_CAPACITY.min(budget / 2);
+    let open_files = config.open_files.min(budget - thread_files);
+    if open_files < config.open_files {
+        tracing::warn!(
+            wanted = config.open_files,
+            open_files,
+            "the open-file limit (RLIMIT_NOFILE) leaves room for fewer kept files"
+        );
+    }
     let reader = proclens_cgroup::CgroupReader::discover(config.host.clone())
-        .context("discovering cgroup hierarchies")?;
+        .context("discovering cgroup hierarchies")?
+        .with_open_files(open_files);
     for h in &reader.layout().hierarchies {
         tracing::debug!(version = ?h.version, controllers = %h.controllers.join(","),
             mount = %h.mount_point.display(), "cgroup hierarchy");
@@ -153,6 +192,7 @@ fn build_filesystem(config: &Config, shared: Arc<SharedState>) -> anyhow::Result
         == Some(proclens_cgroup::Version::V2);
     Ok(fs::ProcFs::new(
         render::Renderer::new(reader, config.cpu_view, Arc::clone(&shared)),
+        crate::caller::CallerResolver::new(thread_files),
         with_pressure,
         shared,
     ))

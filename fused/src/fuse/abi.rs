@@ -142,6 +142,11 @@ pub struct Attr {
     pub mode: u32,
     /// Link count.
     pub nlink: u32,
+    /// Seconds the kernel may keep these attributes without asking again (0: ask every time).
+    /// Not part of `fuse_attr`: it goes into the reply around it.
+    pub attr_ttl_secs: u64,
+    /// Seconds the kernel may keep the name → inode entry of a LOOKUP reply (0: look up again).
+    pub entry_ttl_secs: u64,
 }
 
 /// Size of an encoded [`Attr`].
@@ -169,21 +174,20 @@ impl Attr {
     }
 }
 
-/// Appends a `fuse_entry_out` (128 bytes) with zero cache timeouts: the content depends on the
-/// caller, so the kernel must ask again each time.
+/// Appends a `fuse_entry_out` (128 bytes) with the attribute's cache timeouts.
 pub fn entry_out(out: &mut Vec<u8>, attr: &Attr) {
     out.extend_from_slice(&attr.ino.to_ne_bytes()); // nodeid
     out.extend_from_slice(&0u64.to_ne_bytes()); // generation
-    out.extend_from_slice(&0u64.to_ne_bytes()); // entry_valid
-    out.extend_from_slice(&0u64.to_ne_bytes()); // attr_valid
+    out.extend_from_slice(&attr.entry_ttl_secs.to_ne_bytes()); // entry_valid
+    out.extend_from_slice(&attr.attr_ttl_secs.to_ne_bytes()); // attr_valid
     out.extend_from_slice(&0u32.to_ne_bytes()); // entry_valid_nsec
     out.extend_from_slice(&0u32.to_ne_bytes()); // attr_valid_nsec
     attr.encode(out);
 }
 
-/// Appends a `fuse_attr_out` (104 bytes) with a zero timeout.
+/// Appends a `fuse_attr_out` (104 bytes) with the attribute's timeout.
 pub fn attr_out(out: &mut Vec<u8>, attr: &Attr) {
-    out.extend_from_slice(&0u64.to_ne_bytes());
+    out.extend_from_slice(&attr.attr_ttl_secs.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes());
     attr.encode(out);
