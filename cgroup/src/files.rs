@@ -125,8 +125,9 @@ impl FileCache {
     }
 }
 
-/// Whether `file` is on cgroupfs (v1 or v2), procfs or sysfs, whose stale descriptors fail.
-fn fails_stale_descriptors(file: &File) -> bool {
+/// Whether `file` is on cgroupfs (v1 or v2), procfs or sysfs, whose stale descriptors fail: a
+/// removed cgroup's files with ENODEV, a dead task's /proc files with ESRCH.
+pub fn fails_stale_descriptors(file: &File) -> bool {
     use std::os::fd::AsRawFd;
     const PROC_SUPER_MAGIC: i64 = 0x9fa0;
     const SYSFS_MAGIC: i64 = 0x6265_6572;

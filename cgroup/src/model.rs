@@ -44,7 +44,7 @@ pub struct MemoryStat {
 
 impl MemoryStat {
     /// From v1 memory.stat (hierarchical `total_*` keys, which include descendants).
-    pub fn from_v1(keys: &BTreeMap<String, u64>) -> Self {
+    pub fn from_v1(keys: &BTreeMap<&str, u64>) -> Self {
         let get = |k: &str| keys.get(k).copied().unwrap_or(0);
         MemoryStat {
             anon_bytes: get("total_rss"),
@@ -67,7 +67,7 @@ impl MemoryStat {
     }
 
     /// From v2 memory.stat.
-    pub fn from_v2(keys: &BTreeMap<String, u64>) -> Self {
+    pub fn from_v2(keys: &BTreeMap<&str, u64>) -> Self {
         let get = |k: &str| keys.get(k).copied().unwrap_or(0);
         MemoryStat {
             anon_bytes: get("anon"),

@@ -191,10 +191,8 @@ impl CgroupReader {
                     None
                 };
                 let stat_path = dir.join("memory.stat");
-                let keys = parsed(
-                    &stat_path,
-                    cgroupfs::parse_flat_keyed(&self.files.read(&stat_path)?),
-                )?;
+                let stat_text = self.files.read(&stat_path)?;
+                let keys = parsed(&stat_path, cgroupfs::parse_flat_keyed(&stat_text))?;
                 MemorySnapshot {
                     limit_bytes,
                     usage_bytes,
@@ -209,10 +207,8 @@ impl CgroupReader {
                 // (`hierarchical_memory_limit`, and `hierarchical_memsw_limit` with swap
                 // accounting), so the ancestors' limit files are walked only without it.
                 let stat_path = dir.join("memory.stat");
-                let keys = parsed(
-                    &stat_path,
-                    cgroupfs::parse_flat_keyed(&self.files.read(&stat_path)?),
-                )?;
+                let stat_text = self.files.read(&stat_path)?;
+                let keys = parsed(&stat_path, cgroupfs::parse_flat_keyed(&stat_text))?;
                 let limit_bytes = match keys.get("hierarchical_memory_limit") {
                     Some(&limit) => Some(limit),
                     None => min_limit(&self.files, &ancestors, "memory.limit_in_bytes", v1_limit)?,
@@ -293,7 +289,8 @@ impl CgroupReader {
         let usage = match self.dir(set, Controller::Cpuacct) {
             Some((Version::V2, dir)) => {
                 let path = dir.join("cpu.stat");
-                let keys = parsed(&path, cgroupfs::parse_flat_keyed(&self.files.read(&path)?))?;
+                let text = self.files.read(&path)?;
+                let keys = parsed(&path, cgroupfs::parse_flat_keyed(&text))?;
                 let get = |k: &str| {
                     keys.get(k).copied().ok_or_else(|| {
                         Error::parse(&path, ParseError::new(format!("cpu.stat: no {k}")))
@@ -318,8 +315,8 @@ impl CgroupReader {
                     }
                     None => {
                         let path = dir.join("cpuacct.stat");
-                        let keys =
-                            parsed(&path, cgroupfs::parse_flat_keyed(&self.files.read(&path)?))?;
+                        let text = self.files.read(&path)?;
+                        let keys = parsed(&path, cgroupfs::parse_flat_keyed(&text))?;
                         let ns = |k: &str| {
                             keys.get(k)
                                 .copied()

@@ -46,6 +46,11 @@ pub struct ContainerCaller {
     pub pid: u32,
     /// The caller's thread id in its own pid namespace.
     pub ns_pid: u32,
+    /// Key of the container's shared state ([`crate::state::container_key`] of the set and its
+    /// directories' inodes), taken when the thread was resolved. It stays right for as long as
+    /// the thread's entry is used: a cgroup holding the thread, or an ancestor of it, cannot be
+    /// removed, and a moved thread is resolved again.
+    pub key: [u64; 2],
 }
 
 /// A resolved container view, shared by every caller with the same cgroups and pid namespace.
@@ -66,6 +71,17 @@ impl CachedView {
             && (self.init_pid == 0
                 || start_ticks(reader, self.init_pid).ok() == Some(self.start_ticks))
     }
+}
+
+/// What the caller's status and namespace link say about its pid namespace.
+#[derive(Debug, Clone, Copy)]
+struct Namespace {
+    /// Inode of the namespace.
+    ino: u64,
+    /// The host's (the daemon's) pid namespace.
+    is_host: bool,
+    /// The caller is pid 1 of it.
+    caller_is_init: bool,
 }
 
 /// A remembered pid-namespace init, guarded against pid reuse by its start time.
@@ -182,7 +198,8 @@ impl CallerResolver {
             return Ok(Viewer::Host);
         }
         let cgroup_hash = text_hash(&buf[..n]);
-        let key = (pid_ns_inode(reader, pid)?, cgroup_hash);
+        let ns_ino = pid_ns_inode(reader, pid)?;
+        let key = (ns_ino, cgroup_hash);
         let status_path = reader.host_paths().proc_root.join(format!("{pid}/status"));
         let status = parse_proc_status(&read_file(&status_path)?)
             .map_err(|e| Error::parse(&status_path, e))?;
@@ -190,7 +207,12 @@ impl CallerResolver {
         let view = match cached {
             Some(view) if view.is_current(reader) => view,
             _ => {
-                let view = self.resolve_uncached(reader, pid, own, status.ns_pids.len() == 1)?;
+                let namespace = Namespace {
+                    ino: ns_ino,
+                    is_host: status.ns_pids.len() == 1,
+                    caller_is_init: status.ns_pids.last() == Some(&1),
+                };
+                let view = self.resolve_uncached(reader, pid, own, namespace)?;
                 if let Ok(mut map) = self.views.lock() {
                     if map.len() >= VIEW_CACHE_CAPACITY {
                         map.retain(|_, v| v.resolved.elapsed() < VIEW_TTL);
@@ -203,13 +225,18 @@ impl CallerResolver {
                 view
             }
         };
+        let key = crate::state::container_key(&reader.identity(&view.set)?);
         let caller = ContainerCaller {
             set: view.set,
             start_ticks: view.start_ticks,
             pid,
             ns_pid: status.ns_pids.last().copied().unwrap_or(pid),
+            key,
         };
-        if n < CGROUP_TEXT_MAX && self.thread_capacity > 0 {
+        if n < CGROUP_TEXT_MAX
+            && self.thread_capacity > 0
+            && proclens_cgroup::files::fails_stale_descriptors(&cgroup_file)
+        {
             self.remember_thread(cgroup_file, cgroup_hash, caller.clone());
         }
         Ok(Viewer::Container(caller))
@@ -273,10 +300,10 @@ impl CallerResolver {
         reader: &CgroupReader,
         pid: u32,
         own: CgroupSet,
-        in_host_pid_namespace: bool,
+        namespace: Namespace,
     ) -> Result<CachedView> {
         let resolved = Instant::now();
-        if in_host_pid_namespace {
+        if namespace.is_host {
             // Host pid namespace (hostPID pods, plain cgroup jobs): the cgroup alone decides.
             let start_ticks = oldest_start(reader, &own).unwrap_or(0);
             return Ok(CachedView {
@@ -286,7 +313,16 @@ impl CallerResolver {
                 resolved,
             });
         }
-        let init = self.init_of(reader, pid)?;
+        if namespace.caller_is_init {
+            // A container's init reading itself: its own cgroups are the view.
+            return Ok(CachedView {
+                start_ticks: start_ticks(reader, pid)?,
+                set: Arc::new(own),
+                init_pid: pid,
+                resolved,
+            });
+        }
+        let init = self.init_of(reader, pid, namespace.ino)?;
         let init_set = reader.cgroups_of(init.pid)?;
         let set = choose_view(&own, &init_set);
         Ok(CachedView {
@@ -302,8 +338,7 @@ impl CallerResolver {
     /// they stay in the namespace, and a scan of /proc (callers that entered the namespace with
     /// setns — `runc exec`, `kubectl exec`, nsenter — have parents outside it). Only a verified
     /// init is cached.
-    fn init_of(&self, reader: &CgroupReader, pid: u32) -> Result<InitEntry> {
-        let ns_ino = pid_ns_inode(reader, pid)?;
+    fn init_of(&self, reader: &CgroupReader, pid: u32, ns_ino: u64) -> Result<InitEntry> {
         let cached = self
             .inits
             .lock()

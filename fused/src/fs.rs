@@ -210,7 +210,7 @@ impl ProcFs {
     /// The host CPUs the caller sees (host callers: all online CPUs).
     fn visible(&self, req: &Request) -> Result<Vec<u32>, Errno> {
         let result = match self.viewer(req)? {
-            Viewer::Host => self.renderer.host_online(),
+            Viewer::Host => self.renderer.host_online().map(|v| v.to_vec()),
             Viewer::Container(c) => self.renderer.visible(&c),
         };
         result.map_err(|err| {

@@ -14,6 +14,7 @@ mod caller;
 mod config;
 mod fs;
 mod fuse;
+mod recent;
 mod render;
 mod shared;
 mod shm;

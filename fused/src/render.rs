@@ -2,18 +2,21 @@
 //! state (I/O), then calls the pure renderers of `proclens-view`.
 
 use crate::caller::{ContainerCaller, Viewer};
+use crate::recent::Recent;
 use crate::shared::{monotonic_ns, SharedState};
-use crate::state::{container_key, load_samples};
+use crate::state::load_samples;
 use proclens_cgroup::parse::cpulist::parse_cpulist;
 use proclens_cgroup::parse::host::{
     parse_cpuinfo, parse_diskstats_names, parse_meminfo, parse_stat, parse_uptime,
 };
+use proclens_cgroup::parse::host::{Cpuinfo, HostStat, Meminfo};
 use proclens_cgroup::reader::USER_HZ;
 use proclens_cgroup::{CgroupReader, CpuSnapshot, Error, ParseError, Result};
 use proclens_view::{cpuinfo, diskstats, loadavg, meminfo, pressure, stat, swaps, sys_cpu, uptime};
 use proclens_view::{visible_cpus, CpuView};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A file whose content proclens computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,12 +74,31 @@ impl Computed {
     }
 }
 
+/// How long host-wide inputs are reused ([`crate::recent`]): memory and disk figures for a
+/// tenth of the kernel's one-second counter folding, CPU times for one USER_HZ tick, and the CPU
+/// descriptions (static but for their MHz) for a second.
+const HOST_MEMINFO_AGE: Duration = Duration::from_millis(100);
+const HOST_STAT_AGE: Duration = Duration::from_millis(10);
+const HOST_CPUINFO_AGE: Duration = Duration::from_secs(1);
+const HOST_ONLINE_AGE: Duration = Duration::from_millis(100);
+
+/// Host /proc/cpuinfo: parsed, or the raw text for layouts the parser does not know.
+#[derive(Debug)]
+enum HostCpuinfo {
+    Parsed(Cpuinfo),
+    Raw(String),
+}
+
 /// Renders computed files.
 #[derive(Debug)]
 pub struct Renderer {
     reader: CgroupReader,
     cpu_view: CpuView,
     shared: Arc<SharedState>,
+    host_meminfo: Recent<Meminfo>,
+    host_stat: Recent<HostStat>,
+    host_cpuinfo: Recent<HostCpuinfo>,
+    host_online: Recent<Vec<u32>>,
 }
 
 fn parse_err(path: &Path) -> impl FnOnce(ParseError) -> Error + '_ {
@@ -90,6 +112,10 @@ impl Renderer {
             reader,
             cpu_view,
             shared,
+            host_meminfo: Recent::new(HOST_MEMINFO_AGE),
+            host_stat: Recent::new(HOST_STAT_AGE),
+            host_cpuinfo: Recent::new(HOST_CPUINFO_AGE),
+            host_online: Recent::new(HOST_ONLINE_AGE),
         }
     }
 
@@ -103,13 +129,15 @@ impl Renderer {
     }
 
     /// The host's online CPUs.
-    pub fn host_online(&self) -> Result<Vec<u32>> {
-        let path = self
-            .reader
-            .host_paths()
-            .sys_root
-            .join("devices/system/cpu/online");
-        parse_cpulist(&self.reader.read(&path)?).map_err(parse_err(&path))
+    pub fn host_online(&self) -> Result<Arc<Vec<u32>>> {
+        self.host_online.get(|| {
+            let path = self
+                .reader
+                .host_paths()
+                .sys_root
+                .join("devices/system/cpu/online");
+            parse_cpulist(&self.reader.read(&path)?).map_err(parse_err(&path))
+        })
     }
 
     /// The container's CPU snapshot and the host CPUs it sees, in container order.
@@ -161,9 +189,11 @@ impl Renderer {
         Ok(text.into_bytes())
     }
 
-    fn host_meminfo(&self) -> Result<proclens_cgroup::parse::host::Meminfo> {
-        let path = self.proc_file("meminfo");
-        parse_meminfo(&self.reader.read(&path)?).map_err(parse_err(&path))
+    fn host_meminfo(&self) -> Result<Arc<Meminfo>> {
+        self.host_meminfo.get(|| {
+            let path = self.proc_file("meminfo");
+            parse_meminfo(&self.reader.read(&path)?).map_err(parse_err(&path))
+        })
     }
 
     fn meminfo(&self, caller: &ContainerCaller) -> Result<String> {
@@ -173,23 +203,29 @@ impl Renderer {
     }
 
     fn cpuinfo(&self, caller: &ContainerCaller) -> Result<String> {
-        let path = self.proc_file("cpuinfo");
-        let text = self.reader.read(&path)?;
-        match parse_cpuinfo(&text) {
-            Ok(host) => Ok(cpuinfo::render_cpuinfo(&host, &self.visible(caller)?)),
-            // Layouts other than x86's: better the host's text than nothing.
-            Err(_) => Ok(text),
+        let host = self.host_cpuinfo.get(|| {
+            let text = self.reader.read(&self.proc_file("cpuinfo"))?;
+            Ok::<_, Error>(match parse_cpuinfo(&text) {
+                Ok(parsed) => HostCpuinfo::Parsed(parsed),
+                // Layouts other than x86's: better the host's text than nothing.
+                Err(_) => HostCpuinfo::Raw(text),
+            })
+        })?;
+        match &*host {
+            HostCpuinfo::Parsed(host) => Ok(cpuinfo::render_cpuinfo(host, &self.visible(caller)?)),
+            HostCpuinfo::Raw(text) => Ok(text.clone()),
         }
     }
 
     fn stat(&self, caller: &ContainerCaller) -> Result<String> {
-        let path = self.proc_file("stat");
-        let host = parse_stat(&self.reader.read(&path)?).map_err(parse_err(&path))?;
+        let host = self.host_stat.get(|| {
+            let path = self.proc_file("stat");
+            parse_stat(&self.reader.read(&path)?).map_err(parse_err(&path))
+        })?;
         let (cpu, visible) = self.cpu_and_visible(caller)?;
         let tasks = self.reader.task_counts(&caller.set)?;
         let rows = stat::container_cpu_rows(&host, &visible, &cpu.usage);
-        let id = self.reader.identity(&caller.set)?;
-        let rows = self.shared.with_container(container_key(&id), |s| {
+        let rows = self.shared.with_container(caller.key, |s| {
             let rows = stat::monotonic(&s.stat_rows, rows);
             s.stat_rows.clone_from(&rows);
             rows
@@ -210,9 +246,8 @@ impl Renderer {
 
     fn loadavg(&self, caller: &ContainerCaller) -> Result<String> {
         let tasks = self.reader.task_counts(&caller.set)?;
-        let id = self.reader.identity(&caller.set)?;
         let now = monotonic_ns();
-        let load = self.shared.with_container(container_key(&id), |s| {
+        let load = self.shared.with_container(caller.key, |s| {
             let (samples, advanced) = load_samples(s.load_updated_ns, now);
             s.load.advance(tasks.running + tasks.blocked, samples);
             s.load_updated_ns = advanced;

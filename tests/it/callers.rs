@@ -34,6 +34,31 @@ fn a_readers_thread_gets_its_processes_view() -> Result<()> {
 }
 
 #[test]
+fn a_reader_moved_to_another_cgroup_gets_the_new_view_at_once() -> Result<()> {
+    // The daemon remembers each reading thread's view; moving the thread must not leave it
+    // with the old container's.
+    let first = container_cgroup()?;
+    let second = TempCgroup::builder()
+        .memory_limit(128 * MIB)
+        .cpus("0")
+        .create()?;
+    let daemon = FusedDaemon::start(&[])?;
+    let mut probe = probe_in(&first)?;
+    assert_eq!(mem_total(&mut probe, &daemon)?, 262144);
+    assert_eq!(mem_total(&mut probe, &daemon)?, 262144, "a remembered view");
+    let (_, host_pid) = probe.pids()?;
+    second.add_pid(host_pid)?;
+    assert_eq!(
+        mem_total(&mut probe, &daemon)?,
+        131072,
+        "the first read after the move"
+    );
+    first.add_pid(host_pid)?;
+    assert_eq!(mem_total(&mut probe, &daemon)?, 262144, "and back");
+    Ok(())
+}
+
+#[test]
 fn host_pid_namespace_reader_gets_its_cgroups_view() -> Result<()> {
     let cg = container_cgroup()?;
     let daemon = FusedDaemon::start(&[])?;

@@ -27,15 +27,16 @@ pub fn parse_v1_quota(text: &str) -> ParseResult<Option<u64>> {
 }
 
 /// Parses a flat keyed file ("key value" per line: memory.stat, cpu.stat, cpuacct.stat,
-/// memory.events) into a map. Values must be unsigned numbers.
-pub fn parse_flat_keyed(text: &str) -> ParseResult<BTreeMap<String, u64>> {
+/// memory.events) into a map whose keys borrow from `text` (no allocation per key). Values must
+/// be unsigned numbers.
+pub fn parse_flat_keyed(text: &str) -> ParseResult<BTreeMap<&str, u64>> {
     let mut map = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let mut parts = line.split_whitespace();
         let (Some(key), Some(value), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(ParseError::new(format!("keyed: malformed line {line:?}")));
         };
-        map.insert(key.to_string(), number(value, key)?);
+        map.insert(key, number(value, key)?);
     }
     Ok(map)
 }
@@ -331,15 +332,19 @@ mod tests {
 
     #[test]
     fn keyed_fixtures() {
-        let v1 = parse_flat_keyed(&fixture("v1/6.18/memory.stat")).unwrap();
+        let v1_text = fixture("v1/6.18/memory.stat");
+        let v1 = parse_flat_keyed(&v1_text).unwrap();
         assert!(v1.contains_key("total_inactive_file"));
         assert!(v1.contains_key("total_cache"));
-        let v2 = parse_flat_keyed(&fixture("v2/6.1/memory.stat")).unwrap();
+        let v2_text = fixture("v2/6.1/memory.stat");
+        let v2 = parse_flat_keyed(&v2_text).unwrap();
         assert!(v2.contains_key("slab_reclaimable"));
         assert!(v2.contains_key("inactive_file"));
-        let cpu = parse_flat_keyed(&fixture("v2/6.1/cpu.stat")).unwrap();
+        let cpu_text = fixture("v2/6.1/cpu.stat");
+        let cpu = parse_flat_keyed(&cpu_text).unwrap();
         assert!(cpu["usage_usec"] >= cpu["user_usec"]);
-        let acct = parse_flat_keyed(&fixture("v1/6.18/cpuacct.stat")).unwrap();
+        let acct_text = fixture("v1/6.18/cpuacct.stat");
+        let acct = parse_flat_keyed(&acct_text).unwrap();
         assert!(acct.contains_key("user") && acct.contains_key("system"));
         assert!(parse_flat_keyed("a 1 2\n").is_err());
         assert!(parse_flat_keyed("a -1\n").is_err());
