@@ -7,7 +7,7 @@ use proclens_cgroup::{CgroupReader, CgroupSet, Error, Result};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Most pid namespaces whose init is remembered; beyond this the cache is cleared (it refills on
@@ -35,7 +35,7 @@ pub enum Viewer {
 }
 
 /// What the views need to know about a container caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ContainerCaller {
     /// The cgroups whose limits and usage the view shows.
     pub set: Arc<CgroupSet>,
@@ -46,12 +46,35 @@ pub struct ContainerCaller {
     pub pid: u32,
     /// The caller's thread id in its own pid namespace.
     pub ns_pid: u32,
-    /// Key of the container's shared state ([`crate::state::container_key`] of the set and its
-    /// directories' inodes), taken when the thread was resolved. It stays right for as long as
-    /// the thread's entry is used: a cgroup holding the thread, or an ancestor of it, cannot be
-    /// removed, and a moved thread is resolved again.
-    pub key: [u64; 2],
+    /// Key of the container's shared state, taken once per resolved thread when first needed
+    /// (see [`ContainerCaller::state_key`]).
+    key: Arc<OnceLock<[u64; 2]>>,
 }
+
+impl ContainerCaller {
+    /// Key of the container's shared state ([`crate::state::container_key`] of the set and its
+    /// directories' inodes). Taken on the first call for a resolved thread and then reused: it
+    /// stays right for as long as the thread's entry is used, because a cgroup holding the
+    /// thread, or an ancestor of it, cannot be removed, and a moved thread is resolved again.
+    pub fn state_key(&self, reader: &CgroupReader) -> Result<[u64; 2]> {
+        if let Some(key) = self.key.get() {
+            return Ok(*key);
+        }
+        let key = crate::state::container_key(&reader.identity(&self.set)?);
+        Ok(*self.key.get_or_init(|| key))
+    }
+}
+
+impl PartialEq for ContainerCaller {
+    fn eq(&self, other: &Self) -> bool {
+        self.set == other.set
+            && self.start_ticks == other.start_ticks
+            && self.pid == other.pid
+            && self.ns_pid == other.ns_pid
+    }
+}
+
+impl Eq for ContainerCaller {}
 
 /// A resolved container view, shared by every caller with the same cgroups and pid namespace.
 #[derive(Debug, Clone)]
@@ -225,13 +248,12 @@ impl CallerResolver {
                 view
             }
         };
-        let key = crate::state::container_key(&reader.identity(&view.set)?);
         let caller = ContainerCaller {
             set: view.set,
             start_ticks: view.start_ticks,
             pid,
             ns_pid: status.ns_pids.last().copied().unwrap_or(pid),
-            key,
+            key: Arc::default(),
         };
         if n < CGROUP_TEXT_MAX
             && self.thread_capacity > 0

@@ -225,11 +225,13 @@ impl Renderer {
         let (cpu, visible) = self.cpu_and_visible(caller)?;
         let tasks = self.reader.task_counts(&caller.set)?;
         let rows = stat::container_cpu_rows(&host, &visible, &cpu.usage);
-        let rows = self.shared.with_container(caller.key, |s| {
-            let rows = stat::monotonic(&s.stat_rows, rows);
-            s.stat_rows.clone_from(&rows);
-            rows
-        });
+        let rows = self
+            .shared
+            .with_container(caller.state_key(&self.reader)?, |s| {
+                let rows = stat::monotonic(&s.stat_rows, rows);
+                s.stat_rows.clone_from(&rows);
+                rows
+            });
         Ok(stat::render_stat(&host, &rows, &tasks))
     }
 
@@ -247,12 +249,14 @@ impl Renderer {
     fn loadavg(&self, caller: &ContainerCaller) -> Result<String> {
         let tasks = self.reader.task_counts(&caller.set)?;
         let now = monotonic_ns();
-        let load = self.shared.with_container(caller.key, |s| {
-            let (samples, advanced) = load_samples(s.load_updated_ns, now);
-            s.load.advance(tasks.running + tasks.blocked, samples);
-            s.load_updated_ns = advanced;
-            s.load
-        });
+        let load = self
+            .shared
+            .with_container(caller.state_key(&self.reader)?, |s| {
+                let (samples, advanced) = load_samples(s.load_updated_ns, now);
+                s.load.advance(tasks.running + tasks.blocked, samples);
+                s.load_updated_ns = advanced;
+                s.load
+            });
         Ok(loadavg::render_loadavg(
             &load,
             tasks.running,

@@ -270,10 +270,37 @@ fn keep_across_exec(fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Further attempts to start the binary on disk while it is busy being written (ETXTBSY).
+const TEXT_BUSY_RETRIES: usize = 10;
+/// Pause between those attempts.
+const TEXT_BUSY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Whether `err` is exec's ETXTBSY.
+fn is_text_busy(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            == Some(libc::ETXTBSY)
+    })
+}
+
 impl Supervisor {
     /// Starts a worker from the binary on disk, falling back to the supervisor's own image.
     fn start_worker(&mut self) -> anyhow::Result<Worker> {
-        match self.spawn(self.exe_path.clone()) {
+        let mut spawned = self.spawn(self.exe_path.clone());
+        // ETXTBSY: the new binary is still open for writing somewhere (an installer, or any
+        // process that forked while it was being written). That passes within moments.
+        for _ in 0..TEXT_BUSY_RETRIES {
+            match &spawned {
+                Err(err) if is_text_busy(err) => {
+                    std::thread::sleep(TEXT_BUSY_PAUSE);
+                    spawned = self.spawn(self.exe_path.clone());
+                }
+                _ => break,
+            }
+        }
+        match spawned {
             Ok(worker) => Ok(worker),
             Err(err) => {
                 tracing::error!(err = %format!("{err:#}"), path = %self.exe_path.display(),

@@ -201,7 +201,8 @@ fn sighup_serves_with_the_binary_now_on_disk() -> Result<()> {
     new_worker(&daemon, old)?;
     assert!(
         install.marker().exists(),
-        "the new worker did not come from the new binary"
+        "the new worker did not come from the new binary; daemon log:\n{}",
+        daemon.stderr()
     );
     assert_eq!(report.failed, 0, "{report:?}");
     assert!(report.reads > 10, "{report:?}");
