@@ -179,9 +179,9 @@ impl Renderer {
         let path = self.proc_file("stat");
         let host = parse_stat(&read_file(&path)?).map_err(parse_err(&path))?;
         let (cpu, visible) = self.cpu_and_visible(caller)?;
-        let tasks = self.reader.task_counts(&caller.set)?;
         let rows = stat::container_cpu_rows(&host, &visible, &cpu.usage);
         let id = self.reader.identity(&caller.set)?;
+        let tasks = self.reader.task_counts(&id)?;
         let rows = self.shared.with_container(container_key(&id), |s| {
             let rows = stat::monotonic(&s.stat_rows, rows);
             s.stat_rows.clone_from(&rows);
@@ -202,8 +202,8 @@ impl Renderer {
     }
 
     fn loadavg(&self, caller: &ContainerCaller) -> Result<String> {
-        let tasks = self.reader.task_counts(&caller.set)?;
         let id = self.reader.identity(&caller.set)?;
+        let tasks = self.reader.task_counts(&id)?;
         let now = monotonic_ns();
         let load = self.shared.with_container(container_key(&id), |s| {
             let (samples, advanced) = load_samples(s.load_updated_ns, now);
