@@ -2,8 +2,9 @@
 //! state (I/O), then calls the pure renderers of `proclens-view`.
 
 use crate::caller::{ContainerCaller, Viewer};
-use crate::shared::{monotonic_ns, SharedState};
-use crate::state::{container_key, load_samples};
+use crate::sampler::LoadTracker;
+use crate::shared::SharedState;
+use crate::state::container_key;
 use proclens_cgroup::parse::cpulist::parse_cpulist;
 use proclens_cgroup::parse::host::{
     parse_cpuinfo, parse_diskstats_names, parse_meminfo, parse_stat, parse_uptime,
@@ -77,6 +78,7 @@ pub struct Renderer {
     reader: CgroupReader,
     cpu_view: CpuView,
     shared: Arc<SharedState>,
+    load: Arc<LoadTracker>,
 }
 
 fn parse_err(path: &Path) -> impl FnOnce(ParseError) -> Error + '_ {
@@ -84,12 +86,18 @@ fn parse_err(path: &Path) -> impl FnOnce(ParseError) -> Error + '_ {
 }
 
 impl Renderer {
-    /// A renderer over `reader`.
-    pub fn new(reader: CgroupReader, cpu_view: CpuView, shared: Arc<SharedState>) -> Self {
+    /// A renderer over `reader`; loadavg and the task lines of stat come from `load`.
+    pub fn new(
+        reader: CgroupReader,
+        cpu_view: CpuView,
+        shared: Arc<SharedState>,
+        load: Arc<LoadTracker>,
+    ) -> Self {
         Renderer {
             reader,
             cpu_view,
             shared,
+            load,
         }
     }
 
@@ -181,7 +189,7 @@ impl Renderer {
         let (cpu, visible) = self.cpu_and_visible(caller)?;
         let rows = stat::container_cpu_rows(&host, &visible, &cpu.usage);
         let id = self.reader.identity(&caller.set)?;
-        let tasks = self.reader.task_counts(&id)?;
+        let (_, tasks) = self.load.current(&id)?;
         let rows = self.shared.with_container(container_key(&id), |s| {
             let rows = stat::monotonic(&s.stat_rows, rows);
             s.stat_rows.clone_from(&rows);
@@ -203,14 +211,7 @@ impl Renderer {
 
     fn loadavg(&self, caller: &ContainerCaller) -> Result<String> {
         let id = self.reader.identity(&caller.set)?;
-        let tasks = self.reader.task_counts(&id)?;
-        let now = monotonic_ns();
-        let load = self.shared.with_container(container_key(&id), |s| {
-            let (samples, advanced) = load_samples(s.load_updated_ns, now);
-            s.load.advance(tasks.running + tasks.blocked, samples);
-            s.load_updated_ns = advanced;
-            s.load
-        });
+        let (load, tasks) = self.load.current(&id)?;
         Ok(loadavg::render_loadavg(
             &load,
             tasks.running,

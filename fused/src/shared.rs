@@ -450,6 +450,11 @@ impl SharedState {
             .push(slot);
     }
 
+    /// Number of container slots: at most this many containers keep state at once.
+    pub fn container_slots(&self) -> usize {
+        self.geometry.containers as usize
+    }
+
     /// Finds the slot of container `key`, or claims one (evicting the least recently seen within
     /// the probe window).
     fn container_slot(&self, key: [u64; 2]) -> usize {
