@@ -11,6 +11,7 @@ use crate::parse::cgroupfs::{self, IoDeviceStat, Psi};
 use crate::parse::cpulist::parse_cpulist;
 use crate::parse::proc_pid::{parse_pid_cgroup, parse_proc_stat};
 use crate::parse::ParseResult;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -398,67 +399,62 @@ impl CgroupReader {
         }))
     }
 
-    /// Thread ids of the container and its sub-cgroups (v2 cgroup.threads, v1 `tasks` of the
-    /// pids, cpu or memory hierarchy).
-    pub fn thread_ids(&self, set: &CgroupSet) -> Result<Vec<u32>> {
-        // The first hierarchy where the container has its own cgroup: a root path would list
-        // every task of the host.
-        let dir = [
+    /// The directory whose thread list counts as the container's, with its hierarchy index and
+    /// version: the first of the pids, cpu, cpuacct and memory hierarchies where the container
+    /// has its own cgroup (a root path would list every task of the host).
+    fn task_dir(&self, set: &CgroupSet) -> Option<(usize, Version, PathBuf)> {
+        [
             Controller::Pids,
             Controller::Cpu,
             Controller::Cpuacct,
             Controller::Memory,
         ]
         .into_iter()
-        .filter(|&c| {
-            self.layout
-                .hierarchy_for(c)
-                .and_then(|i| set.path(i))
-                .is_some_and(|p| p != "/")
+        .find_map(|c| {
+            let index = self.layout.hierarchy_for(c)?;
+            let path = set.path(index).filter(|p| *p != "/")?;
+            let hierarchy = &self.layout.hierarchies[index];
+            Some((
+                index,
+                hierarchy.version,
+                join_cgroup(&hierarchy.mount_point, path),
+            ))
         })
-        .find_map(|c| self.dir(set, c));
-        let Some((version, dir)) = dir else {
-            return Ok(Vec::new());
-        };
-        let file = match version {
-            Version::V2 => "cgroup.threads",
-            Version::V1 => "tasks",
-        };
-        // The container's own cgroup and every cgroup below it (services of a system container
-        // live in sub-cgroups). Sub-cgroups removed during the walk are skipped.
-        let mut ids = parse_ids(&dir.join(file))?;
-        let mut stack: Vec<(PathBuf, usize)> = vec![(dir, 0)];
-        let mut walked = 0usize;
-        while let Some((current, depth)) = stack.pop() {
-            if depth >= MAX_SUBTREE_DEPTH || walked >= MAX_SUBTREE_CGROUPS {
-                continue;
-            }
-            let Ok(entries) = std::fs::read_dir(&current) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    continue;
-                }
-                walked += 1;
-                if let Ok(child_ids) = parse_ids(&entry.path().join(file)) {
-                    ids.extend(child_ids);
-                }
-                stack.push((entry.path(), depth + 1));
-            }
-        }
-        Ok(ids)
     }
 
-    /// Counts the container's threads by state. Threads exiting during the count are skipped.
-    pub fn task_counts(&self, set: &CgroupSet) -> Result<TaskCounts> {
+    /// Thread ids of the container and its sub-cgroups (v2 cgroup.threads, v1 `tasks` of the
+    /// pids, cpu or memory hierarchy).
+    pub fn thread_ids(&self, set: &CgroupSet) -> Result<Vec<u32>> {
+        let Some((_, version, dir)) = self.task_dir(set) else {
+            return Ok(Vec::new());
+        };
+        subtree_thread_ids(&dir, version, true)
+    }
+
+    /// Counts the threads of container `id` by state. Threads exiting during the count are
+    /// skipped. Fails with `Vanished` when the cgroup the threads are listed in is gone or was
+    /// replaced by a new one under the same path (its inode is not `id`'s).
+    pub fn task_counts(&self, id: &ContainerId) -> Result<TaskCounts> {
+        let Some((index, version, dir)) = self.task_dir(&id.set) else {
+            return Ok(TaskCounts::default());
+        };
+        let meta = std::fs::metadata(&dir).map_err(|e| Error::io(&dir, e))?;
+        if id.inodes.get(index) != Some(&meta.ino()) {
+            return Err(Error::Vanished { path: dir });
+        }
+        // kernfs gives a directory 2 + its number of subdirectories as link count, so 2 means no
+        // sub-cgroup to walk (other file systems may say 1 for "unknown": those are walked).
+        let walk = meta.nlink() != 2;
         let mut counts = TaskCounts::default();
-        for tid in self.thread_ids(set)? {
-            let path = self.paths.proc_root.join(format!("{tid}/stat"));
-            let Ok(text) = std::fs::read_to_string(&path) else {
+        let mut buf = vec![0u8; 4096];
+        for tid in subtree_thread_ids(&dir, version, walk)? {
+            // The thread's own stat (task/<tid>): /proc/<tid>/stat would sum over its whole
+            // thread group, which makes a count quadratic in the number of threads.
+            let path = self.paths.proc_root.join(format!("{tid}/task/{tid}/stat"));
+            let Ok(len) = read_into(&path, &mut buf) else {
                 continue;
             };
-            let Ok(stat) = parse_proc_stat(&text) else {
+            let Ok(stat) = parse_proc_stat(&String::from_utf8_lossy(&buf[..len])) else {
                 continue;
             };
             counts.total += 1;
@@ -469,6 +465,53 @@ impl CgroupReader {
             }
         }
         Ok(counts)
+    }
+}
+
+/// Thread ids listed in `dir` and, if `walk`, in every cgroup below it (services of a system
+/// container live in sub-cgroups). Sub-cgroups removed during the walk are skipped.
+fn subtree_thread_ids(dir: &Path, version: Version, walk: bool) -> Result<Vec<u32>> {
+    let file = match version {
+        Version::V2 => "cgroup.threads",
+        Version::V1 => "tasks",
+    };
+    let mut ids = parse_ids(&dir.join(file))?;
+    if !walk {
+        return Ok(ids);
+    }
+    let mut stack: Vec<(PathBuf, usize)> = vec![(dir.to_path_buf(), 0)];
+    let mut walked = 0usize;
+    while let Some((current, depth)) = stack.pop() {
+        if depth >= MAX_SUBTREE_DEPTH || walked >= MAX_SUBTREE_CGROUPS {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            walked += 1;
+            if let Ok(child_ids) = parse_ids(&entry.path().join(file)) {
+                ids.extend(child_ids);
+            }
+            stack.push((entry.path(), depth + 1));
+        }
+    }
+    Ok(ids)
+}
+
+/// Reads a small kernel file into `buf` with one open and one read (procfs hands out a whole
+/// stat line at once, as [`read_file`] relies on); returns the length read.
+fn read_into(path: &Path, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
     }
 }
 
@@ -585,7 +628,7 @@ fn min_quota(files: &FileCache, dirs: &[PathBuf], version: Version) -> Result<Op
 mod tests {
     use super::*;
     use crate::parse::mountinfo::parse_mountinfo;
-    use crate::testutil::{copy_fixture_dir, FakeTree};
+    use crate::testutil::{copy_fixture_dir, fixture, FakeTree};
 
     /// A v1 tree with the fixture cgroup at /fixture-capture, and a parent with a tighter limit.
     #[test]
@@ -731,6 +774,74 @@ mod tests {
         let mut ids = reader.thread_ids(&set).unwrap();
         ids.sort_unstable();
         assert_eq!(ids, vec![10, 11, 12, 13, 14]);
+    }
+
+    /// A v2 tree with container /ctr (threads 10, 11), its sub-cgroup init.scope (12) and
+    /// svc/a (13), and a fake /proc giving each thread a state; returns the reader and the set.
+    fn tree_with_threads(tree: &FakeTree) -> (CgroupReader, CgroupSet) {
+        tree.write("cg/ctr/cgroup.threads", "10\n11\n");
+        tree.write("cg/ctr/init.scope/cgroup.threads", "12\n");
+        tree.write("cg/ctr/svc/a/cgroup.threads", "13\n");
+        let stat = fixture("v2/6.1/proc-pid-stat");
+        for (tid, state) in [(10, "R"), (11, "S"), (12, "D"), (13, "R")] {
+            let line = stat.replacen(" S ", &format!(" {state} "), 1);
+            // A command name that is not UTF-8 must not hide the thread.
+            let mut bytes = line.replacen("(sleep)", "(sl\u{1}p)", 1).into_bytes();
+            if let Some(b) = bytes.iter_mut().find(|b| **b == 1) {
+                *b = 0xff;
+            }
+            let path = tree.path(&format!("proc/{tid}/task/{tid}/stat"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+        let mountinfo = format!(
+            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
+            tree.path("cg").display()
+        );
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "pids");
+        let paths = HostPaths {
+            proc_root: tree.path("proc"),
+            sys_root: tree.path("sys"),
+        };
+        let reader = CgroupReader::new(layout, paths);
+        let set = reader
+            .layout()
+            .cgroup_set(&parse_pid_cgroup("0::/ctr\n").unwrap());
+        (reader, set)
+    }
+
+    #[test]
+    fn task_counts_cover_sub_cgroups_by_state() {
+        let tree = FakeTree::new();
+        let (reader, set) = tree_with_threads(&tree);
+        let id = reader.identity(&set).unwrap();
+        assert_eq!(
+            reader.task_counts(&id).unwrap(),
+            TaskCounts {
+                running: 2,
+                blocked: 1,
+                total: 4
+            }
+        );
+        // A thread that exited between the list and its stat is not counted.
+        std::fs::remove_dir_all(tree.path("proc/13")).unwrap();
+        assert_eq!(reader.task_counts(&id).unwrap().total, 3);
+    }
+
+    #[test]
+    fn task_counts_of_a_removed_or_replaced_cgroup_vanish() {
+        let tree = FakeTree::new();
+        let (reader, set) = tree_with_threads(&tree);
+        let id = reader.identity(&set).unwrap();
+        let replaced = ContainerId {
+            inodes: id.inodes.iter().map(|i| i + 1).collect(),
+            ..id.clone()
+        };
+        let err = reader.task_counts(&replaced).unwrap_err();
+        assert!(matches!(err, Error::Vanished { .. }), "{err}");
+        std::fs::remove_dir_all(tree.path("cg/ctr")).unwrap();
+        let err = reader.task_counts(&id).unwrap_err();
+        assert!(matches!(err, Error::Vanished { .. }), "{err}");
     }
 
     #[test]

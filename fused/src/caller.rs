@@ -3,7 +3,7 @@
 
 use proclens_cgroup::parse::proc_pid::{parse_pid_cgroup, parse_proc_stat, parse_proc_status};
 use proclens_cgroup::reader::read_file;
-use proclens_cgroup::{CgroupReader, CgroupSet, Error, Result};
+use proclens_cgroup::{CgroupReader, CgroupSet, ContainerId, Error, Result};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -46,22 +46,25 @@ pub struct ContainerCaller {
     pub pid: u32,
     /// The caller's thread id in its own pid namespace.
     pub ns_pid: u32,
-    /// Key of the container's shared state, taken once per resolved thread when first needed
-    /// (see [`ContainerCaller::state_key`]).
-    key: Arc<OnceLock<[u64; 2]>>,
+    /// The container's identity and state key, taken once per resolved thread when first
+    /// needed (see [`ContainerCaller::identity`]).
+    state: Arc<OnceLock<(Arc<ContainerId>, [u64; 2])>>,
 }
 
 impl ContainerCaller {
-    /// Key of the container's shared state ([`crate::state::container_key`] of the set and its
-    /// directories' inodes). Taken on the first call for a resolved thread and then reused: it
-    /// stays right for as long as the thread's entry is used, because a cgroup holding the
-    /// thread, or an ancestor of it, cannot be removed, and a moved thread is resolved again.
-    pub fn state_key(&self, reader: &CgroupReader) -> Result<[u64; 2]> {
-        if let Some(key) = self.key.get() {
-            return Ok(*key);
+    /// The container's identity (its set and directory inodes) and the key of its shared state
+    /// ([`crate::state::container_key`]). Taken on the first call for a resolved thread and
+    /// then reused: it stays right for as long as the thread's entry is used, because a cgroup
+    /// holding the thread, or an ancestor of it, cannot be removed, and a moved thread is
+    /// resolved again.
+    pub fn identity(&self, reader: &CgroupReader) -> Result<(Arc<ContainerId>, [u64; 2])> {
+        if let Some((id, key)) = self.state.get() {
+            return Ok((Arc::clone(id), *key));
         }
-        let key = crate::state::container_key(&reader.identity(&self.set)?);
-        Ok(*self.key.get_or_init(|| key))
+        let id = reader.identity(&self.set)?;
+        let key = crate::state::container_key(&id);
+        let (id, key) = self.state.get_or_init(|| (Arc::new(id), key));
+        Ok((Arc::clone(id), *key))
     }
 }
 
@@ -253,7 +256,7 @@ impl CallerResolver {
             start_ticks: view.start_ticks,
             pid,
             ns_pid: status.ns_pids.last().copied().unwrap_or(pid),
-            key: Arc::default(),
+            state: Arc::default(),
         };
         if n < CGROUP_TEXT_MAX
             && self.thread_capacity > 0

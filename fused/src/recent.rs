@@ -1,11 +1,9 @@
 //! Host-wide inputs shared by every container's render for a short time.
 //!
-//! `/proc/meminfo`, `/proc/stat` and `/proc/cpuinfo` describe the host, not the caller, and cost
-//! more to generate and parse than the container's own cgroup files (cpuinfo ~30 µs on a 2-CPU
-//! host, growing with the CPU count). The kernel itself folds its per-CPU memory counters only
-//! once a second and counts CPU time in ticks, so reusing a parse for a fraction of that changes
-//! nothing a reader can tell apart; limits and usage always come from the caller's own cgroup
-//! files, read for every request.
+//! `/proc/cpuinfo` describes the host, not the caller, changes only in its MHz lines, and costs
+//! more to generate and parse than everything else in a render (~30 µs on a 2-CPU host, growing
+//! with the CPU count), so one parse serves every container for a while. Limits and usage always
+//! come from the caller's own cgroup files, read for every request.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -3,13 +3,13 @@
 
 use crate::caller::{ContainerCaller, Viewer};
 use crate::recent::Recent;
-use crate::shared::{monotonic_ns, SharedState};
-use crate::state::load_samples;
+use crate::sampler::LoadTracker;
+use crate::shared::SharedState;
 use proclens_cgroup::parse::cpulist::parse_cpulist;
 use proclens_cgroup::parse::host::{
     parse_cpuinfo, parse_diskstats_names, parse_meminfo, parse_stat, parse_uptime,
 };
-use proclens_cgroup::parse::host::{Cpuinfo, HostStat, Meminfo};
+use proclens_cgroup::parse::host::{Cpuinfo, Meminfo};
 use proclens_cgroup::reader::USER_HZ;
 use proclens_cgroup::{CgroupReader, CpuSnapshot, Error, ParseError, Result};
 use proclens_view::{cpuinfo, diskstats, loadavg, meminfo, pressure, stat, swaps, sys_cpu, uptime};
@@ -74,11 +74,10 @@ impl Computed {
     }
 }
 
-/// How long host-wide inputs are reused ([`crate::recent`]): memory and disk figures for a
-/// tenth of the kernel's one-second counter folding, CPU times for one USER_HZ tick, and the CPU
-/// descriptions (static but for their MHz) for a second.
-const HOST_MEMINFO_AGE: Duration = Duration::from_millis(100);
-const HOST_STAT_AGE: Duration = Duration::from_millis(10);
+/// How long host-wide inputs that hardly change are reused ([`crate::recent`]): the CPU
+/// descriptions (static but for their MHz) for a second, the online CPU list for a tenth. The
+/// host's meminfo and stat are read for every request: their host-wide lines (ctxt, processes,
+/// Committed_AS, ...) must be at least as new as anything read before the request.
 const HOST_CPUINFO_AGE: Duration = Duration::from_secs(1);
 const HOST_ONLINE_AGE: Duration = Duration::from_millis(100);
 
@@ -95,10 +94,9 @@ pub struct Renderer {
     reader: CgroupReader,
     cpu_view: CpuView,
     shared: Arc<SharedState>,
-    host_meminfo: Recent<Meminfo>,
-    host_stat: Recent<HostStat>,
     host_cpuinfo: Recent<HostCpuinfo>,
     host_online: Recent<Vec<u32>>,
+    load: Arc<LoadTracker>,
 }
 
 fn parse_err(path: &Path) -> impl FnOnce(ParseError) -> Error + '_ {
@@ -106,16 +104,20 @@ fn parse_err(path: &Path) -> impl FnOnce(ParseError) -> Error + '_ {
 }
 
 impl Renderer {
-    /// A renderer over `reader`.
-    pub fn new(reader: CgroupReader, cpu_view: CpuView, shared: Arc<SharedState>) -> Self {
+    /// A renderer over `reader`; loadavg and the task lines of stat come from `load`.
+    pub fn new(
+        reader: CgroupReader,
+        cpu_view: CpuView,
+        shared: Arc<SharedState>,
+        load: Arc<LoadTracker>,
+    ) -> Self {
         Renderer {
             reader,
             cpu_view,
             shared,
-            host_meminfo: Recent::new(HOST_MEMINFO_AGE),
-            host_stat: Recent::new(HOST_STAT_AGE),
             host_cpuinfo: Recent::new(HOST_CPUINFO_AGE),
             host_online: Recent::new(HOST_ONLINE_AGE),
+            load,
         }
     }
 
@@ -189,11 +191,9 @@ impl Renderer {
         Ok(text.into_bytes())
     }
 
-    fn host_meminfo(&self) -> Result<Arc<Meminfo>> {
-        self.host_meminfo.get(|| {
-            let path = self.proc_file("meminfo");
-            parse_meminfo(&self.reader.read(&path)?).map_err(parse_err(&path))
-        })
+    fn host_meminfo(&self) -> Result<Meminfo> {
+        let path = self.proc_file("meminfo");
+        parse_meminfo(&self.reader.read(&path)?).map_err(parse_err(&path))
     }
 
     fn meminfo(&self, caller: &ContainerCaller) -> Result<String> {
@@ -218,20 +218,17 @@ impl Renderer {
     }
 
     fn stat(&self, caller: &ContainerCaller) -> Result<String> {
-        let host = self.host_stat.get(|| {
-            let path = self.proc_file("stat");
-            parse_stat(&self.reader.read(&path)?).map_err(parse_err(&path))
-        })?;
+        let path = self.proc_file("stat");
+        let host = parse_stat(&self.reader.read(&path)?).map_err(parse_err(&path))?;
         let (cpu, visible) = self.cpu_and_visible(caller)?;
-        let tasks = self.reader.task_counts(&caller.set)?;
         let rows = stat::container_cpu_rows(&host, &visible, &cpu.usage);
-        let rows = self
-            .shared
-            .with_container(caller.state_key(&self.reader)?, |s| {
-                let rows = stat::monotonic(&s.stat_rows, rows);
-                s.stat_rows.clone_from(&rows);
-                rows
-            });
+        let (id, key) = caller.identity(&self.reader)?;
+        let (_, tasks) = self.load.current(&id, key)?;
+        let rows = self.shared.with_container(key, |s| {
+            let rows = stat::monotonic(&s.stat_rows, rows);
+            s.stat_rows.clone_from(&rows);
+            rows
+        });
         Ok(stat::render_stat(&host, &rows, &tasks))
     }
 
@@ -247,16 +244,8 @@ impl Renderer {
     }
 
     fn loadavg(&self, caller: &ContainerCaller) -> Result<String> {
-        let tasks = self.reader.task_counts(&caller.set)?;
-        let now = monotonic_ns();
-        let load = self
-            .shared
-            .with_container(caller.state_key(&self.reader)?, |s| {
-                let (samples, advanced) = load_samples(s.load_updated_ns, now);
-                s.load.advance(tasks.running + tasks.blocked, samples);
-                s.load_updated_ns = advanced;
-                s.load
-            });
+        let (id, key) = caller.identity(&self.reader)?;
+        let (load, tasks) = self.load.current(&id, key)?;
         Ok(loadavg::render_loadavg(
             &load,
             tasks.running,

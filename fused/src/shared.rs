@@ -1,7 +1,7 @@
 //! The state that outlives a worker, in the supervisor's shared region, with a versioned layout:
 //! per-open rendered content (so a later read at an offset, or a resent read, of an open made
 //! under a previous worker serves the same bytes) and per-container state (the last /proc/stat
-//! rows shown, so counters never go backwards, and the load averages).
+//! rows shown, so counters never go backwards, the load averages and the last task counts).
 //!
 //! Only one worker writes at a time (the supervisor stops a worker before starting the next), so
 //! locks are process-local. A worker killed mid-update leaves a slot marked WRITING; the next
@@ -13,11 +13,16 @@
 //! - handle slots, 64 bytes each: fh, state, target kind, target id, content length, first cell,
 //!   cell count, last use.
 //! - container slots, 96 bytes each: key (two u64), state, row count, first cell, cell count,
-//!   three load averages, load update time, last seen time.
+//!   three load averages, load update time, last seen time, then the last task count: running,
+//!   blocked and total tasks (three u32) and a check word (u32: the low 32 bits of the key's
+//!   second half, which are never 0), then 8 bytes unused. Workers before the task count left
+//!   bytes 72..96 alone, and may have reused a slot without clearing them: counts are taken only
+//!   where the check word matches the slot's key, and all-zero bytes mean "not counted yet".
 //! - cells, 256 bytes each: content and stat rows.
 
 use crate::shm::Region;
 use proclens_cgroup::parse::host::CpuTimes;
+use proclens_cgroup::TaskCounts;
 use proclens_view::loadavg::LoadAvg;
 use std::sync::Mutex;
 
@@ -129,6 +134,8 @@ pub struct ContainerRecord {
     pub load: LoadAvg,
     /// CLOCK_MONOTONIC ns of the last load update (0: never).
     pub load_updated_ns: u64,
+    /// The container's tasks at the last count (`None`: never counted).
+    pub tasks: Option<TaskCounts>,
 }
 
 /// Worker-side view of the shared state.
@@ -220,6 +227,18 @@ fn now_ns() -> u64 {
 
 /// Bytes of one stat row in a cell.
 const ROW_LEN: usize = 80;
+
+/// Offsets in a container slot of the task count: running, blocked, total, check word.
+const C_RUNNING: usize = 72;
+const C_BLOCKED: usize = 76;
+const C_TOTAL: usize = 80;
+const C_CHECK: usize = 84;
+
+/// The check word stored with container `key`'s task count: never 0, so zeroed bytes (a slot
+/// from a worker that predates the count) never match.
+fn tasks_check(key: [u64; 2]) -> u32 {
+    (key[1] as u32) | 1
+}
 
 impl SharedState {
     /// Attaches to a region created by [`create_region`] (possibly by an older binary), and
@@ -431,6 +450,11 @@ impl SharedState {
             .push(slot);
     }
 
+    /// Number of container slots: at most this many containers keep state at once.
+    pub fn container_slots(&self) -> usize {
+        self.geometry.containers as usize
+    }
+
     /// Finds the slot of container `key`, or claims one (evicting the least recently seen within
     /// the probe window).
     fn container_slot(&self, key: [u64; 2]) -> usize {
@@ -478,6 +502,11 @@ impl SharedState {
                 avenrun: [r.u64(at + 32), r.u64(at + 40), r.u64(at + 48)],
             };
             record.load_updated_ns = r.u64(at + 56);
+            record.tasks = (r.u32(at + C_CHECK) == tasks_check(key)).then(|| TaskCounts {
+                running: r.u32(at + C_RUNNING),
+                blocked: r.u32(at + C_BLOCKED),
+                total: r.u32(at + C_TOTAL),
+            });
         }
         let result = f(&mut record);
 
@@ -504,6 +533,11 @@ impl SharedState {
         }
         r.set_u64(at + 56, record.load_updated_ns);
         r.set_u64(at + 64, now_ns());
+        let tasks = record.tasks.unwrap_or_default();
+        r.set_u32(at + C_RUNNING, tasks.running);
+        r.set_u32(at + C_BLOCKED, tasks.blocked);
+        r.set_u32(at + C_TOTAL, tasks.total);
+        r.set_u32(at + C_CHECK, record.tasks.map_or(0, |_| tasks_check(key)));
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         r.set_u32(at + 16, VALID);
         result
@@ -648,6 +682,35 @@ mod tests {
             next.with_container([k + 10, k], |r| r.stat_rows = vec![row]);
         }
         next.with_container([109, 99], |r| assert_eq!(r.stat_rows, vec![row]));
+    }
+
+    #[test]
+    fn task_counts_persist_and_stale_bytes_are_not_taken_for_them() {
+        let state = SharedState::attach(create_region(small()).unwrap()).unwrap();
+        let tasks = TaskCounts {
+            running: 2,
+            blocked: 1,
+            total: 9,
+        };
+        state.with_container([1, 2], |r| {
+            assert_eq!(r.tasks, None, "a new container is not counted yet");
+            r.tasks = Some(tasks);
+        });
+        let next = reattach(&state);
+        next.with_container([1, 2], |r| assert_eq!(r.tasks, Some(tasks)));
+        // A worker that predates the count reuses the slot for another container (same home
+        // slot) and leaves bytes 72..96 as they were: they must not pass for its count.
+        let at = next.container_at(next.container_slot([1, 2]));
+        next.region.set_u64(at, 33);
+        next.region.set_u64(at + 8, 34);
+        next.with_container([33, 34], |r| {
+            assert_eq!(r.tasks, None);
+            r.tasks = Some(tasks);
+        });
+        next.with_container([33, 34], |r| assert_eq!(r.tasks, Some(tasks)));
+        // Zeros (a region written only by such a worker) mean "not counted".
+        next.region.write(at + C_RUNNING, &[0; 16]);
+        next.with_container([33, 34], |r| assert_eq!(r.tasks, None));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The serving worker: a child of the supervisor that inherits cloned /dev/fuse fds (one per
 //! thread), serves requests on them, and on SIGTERM finishes the requests it has read and exits,
-//! leaving the connection to the next worker.
+//! leaving the connection to the next worker. Beside the serving threads runs one loadavg
+//! sampler thread ([`crate::sampler`]), stopped with them.
 
 use crate::config::Config;
+use crate::sampler::LoadTracker;
 use crate::shared::SharedState;
 use crate::shm::Region;
 use crate::signals::{install_interrupt_handler, SignalSet};
@@ -80,11 +82,35 @@ pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
 
     let region = Region::map(state).context("mapping the shared state")?;
     let shared = Arc::new(SharedState::attach(region).context("attaching the shared state")?);
-    let filesystem = Arc::new(build_filesystem(config, shared)?);
+    let (filesystem, tracker) = build_filesystem(config, shared)?;
+    let filesystem = Arc::new(filesystem);
+    let sampler = {
+        let tracker = Arc::clone(&tracker);
+        std::thread::Builder::new()
+            .name("loadavg".to_string())
+            .spawn(move || tracker.run())
+            .context("spawning the loadavg sampler")?
+    };
+    let result = serve(fds, ready, &stop_signals, &filesystem);
+    tracker.stop();
+    if sampler.join().is_err() {
+        tracing::error!("the loadavg sampler panicked");
+    }
+    result
+}
+
+/// Runs one serving thread per fd until a stop signal (then lets them finish the requests in
+/// hand) or until the filesystem is unmounted.
+fn serve(
+    fds: Vec<OwnedFd>,
+    ready: Option<OwnedFd>,
+    stop_signals: &SignalSet,
+    filesystem: &Arc<fs::ProcFs>,
+) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(fds.len());
     for (index, fd) in fds.into_iter().enumerate() {
-        let (filesystem, stop) = (Arc::clone(&filesystem), Arc::clone(&stop));
+        let (filesystem, stop) = (Arc::clone(filesystem), Arc::clone(&stop));
         let thread = std::thread::Builder::new()
             .name(format!("fuse-{index}"))
             .spawn(move || {
@@ -165,9 +191,12 @@ fn descriptor_budget() -> usize {
         .saturating_sub(RESERVE)
 }
 
-/// Builds the filesystem from the configuration (cgroup discovery happens here, in the worker,
-/// so a new binary's worker uses its own code for it).
-fn build_filesystem(config: &Config, shared: Arc<SharedState>) -> anyhow::Result<fs::ProcFs> {
+/// Builds the filesystem and the load tracker from the configuration (cgroup discovery happens
+/// here, in the worker, so a new binary's worker uses its own code for it).
+fn build_filesystem(
+    config: &Config,
+    shared: Arc<SharedState>,
+) -> anyhow::Result<(fs::ProcFs, Arc<LoadTracker>)> {
     let budget = descriptor_budget();
     let thread_files = crate::caller::THREAD_CACHE_CAPACITY.min(budget / 2);
     let open_files = config.open_files.min(budget - thread_files);
@@ -190,10 +219,17 @@ fn build_filesystem(config: &Config, shared: Arc<SharedState>) -> anyhow::Result
         .hierarchy_for(proclens_cgroup::Controller::Memory)
         .and_then(|i| reader.layout().version(i))
         == Some(proclens_cgroup::Version::V2);
-    Ok(fs::ProcFs::new(
-        render::Renderer::new(reader, config.cpu_view, Arc::clone(&shared)),
+    let tracker = Arc::new(LoadTracker::new(reader.clone(), Arc::clone(&shared)));
+    let filesystem = fs::ProcFs::new(
+        render::Renderer::new(
+            reader,
+            config.cpu_view,
+            Arc::clone(&shared),
+            Arc::clone(&tracker),
+        ),
         crate::caller::CallerResolver::new(thread_files),
         with_pressure,
         shared,
-    ))
+    );
+    Ok((filesystem, tracker))
 }

@@ -1,9 +1,10 @@
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use proclens_tests::parse;
-use proclens_tests::rig::{self, FusedDaemon, Probe, TempCgroup};
+use proclens_tests::rig::{self, process, FusedDaemon, Probe, TempCgroup};
 
 use crate::util::{container_cgroup, have_cpus, host_meminfo_kb, probe_in, probe_on_host, MIB};
 
@@ -610,6 +611,124 @@ fn stat_shows_the_containers_share_of_a_contended_cpu() -> Result<()> {
         );
         Ok(())
     })
+}
+
+/// Busy processes (shell loops) moved into a cgroup. `Drop` kills and reaps them.
+struct Spinners {
+    children: Vec<Child>,
+}
+
+impl Spinners {
+    /// Starts `n` busy loops in `cg` and returns once each of them is running.
+    fn start(cg: &TempCgroup, n: usize) -> Result<Self> {
+        let mut spinners = Spinners {
+            children: Vec::with_capacity(n),
+        };
+        for _ in 0..n {
+            let child = Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .stdin(Stdio::null())
+                .spawn()
+                .context("spawn a busy loop")?;
+            let pid = child.id();
+            spinners.children.push(child);
+            cg.add_pid(pid)?;
+        }
+        spinners.wait_for_state('R')?;
+        Ok(spinners)
+    }
+
+    /// Stops every spinner (SIGSTOP) and waits until each is stopped: state T, which counts
+    /// neither as running nor as blocked.
+    fn pause(&self) -> Result<()> {
+        self.signal(libc::SIGSTOP)?;
+        self.wait_for_state('T')
+    }
+
+    /// Lets every spinner run again (SIGCONT) and waits until each is running.
+    fn resume(&self) -> Result<()> {
+        self.signal(libc::SIGCONT)?;
+        self.wait_for_state('R')
+    }
+
+    fn signal(&self, signal: libc::c_int) -> Result<()> {
+        self.children
+            .iter()
+            .try_for_each(|c| process::signal(c.id(), signal))
+    }
+
+    fn wait_for_state(&self, state: char) -> Result<()> {
+        for child in &self.children {
+            let pid = child.id();
+            rig::poll(
+                Duration::from_secs(10),
+                &format!("busy loop {pid} in state {state}"),
+                || Ok((task_state(pid)? == state).then_some(())),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The scheduler state letter of process `pid` (R, S, D, T, ...), from the host's
+/// `/proc/<pid>/stat`.
+fn task_state(pid: u32) -> Result<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .with_context(|| format!("/proc/{pid}/stat: {stat:?}"))
+}
+
+#[test]
+fn loadavg_and_stat_tasks_are_sampled_in_the_background() -> Result<()> {
+    const BUSY: u64 = 2;
+    let (cg, daemon, mut probe) = setup(&[])?;
+    let spinners = Spinners::start(&cg, BUSY as usize)?;
+    // The first read counts the container then and there; the averages start at 0, like the
+    // kernel's.
+    let first = parse::loadavg(&read(&mut probe, &daemon, "proc/loadavg")?)?;
+    assert!(
+        first.running >= BUSY && first.total > BUSY,
+        "{BUSY} busy loops and the reader: {first:?}"
+    );
+    assert_eq!(first.averages, [0.0; 3], "{first:?}");
+    // From here on the busy loops are stopped while the files are read, and run in between. A
+    // daemon that counted at read time would see no load at all; the sampler, counting the
+    // container every 5 s in between, sees BUSY running tasks, and the reads show what it saw.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        spinners.pause()?;
+        let loadavg = read(&mut probe, &daemon, "proc/loadavg")?;
+        let stat = read(&mut probe, &daemon, "proc/stat")?;
+        spinners.resume()?;
+        let shown = parse::loadavg(&loadavg)?;
+        let procs_running = parse::stat_value(&stat, "procs_running")?;
+        assert!(
+            shown.averages[0] <= BUSY as f64,
+            "{BUSY} busy loops, 1-minute load {loadavg:?}"
+        );
+        // One 5 s sample of BUSY running tasks moves the 1-minute load to 0.08 × BUSY: this
+        // takes two.
+        if shown.averages[0] >= 0.12 * BUSY as f64 && shown.running >= BUSY && procs_running >= BUSY
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "after 60 s of {BUSY} busy loops: loadavg {loadavg:?}, procs_running {procs_running}"
+        );
+        // Reads only now and then, so the loops run nearly all the time.
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// `total=` of the `some` line of PSI text, in µs.

@@ -92,6 +92,49 @@ pub fn uptime(text: &str) -> Result<(f64, f64)> {
     Ok(parsed)
 }
 
+/// The fields of `/proc/loadavg` text.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Loadavg {
+    /// The 1, 5 and 15 minute averages.
+    pub averages: [f64; 3],
+    /// Running tasks (the number before the slash).
+    pub running: u64,
+    /// All tasks (after the slash).
+    pub total: u64,
+    /// The last field: a pid.
+    pub last_pid: u64,
+}
+
+/// Parses `/proc/loadavg` text: `avg1 avg5 avg15 running/total last_pid`.
+pub fn loadavg(text: &str) -> Result<Loadavg> {
+    let bad = || format!("loadavg {text:?}");
+    let f: Vec<&str> = text.split_whitespace().collect();
+    if f.len() != 5 {
+        bail!("loadavg {text:?}: want 5 fields");
+    }
+    let (running, total) = f[3].split_once('/').with_context(bad)?;
+    Ok(Loadavg {
+        averages: [
+            f[0].parse().with_context(bad)?,
+            f[1].parse().with_context(bad)?,
+            f[2].parse().with_context(bad)?,
+        ],
+        running: running.parse().with_context(bad)?,
+        total: total.parse().with_context(bad)?,
+        last_pid: f[4].parse().with_context(bad)?,
+    })
+}
+
+/// The value of a one-number line of `/proc/stat` text, such as `procs_running`.
+pub fn stat_value(text: &str, key: &str) -> Result<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .with_context(|| format!("no {key} line in stat"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{key} in stat"))
+}
+
 /// Expands a kernel cpulist (`0`, `0-3,8`, with a trailing newline) into CPU numbers.
 pub fn cpulist(text: &str) -> Result<Vec<u32>> {
     let text = text.trim_end_matches('\n');
