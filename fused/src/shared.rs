@@ -283,8 +283,22 @@ impl SharedState {
                 _ => alloc.mark(r.u32(at + 28), r.u32(at + 32), true),
             }
         }
-        for slot in 0..self.geometry.containers as usize {
+        // Only slots on pages that hold data can be live: a slot whose state word lies in a hole
+        // was never written and reads as FREE, and reading it through the mapping would cost a
+        // page of memory for nothing (the table is 768 KiB by default).
+        let n = self.geometry.containers as usize;
+        let table = self.container_at(0)..self.container_at(n);
+        let data = r.data_ranges(table.clone()).unwrap_or_else(|err| {
+            tracing::warn!(%err, "cannot find the state region's holes: scanning every slot");
+            vec![table]
+        });
+        let mut data = data.iter().peekable();
+        for slot in 0..n {
             let at = self.container_at(slot);
+            while data.next_if(|d| d.end <= at + 16).is_some() {}
+            if !data.peek().is_some_and(|d| d.contains(&(at + 16))) {
+                continue;
+            }
             match r.u32(at + 16) {
                 VALID => alloc.mark(r.u32(at + 24), r.u32(at + 28), true),
                 FREE => {}
@@ -648,6 +662,61 @@ mod tests {
             next.with_container([k + 10, k], |r| r.stat_rows = vec![row]);
         }
         next.with_container([109, 99], |r| assert_eq!(r.stat_rows, vec![row]));
+    }
+
+    #[test]
+    fn attaching_touches_no_page_it_does_not_need() {
+        let geometry = Geometry::default();
+        let state = SharedState::attach(create_region(geometry).unwrap()).unwrap();
+        assert_eq!(
+            state.region.allocated().unwrap(),
+            4096,
+            "only the header is allocated"
+        );
+        // One container record and one open file: a few pages more, not the whole table.
+        state.with_container([3, 4], |r| r.load.avenrun = [1, 2, 3]);
+        let fh = state.open(Target { kind: 1, id: 1 }).unwrap();
+        assert!(state.store(fh, b"content"));
+        let next = reattach(&state);
+        next.with_container([3, 4], |r| assert_eq!(r.load.avenrun, [1, 2, 3]));
+        assert_eq!(next.get(fh, true).unwrap().1.unwrap(), b"content");
+        assert!(next.region.allocated().unwrap() <= 5 * 4096);
+    }
+
+    #[test]
+    fn a_record_across_a_page_boundary_is_recovered() {
+        let state = SharedState::attach(create_region(Geometry::default()).unwrap()).unwrap();
+        // A slot that starts on one page and ends on the next (its home slot is its key's
+        // first word modulo the slot count).
+        let slot = (0..state.geometry.containers as usize)
+            .find(|&s| {
+                let at = state.container_at(s);
+                at / 4096 != (at + CONTAINER_LEN - 1) / 4096
+            })
+            .unwrap();
+        let key = [slot as u64, 7];
+        let row = CpuTimes {
+            user: 11,
+            ..Default::default()
+        };
+        state.with_container(key, |r| {
+            r.stat_rows = vec![row; 2];
+            r.load.avenrun = [4, 5, 6];
+        });
+        let other = [slot as u64 + 1, 8];
+        state.with_container(other, |r| r.load.avenrun = [9, 9, 9]);
+        let at = state.container_at(slot + 1);
+        state.region.set_u32(at + 16, WRITING);
+        let next = reattach(&state);
+        next.with_container(key, |r| {
+            assert_eq!(r.stat_rows, vec![row; 2]);
+            assert_eq!(r.load.avenrun, [4, 5, 6]);
+        });
+        assert_eq!(
+            next.region.u32(at + 16),
+            FREE,
+            "a half-written record is cleared"
+        );
     }
 
     #[test]
