@@ -15,6 +15,7 @@ mod config;
 mod fs;
 mod fuse;
 mod render;
+mod resident;
 mod shared;
 mod shm;
 mod signals;

@@ -108,6 +108,16 @@ pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
         pid = std::process::id(),
         "worker serving"
     );
+    // Start-up code (argument parsing, cgroup discovery) is not needed again: serving maps back
+    // in only what it runs.
+    match crate::resident::release_startup_pages() {
+        Ok(released) => tracing::debug!(
+            mappings = released.mappings,
+            file_kb = released.file_kb,
+            "released resident pages"
+        ),
+        Err(err) => tracing::warn!(%err, "cannot release resident pages"),
+    }
 
     loop {
         if threads.iter().all(|t| t.is_finished()) {
