@@ -111,6 +111,27 @@ impl Region {
         Ok(out)
     }
 
+    /// Frees the memory of `range` (page-aligned): it becomes a hole again and reads as zero.
+    /// The caller makes sure nothing in use lies in it.
+    pub fn punch(&self, range: std::ops::Range<usize>) -> io::Result<()> {
+        let offset = libc::off_t::try_from(range.start).map_err(io::Error::other)?;
+        let len = libc::off_t::try_from(range.len()).map_err(io::Error::other)?;
+        // SAFETY: fallocate on our own descriptor; punching keeps the size, and the mappings
+        // see zeros there from now on.
+        let rc = unsafe {
+            libc::fallocate(
+                self.fd.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// `lseek(2)` on the memfd; `None` for ENXIO (no data after `offset`).
     fn seek(&self, offset: usize, whence: libc::c_int) -> io::Result<Option<usize>> {
         let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
@@ -229,6 +250,13 @@ mod tests {
             vec![4200..2 * 4096, 3 * 4096..3 * 4096 + 10]
         );
         assert_eq!(a.allocated().unwrap(), 3 * 4096);
+        a.punch(3 * 4096..4 * 4096).unwrap();
+        assert_eq!(
+            a.data_ranges(0..a.len()).unwrap(),
+            vec![4096..2 * 4096, 4 * 4096..5 * 4096]
+        );
+        assert_eq!(a.u32(3 * 4096), 0, "a punched page reads as zero");
+        assert_eq!(a.u32(4 * 4096 + 100), 1);
     }
 
     #[test]

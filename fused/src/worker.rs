@@ -32,6 +32,8 @@ pub struct Inherited {
     pub state: OwnedFd,
 }
 
+/// How often the worker gives back state region pages that hold only free slots and cells.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a stopping worker waits for its threads to finish their current request.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -80,7 +82,7 @@ pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
 
     let region = Region::map(state).context("mapping the shared state")?;
     let shared = Arc::new(SharedState::attach(region).context("attaching the shared state")?);
-    let filesystem = Arc::new(build_filesystem(config, shared)?);
+    let filesystem = Arc::new(build_filesystem(config, Arc::clone(&shared))?);
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(fds.len());
     for (index, fd) in fds.into_iter().enumerate() {
@@ -119,10 +121,18 @@ pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
         Err(err) => tracing::warn!(%err, "cannot release resident pages"),
     }
 
+    let mut next_release = Instant::now() + RELEASE_INTERVAL;
     loop {
         if threads.iter().all(|t| t.is_finished()) {
             tracing::info!("all serving loops ended: the filesystem is unmounted");
             return Ok(());
+        }
+        if Instant::now() >= next_release {
+            let released = shared.release_free_pages();
+            if released > 0 {
+                tracing::debug!(kib = released / 1024, "freed unused state region pages");
+            }
+            next_release = Instant::now() + RELEASE_INTERVAL;
         }
         if let Some(signal) = stop_signals.wait(Duration::from_millis(500))? {
             tracing::info!(signal, "worker stopping: finishing requests in hand");
