@@ -16,6 +16,7 @@ mod fs;
 mod fuse;
 mod recent;
 mod render;
+mod resident;
 mod sampler;
 mod shared;
 mod shm;

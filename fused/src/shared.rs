@@ -24,6 +24,7 @@ use crate::shm::Region;
 use proclens_cgroup::parse::host::CpuTimes;
 use proclens_cgroup::TaskCounts;
 use proclens_view::loadavg::LoadAvg;
+use std::ops::Range;
 use std::sync::Mutex;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"PLSTATE1");
@@ -31,6 +32,8 @@ const MAGIC: u64 = u64::from_le_bytes(*b"PLSTATE1");
 pub const VERSION: u32 = 1;
 
 const HEADER_LEN: usize = 4096;
+/// Page size the layout is aligned to (header, handle table and cells start on pages).
+const PAGE: usize = 4096;
 const H_MAGIC: usize = 0;
 const H_VERSION: usize = 8;
 const H_HANDLES: usize = 12;
@@ -225,6 +228,25 @@ fn now_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
+/// Answers whether offsets, asked in ascending order, lie in one of some ascending ranges.
+struct DataCursor<'a> {
+    ranges: std::iter::Peekable<std::slice::Iter<'a, Range<usize>>>,
+}
+
+impl<'a> DataCursor<'a> {
+    fn new(ranges: &'a [Range<usize>]) -> Self {
+        DataCursor {
+            ranges: ranges.iter().peekable(),
+        }
+    }
+
+    /// Whether `offset` (not below any offset asked before) lies in a range.
+    fn contains(&mut self, offset: usize) -> bool {
+        while self.ranges.next_if(|d| d.end <= offset).is_some() {}
+        self.ranges.peek().is_some_and(|d| d.contains(&offset))
+    }
+}
+
 /// Bytes of one stat row in a cell.
 const ROW_LEN: usize = 80;
 
@@ -283,17 +305,38 @@ impl SharedState {
         self.geometry.cells_at() + cell as usize * CELL_LEN
     }
 
-    /// Drops half-written slots and rebuilds the cell allocator from the live ones.
+    /// The parts of `range` that hold data ([`Region::data_ranges`]); all of it if the kernel
+    /// cannot tell (then a scan reads holes too, which costs memory but is correct).
+    fn data_of(&self, range: Range<usize>) -> Vec<Range<usize>> {
+        self.region
+            .data_ranges(range.clone())
+            .unwrap_or_else(|err| {
+                tracing::warn!(%err, "cannot find the state region's holes: scanning all of it");
+                vec![range]
+            })
+    }
+
+    /// Drops half-written slots and rebuilds the cell allocator from the live ones. Only slots
+    /// on pages that hold data can be live: a slot in a hole was never written (or was freed
+    /// and punched out) and reads as FREE, and reading it through the mapping would cost a
+    /// page of memory for nothing (the container table alone is 768 KiB by default).
     fn recover(&self) {
         let mut alloc = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
         let mut free_slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let r = &self.region;
         let high = (r.u32(H_HANDLE_HIGH) as usize).min(self.geometry.handles as usize);
         r.set_u32(H_HANDLE_HIGH, high as u32);
-        for slot in (0..high).rev() {
+        let data = self.data_of(self.handle_at(0)..self.handle_at(high));
+        let mut in_data = DataCursor::new(&data);
+        let mut free = Vec::new();
+        for slot in 0..high {
             let at = self.handle_at(slot);
+            if !in_data.contains(at + 8) {
+                free.push(slot);
+                continue;
+            }
             match r.u32(at + 8) {
-                FREE => free_slots.push(slot),
+                FREE => free.push(slot),
                 WRITING => {
                     r.set_u32(at + 24, 0);
                     r.set_u32(at + 32, 0);
@@ -302,8 +345,16 @@ impl SharedState {
                 _ => alloc.mark(r.u32(at + 28), r.u32(at + 32), true),
             }
         }
-        for slot in 0..self.geometry.containers as usize {
+        // Popped from the end: the lowest slots are reused first.
+        free_slots.extend(free.into_iter().rev());
+        let n = self.geometry.containers as usize;
+        let data = self.data_of(self.container_at(0)..self.container_at(n));
+        let mut in_data = DataCursor::new(&data);
+        for slot in 0..n {
             let at = self.container_at(slot);
+            if !in_data.contains(at + 16) {
+                continue;
+            }
             match r.u32(at + 16) {
                 VALID => alloc.mark(r.u32(at + 24), r.u32(at + 28), true),
                 FREE => {}
@@ -312,6 +363,80 @@ impl SharedState {
                 }
             }
         }
+    }
+
+    /// Gives back the memory of whole pages that hold only free handle slots or free cells:
+    /// they are punched out of the region and read as zero again, which is all a free slot or
+    /// cell may hold. After a burst of opens (each open holds a slot and its rendering until
+    /// the kernel's RELEASE, which can lag behind under load) this brings the region back to
+    /// what is in use. Returns the bytes released.
+    pub fn release_free_pages(&self) -> usize {
+        let mut released = 0;
+        let per_page = PAGE / HANDLE_LEN;
+        {
+            // Slots in the free list (or never claimed, at or past the high-water mark) are not
+            // in use and cannot be claimed while the list is locked.
+            let free_slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let high = self.region.u32(H_HANDLE_HIGH) as usize;
+            let mut free = vec![false; high];
+            for &slot in free_slots.iter().filter(|&&s| s < high) {
+                free[slot] = true;
+            }
+            let pages = high.div_ceil(per_page);
+            let area = self.handle_at(0)..self.handle_at(pages * per_page);
+            released += self.punch_free_pages(area, |page| {
+                (page * per_page..(page + 1) * per_page).all(|s| s >= high || free[s])
+            });
+        }
+        {
+            // Free cells are written by nobody until allocated, which needs this lock.
+            let alloc = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            let per_page = (PAGE / CELL_LEN) as u32;
+            let pages = (alloc.cells / per_page) as usize;
+            let area = self.cell_at(0)..self.cell_at(0) + pages * PAGE;
+            released += self.punch_free_pages(area, |page| {
+                let first = page as u32 * per_page;
+                (first..first + per_page).all(|cell| !alloc.is_used(cell))
+            });
+        }
+        released
+    }
+
+    /// Punches out the pages of `area` (page-aligned) that hold data and of which `free` says
+    /// yes (`free` gets the page's index within `area`). Returns the bytes punched.
+    fn punch_free_pages(&self, area: Range<usize>, free: impl Fn(usize) -> bool) -> usize {
+        let Ok(data) = self.region.data_ranges(area.clone()) else {
+            return 0;
+        };
+        let mut released = 0;
+        let mut run: Option<Range<usize>> = None;
+        let mut flush = |run: &mut Option<Range<usize>>| {
+            if let Some(range) = run.take() {
+                match self.region.punch(range.clone()) {
+                    Ok(()) => released += range.len(),
+                    Err(err) => tracing::warn!(%err, "cannot free state region pages"),
+                }
+            }
+        };
+        for range in data {
+            let mut at = range.start - (range.start - area.start) % PAGE;
+            while at < range.end {
+                if free((at - area.start) / PAGE) {
+                    match &mut run {
+                        Some(r) if r.end == at => r.end = at + PAGE,
+                        _ => {
+                            flush(&mut run);
+                            run = Some(at..at + PAGE);
+                        }
+                    }
+                } else {
+                    flush(&mut run);
+                }
+                at += PAGE;
+            }
+        }
+        flush(&mut run);
+        released
     }
 
     fn lock_handle(&self, slot: usize) -> std::sync::MutexGuard<'_, ()> {
@@ -711,6 +836,114 @@ mod tests {
         // Zeros (a region written only by such a worker) mean "not counted".
         next.region.write(at + C_RUNNING, &[0; 16]);
         next.with_container([33, 34], |r| assert_eq!(r.tasks, None));
+    }
+
+    #[test]
+    fn attaching_touches_no_page_it_does_not_need() {
+        let geometry = Geometry::default();
+        let state = SharedState::attach(create_region(geometry).unwrap()).unwrap();
+        assert_eq!(
+            state.region.allocated().unwrap(),
+            4096,
+            "only the header is allocated"
+        );
+        // One container record and one open file: a few pages more, not the whole table.
+        state.with_container([3, 4], |r| r.load.avenrun = [1, 2, 3]);
+        let fh = state.open(Target { kind: 1, id: 1 }).unwrap();
+        assert!(state.store(fh, b"content"));
+        let next = reattach(&state);
+        next.with_container([3, 4], |r| assert_eq!(r.load.avenrun, [1, 2, 3]));
+        assert_eq!(next.get(fh, true).unwrap().1.unwrap(), b"content");
+        assert!(next.region.allocated().unwrap() <= 5 * 4096);
+    }
+
+    #[test]
+    fn free_slots_and_cells_give_their_pages_back() {
+        let state = SharedState::attach(create_region(Geometry::default()).unwrap()).unwrap();
+        // A burst: many files open at once, each with a rendering of a few cells.
+        let fhs: Vec<u64> = (0..1000)
+            .map(|i| state.open(Target { kind: 1, id: i }).unwrap())
+            .collect();
+        for &fh in &fhs {
+            assert!(state.store(fh, &[7u8; 3 * CELL_LEN]));
+        }
+        let burst = state.region.allocated().unwrap();
+        assert!(burst > 700 * 1024, "{burst}");
+        // All but a few are released again; one keeps its rendering, one never rendered.
+        let kept = [fhs[0], fhs[500], fhs[999]];
+        for fh in fhs.iter().filter(|fh| !kept.contains(fh)) {
+            state.release(*fh);
+        }
+        assert!(state.store(kept[2], b"short"));
+        let released = state.release_free_pages();
+        let after = state.region.allocated().unwrap();
+        assert_eq!(after as usize, burst as usize - released);
+        assert!(after < 8 * 4096, "{after} bytes left");
+        assert_eq!(
+            state.get(kept[0], true).unwrap().1.unwrap(),
+            vec![7u8; 3 * CELL_LEN]
+        );
+        assert_eq!(
+            state.get(kept[1], true).unwrap().1.unwrap(),
+            vec![7u8; 3 * CELL_LEN]
+        );
+        assert_eq!(state.get(kept[2], true).unwrap().1.unwrap(), b"short");
+        assert!(
+            state.get(fhs[1], false).is_none(),
+            "a released handle stays released"
+        );
+        // Released slots and cells work as before, under this worker and the next.
+        let fh = state.open(Target { kind: 2, id: 2 }).unwrap();
+        assert!(state.store(fh, &[9u8; 2 * CELL_LEN]));
+        let next = reattach(&state);
+        assert_eq!(
+            next.get(fh, true).unwrap().1.unwrap(),
+            vec![9u8; 2 * CELL_LEN]
+        );
+        assert_eq!(
+            next.get(kept[0], true).unwrap().1.unwrap(),
+            vec![7u8; 3 * CELL_LEN]
+        );
+        let again = next.open(Target { kind: 3, id: 3 }).unwrap();
+        assert!(next.store(again, &[1u8; 600]));
+        assert_ne!(again, fh);
+        assert_eq!(next.release_free_pages(), 0, "nothing more to give back");
+    }
+
+    #[test]
+    fn a_record_across_a_page_boundary_is_recovered() {
+        let state = SharedState::attach(create_region(Geometry::default()).unwrap()).unwrap();
+        // A slot that starts on one page and ends on the next (its home slot is its key's
+        // first word modulo the slot count).
+        let slot = (0..state.geometry.containers as usize)
+            .find(|&s| {
+                let at = state.container_at(s);
+                at / 4096 != (at + CONTAINER_LEN - 1) / 4096
+            })
+            .unwrap();
+        let key = [slot as u64, 7];
+        let row = CpuTimes {
+            user: 11,
+            ..Default::default()
+        };
+        state.with_container(key, |r| {
+            r.stat_rows = vec![row; 2];
+            r.load.avenrun = [4, 5, 6];
+        });
+        let other = [slot as u64 + 1, 8];
+        state.with_container(other, |r| r.load.avenrun = [9, 9, 9]);
+        let at = state.container_at(slot + 1);
+        state.region.set_u32(at + 16, WRITING);
+        let next = reattach(&state);
+        next.with_container(key, |r| {
+            assert_eq!(r.stat_rows, vec![row; 2]);
+            assert_eq!(r.load.avenrun, [4, 5, 6]);
+        });
+        assert_eq!(
+            next.region.u32(at + 16),
+            FREE,
+            "a half-written record is cleared"
+        );
     }
 
     #[test]

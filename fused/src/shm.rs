@@ -86,6 +86,80 @@ impl Region {
         self.len
     }
 
+    /// The parts of `range` that hold data, in order: pages ever written (or faulted in through
+    /// a mapping), swapped out or not. Everything else is a hole, which reads as zero and costs
+    /// no memory until touched; reading it through the mapping would allocate its page, so a
+    /// scan for live records skips holes instead.
+    pub fn data_ranges(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> io::Result<Vec<std::ops::Range<usize>>> {
+        let end = range.end.min(self.len);
+        let mut out = Vec::new();
+        let mut pos = range.start;
+        while pos < end {
+            let Some(data) = self.seek(pos, libc::SEEK_DATA)? else {
+                break;
+            };
+            if data >= end {
+                break;
+            }
+            let hole = self.seek(data, libc::SEEK_HOLE)?.unwrap_or(self.len);
+            out.push(data..hole.min(end));
+            pos = hole;
+        }
+        Ok(out)
+    }
+
+    /// Frees the memory of `range` (page-aligned): it becomes a hole again and reads as zero.
+    /// The caller makes sure nothing in use lies in it.
+    pub fn punch(&self, range: std::ops::Range<usize>) -> io::Result<()> {
+        let offset = libc::off_t::try_from(range.start).map_err(io::Error::other)?;
+        let len = libc::off_t::try_from(range.len()).map_err(io::Error::other)?;
+        // SAFETY: fallocate on our own descriptor; punching keeps the size, and the mappings
+        // see zeros there from now on.
+        let rc = unsafe {
+            libc::fallocate(
+                self.fd.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// `lseek(2)` on the memfd; `None` for ENXIO (no data after `offset`).
+    fn seek(&self, offset: usize, whence: libc::c_int) -> io::Result<Option<usize>> {
+        let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+        // SAFETY: lseek on our own descriptor; only the file offset changes, which nothing that
+        // shares the open file (supervisor, workers) uses: all access goes through mappings.
+        let rc = unsafe { libc::lseek(self.fd.as_raw_fd(), offset, whence) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::ENXIO) => Ok(None),
+                _ => Err(err),
+            };
+        }
+        usize::try_from(rc).map(Some).map_err(io::Error::other)
+    }
+
+    /// Bytes of memory the region's file holds (its allocated pages, as `fstat` counts them).
+    #[cfg(test)]
+    pub fn allocated(&self) -> io::Result<u64> {
+        // SAFETY: fstat into a zeroed struct.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd and out-pointer.
+        if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut stat) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(u64::try_from(stat.st_blocks).unwrap_or(0) * 512)
+    }
+
     fn check(&self, offset: usize, len: usize, align: usize) {
         let end = offset.checked_add(len).expect("state offset overflow");
         assert!(
@@ -158,6 +232,31 @@ mod tests {
         b.read(100, &mut out);
         assert_eq!(&out, b"hello");
         assert_eq!(b.u32(4096), 0, "fresh pages read as zero");
+    }
+
+    #[test]
+    fn data_ranges_are_the_written_pages() {
+        let a = Region::create(c"test", 16 * 4096).unwrap();
+        assert!(a.data_ranges(0..a.len()).unwrap().is_empty());
+        a.set_u32(4096 + 8, 1);
+        a.set_u32(3 * 4096, 1);
+        a.set_u32(4 * 4096 + 100, 1);
+        assert_eq!(
+            a.data_ranges(0..a.len()).unwrap(),
+            vec![4096..2 * 4096, 3 * 4096..5 * 4096]
+        );
+        assert_eq!(
+            a.data_ranges(4200..3 * 4096 + 10).unwrap(),
+            vec![4200..2 * 4096, 3 * 4096..3 * 4096 + 10]
+        );
+        assert_eq!(a.allocated().unwrap(), 3 * 4096);
+        a.punch(3 * 4096..4 * 4096).unwrap();
+        assert_eq!(
+            a.data_ranges(0..a.len()).unwrap(),
+            vec![4096..2 * 4096, 4 * 4096..5 * 4096]
+        );
+        assert_eq!(a.u32(3 * 4096), 0, "a punched page reads as zero");
+        assert_eq!(a.u32(4 * 4096 + 100), 1);
     }
 
     #[test]

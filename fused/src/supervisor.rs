@@ -14,6 +14,7 @@
 
 use crate::config::Config;
 use crate::fuse;
+use crate::resident;
 use crate::shared;
 use crate::signals::SignalSet;
 use crate::worker;
@@ -166,11 +167,15 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
     };
     notify(&[sd_notify::NotifyState::Ready]);
 
+    // From here the supervisor only waits: give back what mounting, spawning and logging left
+    // resident (and again after each event, which runs that code once more).
+    release_startup_pages();
     loop {
         let Some(signal) = signals.wait(Duration::from_secs(1))? else {
             // Catch a worker exit whose SIGCHLD was merged with another signal.
             if let Some(status) = worker.try_reap() {
                 worker = supervisor.recover(status)?;
+                release_startup_pages();
             }
             continue;
         };
@@ -202,6 +207,20 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
+        release_startup_pages();
+    }
+}
+
+/// Releases the resident pages the supervisor does not need while it waits
+/// ([`resident::release_startup_pages`]); a failure costs only memory, so it is logged.
+fn release_startup_pages() {
+    match resident::release_startup_pages() {
+        Ok(released) => tracing::debug!(
+            mappings = released.mappings,
+            file_kb = released.file_kb,
+            "released resident pages"
+        ),
+        Err(err) => tracing::warn!(%err, "cannot release resident pages"),
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Inherited {
     pub state: OwnedFd,
 }
 
+/// How often the worker gives back state region pages that hold only free slots and cells.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a stopping worker waits for its threads to finish their current request.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -82,7 +84,7 @@ pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
 
     let region = Region::map(state).context("mapping the shared state")?;
     let shared = Arc::new(SharedState::attach(region).context("attaching the shared state")?);
-    let (filesystem, tracker) = build_filesystem(config, shared)?;
+    let (filesystem, tracker) = build_filesystem(config, Arc::clone(&shared))?;
     let filesystem = Arc::new(filesystem);
     let sampler = {
         let tracker = Arc::clone(&tracker);
@@ -91,7 +93,7 @@ pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
             .spawn(move || tracker.run())
             .context("spawning the loadavg sampler")?
     };
-    let result = serve(fds, ready, &stop_signals, &filesystem);
+    let result = serve(fds, ready, &stop_signals, &filesystem, &shared);
     tracker.stop();
     if sampler.join().is_err() {
         tracing::error!("the loadavg sampler panicked");
@@ -106,6 +108,7 @@ fn serve(
     ready: Option<OwnedFd>,
     stop_signals: &SignalSet,
     filesystem: &Arc<fs::ProcFs>,
+    shared: &SharedState,
 ) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(fds.len());
@@ -134,11 +137,29 @@ fn serve(
         pid = std::process::id(),
         "worker serving"
     );
+    // Start-up code (argument parsing, cgroup discovery) is not needed again: serving maps back
+    // in only what it runs.
+    match crate::resident::release_startup_pages() {
+        Ok(released) => tracing::debug!(
+            mappings = released.mappings,
+            file_kb = released.file_kb,
+            "released resident pages"
+        ),
+        Err(err) => tracing::warn!(%err, "cannot release resident pages"),
+    }
 
+    let mut next_release = Instant::now() + RELEASE_INTERVAL;
     loop {
         if threads.iter().all(|t| t.is_finished()) {
             tracing::info!("all serving loops ended: the filesystem is unmounted");
             return Ok(());
+        }
+        if Instant::now() >= next_release {
+            let released = shared.release_free_pages();
+            if released > 0 {
+                tracing::debug!(kib = released / 1024, "freed unused state region pages");
+            }
+            next_release = Instant::now() + RELEASE_INTERVAL;
         }
         if let Some(signal) = stop_signals.wait(Duration::from_millis(500))? {
             tracing::info!(signal, "worker stopping: finishing requests in hand");

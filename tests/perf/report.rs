@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
-use proclens_tests::perf::ProcSample;
+use proclens_tests::perf::{ProcSample, Resident};
 use proclens_tests::rig;
 
 use crate::latency::{FirstRead, Point, THREADS};
@@ -16,7 +16,9 @@ use crate::Options;
 
 /// The files the latency and throughput targets apply to (the issue's list).
 const TARGET_FILES: [File; 3] = [File::Meminfo, File::Stat, File::Cpuinfo];
-/// proclens's RSS budget with 1,000 containers, kB: the issue's "8 MB" read as 8 MiB.
+/// proclens's memory budget with 1,000 containers, kB: the issue's "8 MB" read as 8 MiB, judged
+/// on the resident pages of supervisor and worker with each physical page counted once (see
+/// BENCHMARKS.md, method).
 const RSS_BUDGET_KB: u64 = 8 * 1024;
 /// Largest RSS growth over the soak that still counts as flat: this many kB, or 3 % of the
 /// first sample if that is more.
@@ -222,6 +224,18 @@ fn times(r: f64) -> String {
 /// kB as MiB with one decimal.
 fn mib(kb: u64) -> String {
     format!("{:.1} MiB", kb as f64 / 1024.0)
+}
+
+/// Resident pages counted once, with their split: `7.1 MiB (3.0 / 3.3 / 0.8)`.
+fn resident(r: &Resident) -> String {
+    let part = |kb: u64| format!("{:.1}", kb as f64 / 1024.0);
+    format!(
+        "{} ({} / {} / {})",
+        mib(r.total_kb),
+        part(r.file_kb),
+        part(r.anon_kb),
+        part(r.shmem_kb)
+    )
 }
 
 impl Report {
@@ -446,7 +460,12 @@ impl Report {
                 .idle
                 .iter()
                 .map(|(subject, p)| {
-                    format!("{subject} RSS {} (PSS {})", mib(p.rss_kb), mib(p.pss_kb))
+                    format!(
+                        "{subject} RSS {} (PSS {}; each page once {})",
+                        mib(p.rss_kb),
+                        mib(p.pss_kb),
+                        resident(&p.unique)
+                    )
                 })
                 .collect();
             let _ = writeln!(
@@ -459,9 +478,9 @@ impl Report {
             let _ = writeln!(
                 s,
                 "| load | subject | CPU, % of one core | per container, µs CPU/s | RSS (sum) | \
-                 PSS (sum) | failed reads |"
+                 PSS (sum) | each page once (file / anon / shmem) | failed reads |"
             );
-            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
             for r in &self.loads {
                 let subject = match (r.subject, r.load) {
                     (Subject::Lxcfs, Load::Meminfo) => "lxcfs".to_string(),
@@ -470,12 +489,13 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "| {} | {subject} | {:.2} | {:.1} | {} | {} | {} |",
+                    "| {} | {subject} | {:.2} | {:.1} | {} | {} | {} | {} |",
                     r.load.describe(),
                     r.cpu_percent,
                     r.cpu_percent * 1e4 / r.containers.max(1) as f64,
                     mib(r.rss_kb),
                     mib(r.pss_kb),
+                    resident(&r.unique),
                     r.failures
                 );
             }
@@ -487,10 +507,11 @@ impl Report {
                 ) {
                     let _ = writeln!(
                         s,
-                        "- {}: proclens/lxcfs CPU {}, RSS {}.",
+                        "- {}: proclens/lxcfs CPU {}, RSS {}, each page once {}.",
                         load.describe(),
                         times(ratio(p.cpu_percent, l.cpu_percent)),
-                        times(ratio(p.rss_kb as f64, l.rss_kb as f64))
+                        times(ratio(p.rss_kb as f64, l.rss_kb as f64)),
+                        times(ratio(p.unique.total_kb as f64, l.unique.total_kb as f64))
                     );
                 }
             }
@@ -503,16 +524,30 @@ impl Report {
                 .enumerate()
                 .filter(|(i, (t, _))| t.as_secs() % 60 < 10 || *i + 1 == soak.samples.len())
                 .map(|(_, sample)| sample)
-                .map(|(t, p)| format!("{} s {}", t.as_secs(), mib(p.rss_kb)))
+                .map(|(t, p)| {
+                    format!(
+                        "{} s {} ({})",
+                        t.as_secs(),
+                        mib(p.unique.total_kb),
+                        mib(p.rss_kb)
+                    )
+                })
                 .collect();
             let _ = writeln!(
                 s,
                 "Soak: {} containers each reading proclens's meminfo, stat, cpuinfo, uptime and \
-                 loadavg in turn, once a second, for {} s. proclens-fused RSS (supervisor + \
-                 worker) first {}, max {}, last {}; PSS last {}; CPU {:.2}% of one core; {} \
-                 failed reads. RSS over time: {}.\n",
+                 loadavg in turn, once a second, for {} s. proclens-fused (supervisor + worker), \
+                 each page once: first {}, max {}, last {} ({} at the end); VmRSS sum first {}, \
+                 max {}, last {}; PSS last {}; CPU {:.2}% of one core; {} failed reads. Each \
+                 page once (VmRSS sum) over time: {}.\n",
                 grouped(soak.containers as f64),
                 soak.duration().as_secs(),
+                mib(soak.first_unique_kb()),
+                mib(soak.max_unique_kb()),
+                mib(soak.last_unique_kb()),
+                soak.samples
+                    .last()
+                    .map_or(String::new(), |(_, p)| resident(&p.unique)),
                 mib(soak.first_rss_kb()),
                 mib(soak.max_rss_kb()),
                 mib(soak.last_rss_kb()),
@@ -617,33 +652,60 @@ impl Report {
         }
         let n = grouped(self.options.containers as f64);
         let meminfo = self.load(Load::Meminfo, Subject::Proclens);
-        let soak_max = self.soak.as_ref().map(Soak::max_rss_kb);
-        let max_rss = meminfo.map(|r| r.rss_kb).into_iter().chain(soak_max).max();
+        let soak_max = self.soak.as_ref().map(Soak::max_unique_kb);
+        let max_unique = meminfo
+            .map(|r| r.unique.total_kb)
+            .into_iter()
+            .chain(soak_max)
+            .max();
+        let soak_max_sum = self.soak.as_ref().map(Soak::max_rss_kb);
+        let max_sum = meminfo
+            .map(|r| r.rss_kb)
+            .into_iter()
+            .chain(soak_max_sum)
+            .max();
         bound(
             format!(
-                "{n} containers: proclens RSS ≤ 8 MB, read as 8 MiB = {} kB (VmRSS summed over \
-                 supervisor + worker; max of the meminfo window and the soak)",
+                "{n} containers: proclens RSS ≤ 8 MB, read as 8 MiB = {} kB of resident pages of \
+                 supervisor + worker, each physical page counted once (max of the meminfo window \
+                 and the soak)",
                 grouped(RSS_BUDGET_KB as f64)
             ),
-            max_rss.map_or(f64::NAN, |kb| kb as f64),
-            max_rss.map_or(String::new(), |kb| {
-                format!("{} ({} kB)", mib(kb), grouped(kb as f64))
+            max_unique.map_or(f64::NAN, |kb| kb as f64),
+            max_unique.map_or(String::new(), |kb| {
+                format!(
+                    "{} ({} kB); VmRSS sum, shown: {}",
+                    mib(kb),
+                    grouped(kb as f64),
+                    max_sum.map_or(String::new(), |sum| format!(
+                        "{} ({} kB)",
+                        mib(sum),
+                        grouped(sum as f64)
+                    ))
+                )
             }),
             RSS_BUDGET_KB as f64,
             true,
         );
         if let Some(soak) = &self.soak {
-            let (first, last) = (soak.first_rss_kb(), soak.last_rss_kb());
+            let (first, last) = (soak.first_unique_kb(), soak.last_unique_kb());
             let slack = FLAT_SLACK_KB.max(first * 3 / 100);
             let growth = last as f64 - first as f64;
+            let sum_growth = soak.last_rss_kb() as f64 - soak.first_rss_kb() as f64;
             bound(
                 format!(
-                    "{n} containers: RSS flat over the {} s soak (growth ≤ {} kB)",
+                    "{n} containers: RSS flat over the {} s soak (growth ≤ {} kB, each page once)",
                     soak.duration().as_secs(),
                     slack
                 ),
                 growth,
-                format!("{} → {} ({:+.0} kB)", mib(first), mib(last), growth),
+                format!(
+                    "{} → {} ({:+.0} kB); VmRSS sum {:+.0} kB",
+                    mib(first),
+                    mib(last),
+                    growth,
+                    sum_growth
+                ),
                 slack as f64,
                 true,
             );

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use proclens_tests::perf::{cpu_percent, ProcSample};
+use proclens_tests::perf::{cpu_percent, ProcSample, Resident};
 use proclens_tests::rig::{process, TempCgroup};
 use tempfile::TempDir;
 
@@ -64,6 +64,9 @@ pub struct LoadResult {
     pub rss_kb: u64,
     /// Sum of PSS at the window's end, kB.
     pub pss_kb: u64,
+    /// Resident pages at the window's end, each physical page counted once over the subject's
+    /// processes.
+    pub unique: Resident,
     /// Failed reads logged by the readers.
     pub failures: usize,
     /// Containers reading.
@@ -99,6 +102,25 @@ impl Soak {
         self.samples
             .iter()
             .map(|(_, s)| s.rss_kb)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Resident pages counted once, first sample, kB.
+    pub fn first_unique_kb(&self) -> u64 {
+        self.samples.first().map_or(0, |(_, s)| s.unique.total_kb)
+    }
+
+    /// Resident pages counted once, last sample, kB.
+    pub fn last_unique_kb(&self) -> u64 {
+        self.samples.last().map_or(0, |(_, s)| s.unique.total_kb)
+    }
+
+    /// Largest count of resident pages counted once, kB.
+    pub fn max_unique_kb(&self) -> u64 {
+        self.samples
+            .iter()
+            .map(|(_, s)| s.unique.total_kb)
             .max()
             .unwrap_or(0)
     }
@@ -386,15 +408,18 @@ fn measure(
         cpu_percent: cpu_percent(&before, &after, elapsed),
         rss_kb: after.rss_kb,
         pss_kb: after.pss_kb,
+        unique: after.unique,
         failures,
         containers: fleet.cgroups.len(),
     };
     eprintln!(
-        "scale: {} on {subject}: CPU {:.2}% of one core, RSS {} kB, PSS {} kB",
+        "scale: {} on {subject}: CPU {:.2}% of one core, RSS {} kB, PSS {} kB, each page once \
+         {} kB",
         load.describe(),
         result.cpu_percent,
         result.rss_kb,
-        result.pss_kb
+        result.pss_kb,
+        result.unique.total_kb
     );
     Ok(result)
 }
@@ -422,10 +447,11 @@ fn soak(options: &Options, subjects: &Subjects, fleet: &Fleet) -> Result<Soak> {
         samples.push((at, sample));
         if at >= next_report {
             eprintln!(
-                "soak: {:>4} s  RSS {} kB  PSS {} kB",
+                "soak: {:>4} s  RSS {} kB  PSS {} kB  each page once {} kB",
                 at.as_secs(),
                 sample.rss_kb,
-                sample.pss_kb
+                sample.pss_kb,
+                sample.unique.total_kb
             );
             next_report += Duration::from_secs(60);
         }

@@ -151,6 +151,8 @@ pub struct ProcSample {
     pub rss_kb: u64,
     /// Sum of Pss from `smaps_rollup`, kB (shared pages split between their users).
     pub pss_kb: u64,
+    /// Physical pages mapped by any of the processes, each counted once ([`Resident::of`]).
+    pub unique: Resident,
 }
 
 impl ProcSample {
@@ -162,7 +164,145 @@ impl ProcSample {
             s.rss_kb += status_kb(pid, "VmRSS:")?;
             s.pss_kb += pss_kb(pid)?;
         }
+        s.unique = Resident::of(pids)?;
         Ok(s)
+    }
+}
+
+/// The memory a set of processes occupies together: every physical page that at least one of
+/// them maps, counted once, whichever process or mapping it appears in. For one process it is
+/// its RSS; for a supervisor and a worker of the same binary it counts the binary's and libc's
+/// pages once, where the VmRSS sum counts them twice.
+///
+/// Read from `/proc/<pid>/pagemap`: for each page of each mapping in `/proc/<pid>/maps`, bit 63
+/// says present and bits 0–54 hold the page frame number (zero unless the reader has
+/// CAP_SYS_ADMIN, so this needs root). Present pages are split by bit 61 (a page of a file or of
+/// shared memory, not anonymous) and by the mapping (shared mappings, such as a memfd, are
+/// shared memory). The kernel's own pages mapped into every process (`[vvar]`, `[vsyscall]`)
+/// are left out. Swapped-out pages are not resident and not counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resident {
+    /// Distinct physical pages, kB.
+    pub total_kb: u64,
+    /// Of which private anonymous pages (heap, malloc arenas, stacks, copy-on-write copies), kB.
+    pub anon_kb: u64,
+    /// Of which pages of shared mappings (memfd, shm), kB.
+    pub shmem_kb: u64,
+    /// Of which page-cache pages of files (the binary, libc, ld.so), kB.
+    pub file_kb: u64,
+}
+
+/// Bit of a pagemap entry: the page is present in RAM.
+const PM_PRESENT: u64 = 1 << 63;
+/// Bit of a pagemap entry: file page or shared anonymous page.
+const PM_FILE_OR_SHARED: u64 = 1 << 61;
+/// Bits of a pagemap entry holding the page frame number.
+const PM_PFN_MASK: u64 = (1 << 55) - 1;
+
+impl Resident {
+    /// Distinct resident pages of `pids` now.
+    pub fn of(pids: &[u32]) -> Result<Self> {
+        use std::collections::HashMap;
+        use std::os::unix::fs::FileExt;
+        // SAFETY: sysconf has no preconditions.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|&p| p > 0)
+            .unwrap_or(4096);
+        // Page frame number -> kind (0 anon, 1 shmem, 2 file).
+        let mut frames: HashMap<u64, u8> = HashMap::new();
+        for &pid in pids {
+            let maps_path = format!("/proc/{pid}/maps");
+            let maps =
+                std::fs::read_to_string(&maps_path).with_context(|| format!("read {maps_path}"))?;
+            let pagemap_path = format!("/proc/{pid}/pagemap");
+            let pagemap = std::fs::File::open(&pagemap_path)
+                .with_context(|| format!("open {pagemap_path}"))?;
+            let mut present = 0usize;
+            let mut entries = Vec::new();
+            for line in maps.lines() {
+                let mapping = Mapping::parse(line)
+                    .with_context(|| format!("{maps_path}: bad line {line:?}"))?;
+                if !mapping.readable_or_writable() || mapping.is_kernel() {
+                    continue;
+                }
+                let pages = usize::try_from((mapping.end - mapping.start) / page)?;
+                entries.resize(pages * 8, 0u8);
+                let n = pagemap
+                    .read_at(&mut entries, mapping.start / page * 8)
+                    .with_context(|| format!("read {pagemap_path} at {:#x}", mapping.start))?;
+                for entry in entries[..n - n % 8].chunks_exact(8) {
+                    let entry = u64::from_ne_bytes(entry.try_into()?);
+                    if entry & PM_PRESENT == 0 {
+                        continue;
+                    }
+                    present += 1;
+                    let pfn = entry & PM_PFN_MASK;
+                    if pfn == 0 {
+                        bail!("{pagemap_path} hides page frame numbers: needs CAP_SYS_ADMIN");
+                    }
+                    let kind = match (entry & PM_FILE_OR_SHARED != 0, mapping.shared) {
+                        (false, _) => 0,
+                        (true, true) => 1,
+                        (true, false) => 2,
+                    };
+                    frames.insert(pfn, kind);
+                }
+            }
+            if present == 0 {
+                bail!("{pagemap_path}: no resident page at all");
+            }
+        }
+        let kb = |kind: Option<u8>| {
+            frames
+                .values()
+                .filter(|&&k| kind.is_none_or(|want| k == want))
+                .count() as u64
+                * page
+                / 1024
+        };
+        Ok(Self {
+            total_kb: kb(None),
+            anon_kb: kb(Some(0)),
+            shmem_kb: kb(Some(1)),
+            file_kb: kb(Some(2)),
+        })
+    }
+}
+
+/// One line of `/proc/<pid>/maps`.
+struct Mapping<'a> {
+    start: u64,
+    end: u64,
+    perms: &'a str,
+    shared: bool,
+    name: &'a str,
+}
+
+impl<'a> Mapping<'a> {
+    /// Parses `start-end perms offset dev inode [name]`.
+    fn parse(line: &'a str) -> Option<Self> {
+        let mut fields = line.splitn(6, ' ');
+        let (start, end) = fields.next()?.split_once('-')?;
+        let perms = fields.next()?;
+        let name = fields.nth(3).unwrap_or("").trim();
+        Some(Self {
+            start: u64::from_str_radix(start, 16).ok()?,
+            end: u64::from_str_radix(end, 16).ok()?,
+            perms,
+            shared: perms.as_bytes().get(3) == Some(&b's'),
+            name,
+        })
+    }
+
+    /// Whether the mapping can hold pages at all (`---p` guard areas cannot).
+    fn readable_or_writable(&self) -> bool {
+        self.perms.starts_with('r') || self.perms.as_bytes().get(1) == Some(&b'w')
+    }
+
+    /// The kernel's pages mapped into every process, not the process's own memory.
+    fn is_kernel(&self) -> bool {
+        matches!(self.name, "[vvar]" | "[vvar_vclock]" | "[vsyscall]")
     }
 }
 
@@ -252,5 +392,57 @@ mod tests {
     fn own_process_has_cpu_and_memory() {
         let s = ProcSample::of(&[std::process::id()]).unwrap();
         assert!(s.rss_kb > 0 && s.pss_kb > 0);
+        let u = s.unique;
+        assert!(u.file_kb > 0 && u.anon_kb > 0, "{u:?}");
+        assert_eq!(u.total_kb, u.anon_kb + u.shmem_kb + u.file_kb);
+        // Sampled a moment apart, while other tests run in this process.
+        assert!(
+            u.total_kb.abs_diff(s.rss_kb) < 512,
+            "one process: unique {u:?} vs RSS {}",
+            s.rss_kb
+        );
+    }
+
+    #[test]
+    fn a_page_shared_by_two_processes_counts_once() {
+        // A forked child maps the parent's pages (copy-on-write): twice in the VmRSS sum, once
+        // in the unique count.
+        let mut pipe = [0; 2];
+        // SAFETY: pipe fills the two-element array.
+        assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+        // SAFETY: the child only blocks in read(2) and exits: async-signal-safe calls only.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let mut byte = 0u8;
+            // SAFETY: reading one byte into a local; then leaving without running destructors.
+            unsafe {
+                libc::read(pipe[0], (&mut byte as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        assert!(child > 0);
+        let pids = [std::process::id(), child as u32];
+        let measured = (|| -> Result<(ProcSample, Resident, u64)> {
+            let both = ProcSample::of(&pids)?;
+            let parent = Resident::of(&pids[..1])?;
+            Ok((both, parent, status_kb(pids[1], "VmRSS:")?))
+        })();
+        // SAFETY: waking and reaping our own child.
+        unsafe {
+            libc::write(pipe[1], [1u8].as_ptr().cast(), 1);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+            libc::close(pipe[0]);
+            libc::close(pipe[1]);
+        }
+        let (both, parent, child_rss) = measured.unwrap();
+        assert!(child_rss > 0);
+        assert!(
+            both.unique.total_kb + child_rss / 2 < both.rss_kb,
+            "the child's pages are mostly the parent's: {:?} vs VmRSS sum {} (child {child_rss})",
+            both.unique,
+            both.rss_kb
+        );
+        // Other tests run in this process meanwhile: allow for what they allocate.
+        assert!(both.unique.total_kb.abs_diff(parent.total_kb) < 1024);
     }
 }
