@@ -431,6 +431,41 @@ impl CgroupReader {
         subtree_thread_ids(&dir, version, true)
     }
 
+    /// CPU time (ns) used so far by the threads [`CgroupReader::task_counts`] counts, when one
+    /// accounting cgroup covers exactly those: on v2 the task cgroup's own `cpu.stat`, on v1 the
+    /// `cpuacct.usage` of the cpuacct cgroup at the same path as the task cgroup (runtimes put a
+    /// container at one path in every hierarchy). `None` when there is no such cgroup. Both
+    /// include sub-cgroups. While the value stands still no thread of the container has run, so
+    /// none has changed state by itself. Read through the kept descriptors (a value file).
+    pub fn task_cpu_usage_ns(&self, id: &ContainerId) -> Result<Option<u64>> {
+        let Some((index, version, dir)) = self.task_dir(&id.set) else {
+            return Ok(None);
+        };
+        match version {
+            Version::V2 => {
+                let path = dir.join("cpu.stat");
+                let text = self.files.read(&path)?;
+                let keys = parsed(&path, cgroupfs::parse_flat_keyed(&text))?;
+                Ok(keys.get("usage_usec").map(|usec| usec.saturating_mul(1000)))
+            }
+            Version::V1 => {
+                let Some(acct) = self.layout.hierarchy_for(Controller::Cpuacct) else {
+                    return Ok(None);
+                };
+                let hierarchy = &self.layout.hierarchies[acct];
+                match (id.set.path(acct), id.set.path(index)) {
+                    (Some(acct_path), Some(task_path))
+                        if acct_path == task_path && hierarchy.version == Version::V1 =>
+                    {
+                        let usage = join_cgroup(&hierarchy.mount_point, acct_path);
+                        read_u64(&self.files, &usage.join("cpuacct.usage")).map(Some)
+                    }
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+
     /// Counts the threads of container `id` by state. Threads exiting during the count are
     /// skipped. Fails with `Vanished` when the cgroup the threads are listed in is gone or was
     /// replaced by a new one under the same path (its inode is not `id`'s).
@@ -842,6 +877,44 @@ mod tests {
         std::fs::remove_dir_all(tree.path("cg/ctr")).unwrap();
         let err = reader.task_counts(&id).unwrap_err();
         assert!(matches!(err, Error::Vanished { .. }), "{err}");
+    }
+
+    #[test]
+    fn task_cpu_usage_is_the_task_cgroups_own() {
+        let tree = FakeTree::new();
+        let (reader, set) = tree_with_threads(&tree);
+        let id = reader.identity(&set).unwrap();
+        tree.write("cg/ctr/cpu.stat", "usage_usec 1500\nuser_usec 1000\n");
+        assert_eq!(reader.task_cpu_usage_ns(&id).unwrap(), Some(1_500_000));
+
+        // v1: cpuacct.usage of the cgroup at the task cgroup's path, and only that one.
+        let tree = FakeTree::new();
+        let mut mountinfo = String::new();
+        for (i, m) in ["pids", "cpuacct"].iter().enumerate() {
+            tree.write(&format!("cg/{m}/ctr/tasks"), "10\n");
+            mountinfo.push_str(&format!(
+                "{} 1 0:{} / {} rw - cgroup cgroup rw,{m}\n",
+                30 + i,
+                40 + i,
+                tree.path(&format!("cg/{m}")).display()
+            ));
+        }
+        tree.write("cg/cpuacct/ctr/cpuacct.usage", "123456\n");
+        let reader = CgroupReader::new(
+            Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), ""),
+            HostPaths::default(),
+        );
+        let cgroups = |pids: &str, acct: &str| {
+            let text = format!("2:pids:{pids}\n1:cpuacct:{acct}\n");
+            let set = reader
+                .layout()
+                .cgroup_set(&parse_pid_cgroup(&text).unwrap());
+            reader.identity(&set).unwrap()
+        };
+        let id = cgroups("/ctr", "/ctr");
+        assert_eq!(reader.task_cpu_usage_ns(&id).unwrap(), Some(123456));
+        let id = cgroups("/ctr", "/");
+        assert_eq!(reader.task_cpu_usage_ns(&id).unwrap(), None);
     }
 
     #[test]
