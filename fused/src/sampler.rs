@@ -7,6 +7,8 @@
 //! [`LOAD_INTERVAL_SECS`], each at its own phase of the interval so the work is spread evenly
 //! instead of coming in a burst, advances its load averages (missed intervals are caught up with
 //! the current count, as the kernel does after NO_HZ) and stores the counts for the next reads.
+//! A container whose CPU time has not moved since its last count ([`count_still_holds`]) is not
+//! counted again: none of its threads ran, so none changed state; its stored count is used.
 //! A container stays registered for [`RETENTION_NS`] after its last read, so its 15-minute
 //! average keeps meaning something; a container whose cgroup is gone is dropped at once.
 
@@ -23,8 +25,9 @@ pub const INTERVAL_NS: u64 = LOAD_INTERVAL_SECS * 1_000_000_000;
 /// How long a container is sampled after its last loadavg or stat read: the span of the longest
 /// average.
 pub const RETENTION_NS: u64 = 15 * 60 * 1_000_000_000;
-/// Shortest sleep of the sampler: containers falling due within it are sampled in one wake-up.
-const MIN_WAIT_NS: u64 = 20_000_000;
+/// Shortest sleep of the sampler: containers falling due within it are sampled in one wake-up
+/// (a hundred wake-ups per interval at most, each for a hundredth of the containers).
+const MIN_WAIT_NS: u64 = 50_000_000;
 /// Stored values this many intervals old are not shown: the sampler is not keeping up with the
 /// container (a worker restart, a registration that expired), so the read counts afresh.
 const STALE_INTERVALS: u64 = 2;
@@ -61,6 +64,16 @@ pub fn is_stale(updated_ns: u64, now_ns: u64) -> bool {
     updated_ns == 0 || load_samples(updated_ns, now_ns).0 >= STALE_INTERVALS
 }
 
+/// Whether a container's stored task count still holds: the CPU time its threads used
+/// ([`CgroupReader::task_cpu_usage_ns`]) was read before that count (`counted_at`) and again
+/// now, and is the same. A thread changes state only by running (sleeping, blocking, exiting,
+/// forking), or by being woken, after which it runs at once unless the CPU is contended; so
+/// without CPU time used the count is the same, but for a wake-up not yet run, which the next
+/// sample sees.
+pub fn count_still_holds(counted_at: Option<u64>, now: Option<u64>) -> bool {
+    matches!((counted_at, now), (Some(before), Some(now)) if before == now)
+}
+
 /// The key whose last read is the oldest (ties: any of them).
 fn least_recently_read<'a>(entries: impl Iterator<Item = (&'a [u64; 2], u64)>) -> Option<[u64; 2]> {
     entries.min_by_key(|(_, read)| *read).map(|(key, _)| *key)
@@ -73,6 +86,19 @@ struct Registered {
     phase_ns: u64,
     next_due_ns: u64,
     last_read_ns: u64,
+    /// The container's CPU time read just before its last count by the sampler.
+    counted_at_usage_ns: Option<u64>,
+}
+
+/// A container the sampler is to sample now.
+#[derive(Debug)]
+pub struct Due {
+    /// Its state key.
+    pub key: [u64; 2],
+    /// Its cgroups.
+    pub id: Arc<ContainerId>,
+    /// Its CPU time read just before its last count by the sampler (`None`: not known).
+    pub counted_at_usage_ns: Option<u64>,
 }
 
 /// The containers whose loadavg or stat was read recently, with when each is next sampled.
@@ -84,6 +110,9 @@ pub struct Registry {
     interval_ns: u64,
     /// Registrations so far: picks each new container's phase.
     sequence: u64,
+    /// The earliest `next_due_ns` of all entries, kept up to date so that a sampler wake-up
+    /// walks the entries once.
+    earliest_due_ns: Option<u64>,
 }
 
 impl Registry {
@@ -95,6 +124,7 @@ impl Registry {
             capacity: capacity.max(1),
             interval_ns: interval_ns.max(1),
             sequence: 0,
+            earliest_due_ns: None,
         }
     }
 
@@ -109,48 +139,80 @@ impl Registry {
         if self.entries.len() >= self.capacity {
             let oldest = least_recently_read(self.entries.iter().map(|(k, e)| (k, e.last_read_ns)));
             if let Some(oldest) = oldest {
-                self.entries.remove(&oldest);
+                self.remove(oldest);
             }
         }
         let phase_ns = spread_phase(self.sequence, self.interval_ns);
         self.sequence = self.sequence.wrapping_add(1);
+        let next_due_ns = next_due_after(phase_ns, now_ns, self.interval_ns);
         self.entries.insert(
             key,
             Registered {
                 id: Arc::new(id.clone()),
                 phase_ns,
-                next_due_ns: next_due_after(phase_ns, now_ns, self.interval_ns),
+                next_due_ns,
                 last_read_ns: now_ns,
+                counted_at_usage_ns: None,
             },
+        );
+        self.earliest_due_ns = Some(
+            self.earliest_due_ns
+                .map_or(next_due_ns, |e| e.min(next_due_ns)),
         );
         true
     }
 
     /// Forgets container `key`.
     pub fn remove(&mut self, key: [u64; 2]) {
-        self.entries.remove(&key);
+        let removed = self.entries.remove(&key);
+        if removed.is_some_and(|r| Some(r.next_due_ns) == self.earliest_due_ns) {
+            self.earliest_due_ns = self.entries.values().map(|e| e.next_due_ns).min();
+        }
     }
 
     /// The containers due at `now_ns`, each moved on to its next phase after `now_ns` (one
     /// sample per interval however late the sampler is); containers not read for
-    /// [`RETENTION_NS`] are forgotten instead.
-    pub fn take_due(&mut self, now_ns: u64) -> Vec<([u64; 2], Arc<ContainerId>)> {
-        self.entries
-            .retain(|_, entry| !is_expired(entry.last_read_ns, now_ns));
+    /// [`RETENTION_NS`] are forgotten instead (at the latest when they next fall due). One walk
+    /// over the entries, and none when nothing is due.
+    pub fn take_due(&mut self, now_ns: u64) -> Vec<Due> {
+        let mut due = Vec::new();
+        if self
+            .earliest_due_ns
+            .is_none_or(|earliest| earliest > now_ns)
+        {
+            return due;
+        }
         let interval_ns = self.interval_ns;
-        self.entries
-            .iter_mut()
-            .filter(|(_, entry)| entry.next_due_ns <= now_ns)
-            .map(|(key, entry)| {
+        let mut earliest: Option<u64> = None;
+        self.entries.retain(|key, entry| {
+            if is_expired(entry.last_read_ns, now_ns) {
+                return false;
+            }
+            if entry.next_due_ns <= now_ns {
                 entry.next_due_ns = next_due_after(entry.phase_ns, now_ns, interval_ns);
-                (*key, Arc::clone(&entry.id))
-            })
-            .collect()
+                due.push(Due {
+                    key: *key,
+                    id: Arc::clone(&entry.id),
+                    counted_at_usage_ns: entry.counted_at_usage_ns,
+                });
+            }
+            earliest = Some(earliest.map_or(entry.next_due_ns, |e| e.min(entry.next_due_ns)));
+            true
+        });
+        self.earliest_due_ns = earliest;
+        due
+    }
+
+    /// Records container `key`'s CPU time read just before its stored count was taken.
+    pub fn set_counted_at(&mut self, key: [u64; 2], usage_ns: Option<u64>) {
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.counted_at_usage_ns = usage_ns;
+        }
     }
 
     /// When the next container falls due (`None`: no container is registered).
     pub fn next_due(&self) -> Option<u64> {
-        self.entries.values().map(|e| e.next_due_ns).min()
+        self.earliest_due_ns
     }
 }
 
@@ -213,21 +275,42 @@ impl LoadTracker {
         }))
     }
 
+    /// One sample by the sampler: counts the container (unless its stored count still holds),
+    /// advances its averages and returns the CPU time read before the count it used.
+    fn sample_due(&self, due: &Due) -> Result<Option<u64>> {
+        let usage_ns = self.reader.task_cpu_usage_ns(&due.id)?;
+        if count_still_holds(due.counted_at_usage_ns, usage_ns) {
+            let now = monotonic_ns();
+            let advanced = self.shared.with_container(due.key, |s| {
+                let tasks = s.tasks?;
+                let (samples, advanced) = load_samples(s.load_updated_ns, now);
+                s.load.advance(tasks.running + tasks.blocked, samples);
+                s.load_updated_ns = advanced;
+                Some(())
+            });
+            if advanced.is_some() {
+                return Ok(usage_ns);
+            }
+        }
+        self.sample(due.key, &due.id)?;
+        Ok(usage_ns)
+    }
+
     /// The sampler: samples each registered container at its phase of every interval, until
     /// [`LoadTracker::stop`].
     pub fn run(&self) {
         tracing::debug!("loadavg sampler running");
         loop {
             let due = self.registry().take_due(monotonic_ns());
-            for (key, id) in due {
+            for due in due {
                 if self.is_stopped() {
                     return;
                 }
-                match self.sample(key, &id) {
-                    Ok(_) => {}
+                match self.sample_due(&due) {
+                    Ok(usage_ns) => self.registry().set_counted_at(due.key, usage_ns),
                     Err(Error::Vanished { path }) => {
                         tracing::debug!(path = %path.display(), "container gone: no longer sampled");
-                        self.registry().remove(key);
+                        self.registry().remove(due.key);
                     }
                     Err(err) => tracing::warn!(%err, "loadavg sample failed"),
                 }
@@ -329,8 +412,8 @@ mod tests {
         let mut now = start;
         while now < start + 3 * I {
             now += 10_000_000;
-            for (k, _) in registry.take_due(now) {
-                let n = (0..4).find(|&n| key(n) == k).unwrap();
+            for due in registry.take_due(now) {
+                let n = (0..4).find(|&n| key(n) == due.key).unwrap();
                 sampled.push((n, now - start));
             }
         }
@@ -377,7 +460,7 @@ mod tests {
         let mut kept: Vec<[u64; 2]> = registry
             .take_due(2 * I)
             .into_iter()
-            .map(|(k, _)| k)
+            .map(|due| due.key)
             .collect();
         let mut want = vec![key(0), key(2), key(3)];
         kept.sort_unstable();
@@ -398,8 +481,10 @@ mod tests {
             2,
             "exactly fifteen minutes is still kept"
         );
-        registry.take_due(I + RETENTION_NS + 1);
+        // Dropped when next due (within an interval of the fifteen minutes), not sampled.
+        let due = registry.take_due(I + RETENTION_NS + I);
         assert_eq!(registry.entries.len(), 1);
+        assert!(due.iter().all(|d| d.key == key(2)), "{due:?}");
         assert!(
             !registry.touch(key(2), &id(2), later + 1),
             "read later: kept"
@@ -417,6 +502,26 @@ mod tests {
         assert!(is_stale(0, 5), "never updated");
     }
 
+    #[test]
+    fn a_count_holds_only_while_the_cpu_time_is_known_and_unchanged() {
+        assert!(count_still_holds(Some(5), Some(5)));
+        assert!(!count_still_holds(Some(5), Some(6)));
+        assert!(
+            !count_still_holds(None, Some(5)),
+            "never counted by the sampler"
+        );
+        assert!(!count_still_holds(Some(5), None));
+        assert!(
+            !count_still_holds(None, None),
+            "no accounting cgroup: always count"
+        );
+        let mut registry = Registry::new(8, I);
+        registry.touch(key(1), &id(1), 0);
+        registry.set_counted_at(key(1), Some(42));
+        let due = registry.take_due(2 * I);
+        assert_eq!(due[0].counted_at_usage_ns, Some(42));
+    }
+
     fn tracker() -> LoadTracker {
         let region = crate::shared::create_region(crate::shared::Geometry {
             handles: 8,
@@ -427,6 +532,63 @@ mod tests {
         let shared = Arc::new(SharedState::attach(region).unwrap());
         let reader = CgroupReader::new(Layout::from_mounts(&[], ""), HostPaths::default());
         LoadTracker::new(reader, shared)
+    }
+
+    /// A fake v2 host: container /ctr with one thread (tid 10) in `state`, `usage_usec` of
+    /// CPU time.
+    fn write_container(root: &std::path::Path, state: char, usage_usec: u64) {
+        let ctr = root.join("cg/ctr");
+        let task = root.join("proc/10/task/10");
+        for dir in [&ctr, &task] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(ctr.join("cgroup.threads"), "10\n").unwrap();
+        std::fs::write(ctr.join("cpu.stat"), format!("usage_usec {usage_usec}\n")).unwrap();
+        let stat = format!("10 (app) {state} 1 {}\n", ["0"; 48].join(" "));
+        std::fs::write(task.join("stat"), stat).unwrap();
+    }
+
+    #[test]
+    fn the_sampler_recounts_only_a_container_whose_threads_ran() {
+        let root = tempfile::tempdir().unwrap();
+        write_container(root.path(), 'S', 100);
+        let mountinfo = format!(
+            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
+            root.path().join("cg").display()
+        );
+        let mounts = proclens_cgroup::parse::mountinfo::parse_mountinfo(&mountinfo).unwrap();
+        let paths = HostPaths {
+            proc_root: root.path().join("proc"),
+            sys_root: root.path().join("sys"),
+        };
+        let reader = CgroupReader::new(Layout::from_mounts(&mounts, "pids"), paths);
+        let set = CgroupSet {
+            paths: vec![Some("/ctr".to_string())],
+        };
+        let id = reader.identity(&set).unwrap();
+        let mut tracker = tracker();
+        tracker.reader = reader;
+        let (_, first) = tracker.current(&id, container_key(&id)).unwrap();
+        assert_eq!((first.running, first.total), (0, 1));
+        let due = |counted_at_usage_ns| Due {
+            key: container_key(&id),
+            id: Arc::new(id.clone()),
+            counted_at_usage_ns,
+        };
+        let running = || tracker.current(&id, container_key(&id)).unwrap().1.running;
+        // The sampler's first sample counts, whatever the CPU time.
+        write_container(root.path(), 'R', 100);
+        let usage = tracker.sample_due(&due(None)).unwrap();
+        assert_eq!((usage, running()), (Some(100_000), 1));
+        // No CPU time used since: the stored count stands (this fake thread changed state
+        // without running, which a real one cannot).
+        write_container(root.path(), 'S', 100);
+        assert_eq!(tracker.sample_due(&due(usage)).unwrap(), usage);
+        assert_eq!(running(), 1);
+        // CPU time used: counted again.
+        write_container(root.path(), 'S', 101);
+        assert_eq!(tracker.sample_due(&due(usage)).unwrap(), Some(101_000));
+        assert_eq!(running(), 0);
     }
 
     #[test]
