@@ -164,6 +164,17 @@ fn evict_oldest_quarter(by_path: &mut HashMap<Box<Path>, Slot>) {
     });
 }
 
+/// One pread(2) of `file` at `offset`, retried if a signal interrupts it. At offset 0, procfs,
+/// sysfs and cgroupfs generate the file afresh.
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    loop {
+        match file.read_at(buf, offset) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Reads `file` from offset 0 to its end with pread, so the kernel generates it afresh.
 /// procfs, sysfs and cgroupfs return all that fits in one read, so a short read is the end.
 fn read_whole(file: &File) -> io::Result<Vec<u8>> {
@@ -172,13 +183,7 @@ fn read_whole(file: &File) -> io::Result<Vec<u8>> {
     loop {
         let start = buf.len();
         buf.resize(start + chunk, 0);
-        let n = loop {
-            match file.read_at(&mut buf[start..], start as u64) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        };
+        let n = read_at(file, &mut buf[start..], start as u64)?;
         buf.truncate(start + n);
         if n < chunk {
             return Ok(buf);

@@ -1,12 +1,12 @@
 //! Whose view a request gets (DESIGN §3): the caller's cgroup, or its pid-namespace init's when
 //! that is an ancestor (systemd or LXC inside the container), never another container's.
 
+use proclens_cgroup::files::read_at;
 use proclens_cgroup::parse::proc_pid::{parse_pid_cgroup, parse_proc_stat, parse_proc_status};
 use proclens_cgroup::reader::read_file;
 use proclens_cgroup::{CgroupReader, CgroupSet, ContainerId, Error, Result};
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -156,25 +156,13 @@ pub struct CallerResolver {
 /// A 128-bit fingerprint of a cgroup file's text: FNV-1a and a multiply-rotate hash with an
 /// unrelated odd constant, so a text colliding in both is not a practical concern.
 fn text_hash(bytes: &[u8]) -> [u64; 2] {
-    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
     let mut b: u64 = 0x6c62_272e_07bb_0142;
     for &byte in bytes {
-        a = (a ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
         b = (b ^ u64::from(byte))
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .rotate_left(23);
     }
-    [a, b]
-}
-
-/// Reads a small /proc file from offset 0 through an open descriptor.
-fn pread_text(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        match file.read_at(buf, 0) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
+    [crate::state::fnv1a(crate::state::FNV_OFFSET, bytes), b]
 }
 
 /// Largest /proc/<tid>/cgroup text read through a kept descriptor (longer texts are resolved
@@ -214,7 +202,7 @@ impl CallerResolver {
         // One small read per request: a process may move between cgroups at any time.
         let cgroup_path = reader.host_paths().proc_root.join(format!("{pid}/cgroup"));
         let cgroup_file = File::open(&cgroup_path).map_err(|e| Error::io(&cgroup_path, e))?;
-        let n = pread_text(&cgroup_file, &mut buf).map_err(|e| Error::io(&cgroup_path, e))?;
+        let n = read_at(&cgroup_file, &mut buf, 0).map_err(|e| Error::io(&cgroup_path, e))?;
         let cgroup_text = std::str::from_utf8(&buf[..n]).map_err(|_| {
             Error::parse(&cgroup_path, proclens_cgroup::ParseError::new("not UTF-8"))
         })?;
@@ -282,7 +270,7 @@ impl CallerResolver {
             entry.used = clock;
             (Arc::clone(&entry.cgroup_file), entry.cgroup_hash)
         };
-        let current = pread_text(&file, buf)
+        let current = read_at(&file, buf, 0)
             .ok()
             .filter(|&n| n < buf.len())
             .map(|n| text_hash(&buf[..n]));

@@ -93,15 +93,9 @@ struct PassEntry {
 impl PassEntry {
     /// The entry's inode: FNV-1a of its path, stable across workers and versions.
     fn ino(&self) -> u64 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(self.relative.as_os_str());
-        for &b in bytes
-            .iter()
-            .chain(std::iter::once(&u8::from(self.virtual_online)))
-        {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
+        use crate::state::{fnv1a, FNV_OFFSET};
+        let path = std::os::unix::ffi::OsStrExt::as_bytes(self.relative.as_os_str());
+        let hash = fnv1a(fnv1a(FNV_OFFSET, path), &[u8::from(self.virtual_online)]);
         PASSTHROUGH_BASE + (hash >> 2)
     }
 }

@@ -11,7 +11,7 @@ use proclens_cgroup::parse::host::{
 };
 use proclens_cgroup::parse::host::{Cpuinfo, Meminfo};
 use proclens_cgroup::reader::USER_HZ;
-use proclens_cgroup::{CgroupReader, CpuSnapshot, Error, ParseError, Result};
+use proclens_cgroup::{CgroupReader, CpuQuota, CpuSnapshot, Error, ParseError, Result};
 use proclens_view::{cpuinfo, diskstats, loadavg, meminfo, pressure, stat, swaps, sys_cpu, uptime};
 use proclens_view::{visible_cpus, CpuView};
 use std::path::{Path, PathBuf};
@@ -145,19 +145,22 @@ impl Renderer {
     /// The container's CPU snapshot and the host CPUs it sees, in container order.
     fn cpu_and_visible(&self, caller: &ContainerCaller) -> Result<(CpuSnapshot, Vec<u32>)> {
         let cpu = self.reader.cpu(&caller.set)?;
-        let online = self.host_online()?;
-        let visible = visible_cpus(cpu.cpuset.as_deref(), cpu.quota, &online, self.cpu_view);
+        let visible = self.visible_of(cpu.cpuset.as_deref(), cpu.quota)?;
         Ok((cpu, visible))
     }
 
     /// The host CPUs `caller` sees, in container order.
     pub fn visible(&self, caller: &ContainerCaller) -> Result<Vec<u32>> {
         let (cpuset, quota) = self.reader.cpu_limits(&caller.set)?;
-        let online = self.host_online()?;
+        self.visible_of(cpuset.as_deref(), quota)
+    }
+
+    /// The online host CPUs a container with `cpuset` and `quota` sees, in container order.
+    fn visible_of(&self, cpuset: Option<&[u32]>, quota: Option<CpuQuota>) -> Result<Vec<u32>> {
         Ok(visible_cpus(
-            cpuset.as_deref(),
+            cpuset,
             quota,
-            &online,
+            &self.host_online()?,
             self.cpu_view,
         ))
     }

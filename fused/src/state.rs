@@ -5,8 +5,11 @@
 use proclens_cgroup::ContainerId;
 use proclens_view::loadavg::LOAD_INTERVAL_SECS;
 
-/// FNV-1a over `bytes`, continuing from `hash`.
-fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+/// FNV-1a's initial value.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a over `bytes`, continuing from `hash` ([`FNV_OFFSET`] to start).
+pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -17,7 +20,7 @@ fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
 /// A stable key for `id`: two independent FNV-1a hashes of its paths and inodes. Stable across
 /// processes and binary versions (unlike std's hasher), so an upgraded worker finds the state.
 pub fn container_key(id: &ContainerId) -> [u64; 2] {
-    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut a: u64 = FNV_OFFSET;
     let mut b: u64 = 0x84222325_cbf29ce4;
     for (path, inode) in id.set.paths.iter().zip(&id.inodes) {
         let path = path.as_deref().unwrap_or("");
