@@ -368,6 +368,10 @@ fn kb_line(text: &str, key: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// Held by the tests that measure this test process's own memory, so one's allocations
+    /// (or the other's 32 MiB block) do not land between another's readings.
+    static OWN_MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn summary_line_round_trips() {
         let mut samples = vec![5, 1, 4, 2, 3, 100, 7, 6, 8, 9];
@@ -390,6 +394,7 @@ mod tests {
 
     #[test]
     fn own_process_has_cpu_and_memory() {
+        let _alone = OWN_MEMORY.lock().unwrap_or_else(|e| e.into_inner());
         let s = ProcSample::of(&[std::process::id()]).unwrap();
         assert!(s.rss_kb > 0 && s.pss_kb > 0);
         let u = s.unique;
@@ -406,7 +411,11 @@ mod tests {
     #[test]
     fn a_page_shared_by_two_processes_counts_once() {
         // A forked child maps the parent's pages (copy-on-write): twice in the VmRSS sum, once
-        // in the unique count.
+        // in the unique count. Tests running in parallel in this process write to their own
+        // pages meanwhile, each write giving the parent a private copy, so the shared set is made
+        // large and untouched: 32 MiB written before the fork and only read after it.
+        let _alone = OWN_MEMORY.lock().unwrap_or_else(|e| e.into_inner());
+        let shared_block = vec![1u8; 32 << 20];
         let mut pipe = [0; 2];
         // SAFETY: pipe fills the two-element array.
         assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
@@ -434,6 +443,10 @@ mod tests {
             libc::close(pipe[0]);
             libc::close(pipe[1]);
         }
+        assert_eq!(
+            std::hint::black_box(&shared_block)[shared_block.len() - 1],
+            1
+        );
         let (both, parent, child_rss) = measured.unwrap();
         assert!(child_rss > 0);
         assert!(
