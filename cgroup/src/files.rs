@@ -47,6 +47,8 @@ pub struct FileCache {
 struct Slots {
     by_path: HashMap<Box<Path>, Slot>,
     clock: u64,
+    /// The clock at the last [`FileCache::close_idle`].
+    idle_mark: u64,
 }
 
 #[derive(Debug)]
@@ -107,6 +109,17 @@ impl FileCache {
             self.insert(path, file);
         }
         text(path, bytes)
+    }
+
+    /// Closes the descriptors not read since the previous call (a removed cgroup's, a gone
+    /// container's), and gives back the table's spare room. Returns how many were closed.
+    pub fn close_idle(&self) -> usize {
+        let mut slots = self.lock();
+        let (mark, before) = (slots.idle_mark, slots.by_path.len());
+        slots.by_path.retain(|_, slot| slot.used > mark);
+        slots.by_path.shrink_to_fit();
+        slots.idle_mark = slots.clock;
+        before - slots.by_path.len()
     }
 
     fn insert(&self, path: &Path, file: File) {
@@ -269,6 +282,26 @@ mod tests {
         let err = real.read(&path).unwrap_err();
         assert!(matches!(err, Error::Vanished { .. }), "{err}");
         assert!(real.is_empty());
+    }
+
+    #[test]
+    fn idle_descriptors_are_closed_and_read_ones_kept() {
+        let tree = FakeTree::new();
+        for name in ["a", "b", "c"] {
+            tree.write(name, name);
+        }
+        let cache = cache(8);
+        for name in ["a", "b"] {
+            cache.read(&tree.path(name)).unwrap();
+        }
+        assert_eq!(cache.close_idle(), 0, "both were read since the start");
+        cache.read(&tree.path("a")).unwrap();
+        cache.read(&tree.path("c")).unwrap();
+        assert_eq!(cache.close_idle(), 1, "b was not read since the last call");
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.read(&tree.path("b")).unwrap(), "b");
+        assert_eq!(cache.close_idle(), 2, "a and c idle, b read");
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

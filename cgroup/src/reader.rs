@@ -81,6 +81,12 @@ impl CgroupReader {
         }
     }
 
+    /// Closes the kept descriptors not read since the previous call (see
+    /// [`FileCache::close_idle`]); returns how many were closed.
+    pub fn close_idle_files(&self) -> usize {
+        self.files.close_idle()
+    }
+
     /// The same reader keeping at most `capacity` descriptors of value files open (0: none).
     pub fn with_open_files(self, capacity: usize) -> Self {
         CgroupReader {

@@ -186,6 +186,27 @@ impl CallerResolver {
         }
     }
 
+    /// Forgets what can no longer be used: threads whose resolution is older than
+    /// [`THREAD_TTL`] (exited threads among them, whose kept descriptors are closed here) and
+    /// views older than [`VIEW_TTL`]; the tables give back their spare room. Returns how many
+    /// threads were forgotten.
+    pub fn prune(&self) -> usize {
+        let mut forgotten = 0;
+        if let Ok(mut cache) = self.threads.lock() {
+            let before = cache.by_tid.len();
+            cache
+                .by_tid
+                .retain(|_, e| e.resolved.elapsed() < THREAD_TTL);
+            cache.by_tid.shrink_to_fit();
+            forgotten = before - cache.by_tid.len();
+        }
+        if let Ok(mut views) = self.views.lock() {
+            views.retain(|_, v| v.resolved.elapsed() < VIEW_TTL);
+            views.shrink_to_fit();
+        }
+        forgotten
+    }
+
     /// Resolves the view for thread `pid` (a host tid from the FUSE request).
     pub fn resolve(&self, reader: &CgroupReader, pid: u32) -> Result<Viewer> {
         if pid == 0 {
@@ -505,6 +526,34 @@ mod tests {
         CgroupSet {
             paths: paths.iter().map(|p| Some(p.to_string())).collect(),
         }
+    }
+
+    fn remembered(resolver: &CallerResolver, pid: u32, age: Duration) {
+        let file = File::open("/proc/self/cgroup").unwrap();
+        resolver.remember_thread(
+            file,
+            [0, 0],
+            ContainerCaller {
+                set: Arc::new(set(&["/c1"])),
+                start_ticks: 1,
+                pid,
+                ns_pid: 1,
+                state: Arc::default(),
+            },
+        );
+        let mut cache = resolver.threads.lock().unwrap();
+        let entry = cache.by_tid.get_mut(&pid).unwrap();
+        entry.resolved = Instant::now().checked_sub(age).unwrap();
+    }
+
+    #[test]
+    fn prune_forgets_only_expired_threads() {
+        let resolver = CallerResolver::new(16);
+        remembered(&resolver, 10, THREAD_TTL + Duration::from_secs(1));
+        remembered(&resolver, 11, Duration::ZERO);
+        assert_eq!(resolver.prune(), 1);
+        let cache = resolver.threads.lock().unwrap();
+        assert_eq!(cache.by_tid.keys().collect::<Vec<_>>(), [&11]);
     }
 
     #[test]

@@ -192,6 +192,16 @@ impl ProcFs {
         fs
     }
 
+    /// Periodic upkeep: forgets expired caller resolutions and closes descriptors not read
+    /// since the last call, so what exited threads and removed cgroups left behind goes.
+    /// Returns (threads forgotten, descriptors closed).
+    pub fn close_idle(&self) -> (usize, usize) {
+        (
+            self.callers.prune(),
+            self.renderer.reader().close_idle_files(),
+        )
+    }
+
     fn viewer(&self, req: &Request) -> Result<Viewer, Errno> {
         self.callers
             .resolve(self.renderer.reader(), req.pid)

@@ -84,12 +84,18 @@ fn parse_smaps(text: &str) -> Vec<Mapping> {
     out
 }
 
+/// Gives the allocator's free memory back to the kernel: whole free pages inside each arena as
+/// well as the top of the heap.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only returns free memory of the allocator to the kernel.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// Releases the free heap and unmaps the pages of clean read-only file mappings (see the
 /// module documentation). Safe at any time: what is unmapped is mapped again on the next
 /// access. Costs one read of `/proc/self/smaps` and a few syscalls.
 pub fn release_startup_pages() -> io::Result<Released> {
-    // SAFETY: malloc_trim only returns free memory of the allocator to the kernel.
-    unsafe { libc::malloc_trim(0) };
+    trim_heap();
     let text = std::fs::read_to_string("/proc/self/smaps")?;
     let mut released = Released::default();
     for mapping in parse_smaps(&text).iter().filter(|m| m.is_clean_file_copy()) {

@@ -36,6 +36,9 @@ pub struct Inherited {
 
 /// How often the worker gives back state region pages that hold only free slots and cells.
 const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the worker forgets expired caller resolutions and closes descriptors left unread
+/// since the previous time (so one stays open for 30 to 60 s after its last read).
+const IDLE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a stopping worker waits for its threads to finish their current request.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -149,6 +152,7 @@ fn serve(
     }
 
     let mut next_release = Instant::now() + RELEASE_INTERVAL;
+    let mut next_idle_check = Instant::now() + IDLE_INTERVAL;
     loop {
         if threads.iter().all(|t| t.is_finished()) {
             tracing::info!("all serving loops ended: the filesystem is unmounted");
@@ -160,6 +164,14 @@ fn serve(
                 tracing::debug!(kib = released / 1024, "freed unused state region pages");
             }
             next_release = Instant::now() + RELEASE_INTERVAL;
+        }
+        if Instant::now() >= next_idle_check {
+            let (threads, files) = filesystem.close_idle();
+            crate::resident::trim_heap();
+            if threads + files > 0 {
+                tracing::debug!(threads, files, "forgot expired callers and idle files");
+            }
+            next_idle_check = Instant::now() + IDLE_INTERVAL;
         }
         if let Some(signal) = stop_signals.wait(Duration::from_millis(500))? {
             tracing::info!(signal, "worker stopping: finishing requests in hand");
