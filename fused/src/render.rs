@@ -194,13 +194,18 @@ impl Renderer {
         Ok(text.into_bytes())
     }
 
-    fn host_meminfo(&self) -> Result<Meminfo> {
-        let path = self.proc_file("meminfo");
-        parse_meminfo(&self.reader.read(&path)?).map_err(parse_err(&path))
+    /// The host's /proc/meminfo text, read afresh.
+    fn host_meminfo_text(&self) -> Result<String> {
+        self.reader.read(&self.proc_file("meminfo"))
+    }
+
+    fn host_meminfo<'t>(&self, text: &'t str) -> Result<Meminfo<'t>> {
+        parse_meminfo(text).map_err(parse_err(&self.proc_file("meminfo")))
     }
 
     fn meminfo(&self, caller: &ContainerCaller) -> Result<String> {
-        let host = self.host_meminfo()?;
+        let text = self.host_meminfo_text()?;
+        let host = self.host_meminfo(&text)?;
         let memory = self.reader.memory(&caller.set)?.unwrap_or_default();
         Ok(meminfo::render_meminfo(&host, &memory))
     }
@@ -222,7 +227,8 @@ impl Renderer {
 
     fn stat(&self, caller: &ContainerCaller) -> Result<String> {
         let path = self.proc_file("stat");
-        let host = parse_stat(&self.reader.read(&path)?).map_err(parse_err(&path))?;
+        let text = self.reader.read(&path)?;
+        let host = parse_stat(&text).map_err(parse_err(&path))?;
         let (cpu, visible) = self.cpu_and_visible(caller)?;
         let rows = stat::container_cpu_rows(&host, &visible, &cpu.usage);
         let (id, key) = caller.identity(&self.reader)?;
@@ -258,7 +264,8 @@ impl Renderer {
     }
 
     fn swaps(&self, caller: &ContainerCaller) -> Result<String> {
-        let host = self.host_meminfo()?;
+        let text = self.host_meminfo_text()?;
+        let host = self.host_meminfo(&text)?;
         let memory = self.reader.memory(&caller.set)?.unwrap_or_default();
         let (total, used) = meminfo::container_swap_kb(&host, &memory).unwrap_or((
             host.get("SwapTotal").unwrap_or(0),

@@ -5,7 +5,7 @@ use proclens_cgroup::MemorySnapshot;
 
 /// The container's swap size and use in kB, or `None` when the host's swap lines apply unchanged
 /// (swap not accounted for this cgroup).
-pub fn container_swap_kb(host: &Meminfo, memory: &MemorySnapshot) -> Option<(u64, u64)> {
+pub fn container_swap_kb(host: &Meminfo<'_>, memory: &MemorySnapshot) -> Option<(u64, u64)> {
     if !memory.swap_accounted {
         return None;
     }
@@ -19,7 +19,7 @@ pub fn container_swap_kb(host: &Meminfo, memory: &MemorySnapshot) -> Option<(u64
 
 /// Renders meminfo: the fields a cgroup knows are computed, every other host line is passed
 /// through unchanged, in the kernel's order and column widths (`%-16s%8lu kB`).
-pub fn render_meminfo(host: &Meminfo, memory: &MemorySnapshot) -> String {
+pub fn render_meminfo(host: &Meminfo<'_>, memory: &MemorySnapshot) -> String {
     let host_total = host.get("MemTotal").unwrap_or(0);
     let total = memory
         .limit_bytes
@@ -33,7 +33,7 @@ pub fn render_meminfo(host: &Meminfo, memory: &MemorySnapshot) -> String {
 
     let mut out = String::with_capacity(1600);
     for line in &host.lines {
-        let value = match line.key.as_str() {
+        let value = match line.key {
             "MemTotal" => total,
             "MemFree" => free,
             "MemAvailable" => available,
@@ -67,7 +67,7 @@ pub fn render_meminfo(host: &Meminfo, memory: &MemorySnapshot) -> String {
             "SwapFree" => swap.map_or(line.value, |(t, u)| t - u),
             _ => line.value,
         };
-        push_line(&mut out, &line.key, value, line.in_kb);
+        push_line(&mut out, line.key, value, line.in_kb);
     }
     out
 }
@@ -177,7 +177,8 @@ mod tests {
 
     #[test]
     fn limit_becomes_memtotal() {
-        let host = parse_meminfo(&fixture("v1/6.18/proc-meminfo")).unwrap();
+        let text = fixture("v1/6.18/proc-meminfo");
+        let host = parse_meminfo(&text).unwrap();
         let text = render_meminfo(&host, &limited(256 << 20, 100 << 20));
         assert!(text.starts_with("MemTotal:         262144 kB\n"), "{text}");
         assert!(text.contains("\nMemFree:          159744 kB\n"), "{text}");
@@ -189,7 +190,8 @@ mod tests {
 
     #[test]
     fn kernel_fields_come_from_the_cgroup_not_the_host() {
-        let host = parse_meminfo(&fixture("v2/6.1/proc-meminfo")).unwrap();
+        let text = fixture("v2/6.1/proc-meminfo");
+        let host = parse_meminfo(&text).unwrap();
         let mut m = limited(256 << 20, 100 << 20);
         m.stat.unevictable_bytes = 4 << 20;
         m.stat.slab_reclaimable_bytes = 2 << 20;
@@ -211,7 +213,8 @@ mod tests {
 
     #[test]
     fn usage_above_limit_clamps() {
-        let host = parse_meminfo(&fixture("v2/6.1/proc-meminfo")).unwrap();
+        let text = fixture("v2/6.1/proc-meminfo");
+        let host = parse_meminfo(&text).unwrap();
         let text = render_meminfo(&host, &limited(64 << 20, 80 << 20));
         assert!(text.contains("\nMemFree:               0 kB\n"), "{text}");
         assert!(text.contains("\nMemAvailable:      12288 kB\n"), "{text}");
@@ -219,7 +222,8 @@ mod tests {
 
     #[test]
     fn limit_above_host_is_host() {
-        let host = parse_meminfo(&fixture("v2/6.1/proc-meminfo")).unwrap();
+        let text = fixture("v2/6.1/proc-meminfo");
+        let host = parse_meminfo(&text).unwrap();
         let text = render_meminfo(&host, &limited(u64::MAX, 0));
         let total = host.get("MemTotal").unwrap();
         assert!(text.starts_with(&format!("MemTotal:       {total:>8} kB\n")));
@@ -227,7 +231,8 @@ mod tests {
 
     #[test]
     fn swap_limited_by_cgroup_and_host() {
-        let host = parse_meminfo(&fixture("v2/6.1/proc-meminfo")).unwrap();
+        let text = fixture("v2/6.1/proc-meminfo");
+        let host = parse_meminfo(&text).unwrap();
         let host_swap = host.get("SwapTotal").unwrap();
         assert!(host_swap > 0, "the v2 fixture has zram swap");
         let mut m = limited(256 << 20, 0);

@@ -15,7 +15,7 @@ const NS_PER_TICK: u64 = 1_000_000_000 / proclens_cgroup::reader::USER_HZ;
 /// total busy time is spread evenly over the rows, bounded by each row's elapsed time. In both
 /// cases idle = the host CPU's elapsed time − the container's busy time on the row, so that every
 /// row advances like a real CPU's and `top` computes the container's share.
-pub fn container_cpu_rows(host: &HostStat, visible: &[u32], usage: &CpuUsage) -> Vec<CpuTimes> {
+pub fn container_cpu_rows(host: &HostStat<'_>, visible: &[u32], usage: &CpuUsage) -> Vec<CpuTimes> {
     let capacity = |cpu: u32| host.cpu(cpu).map_or(0, CpuTimes::total);
     if let Some(per_cpu) = &usage.per_cpu {
         let exact = visible.iter().all(|c| per_cpu.iter().any(|p| p.cpu == *c))
@@ -107,7 +107,7 @@ fn push_row(out: &mut String, label: &str, t: &CpuTimes) {
 
 /// Renders /proc/stat from computed rows: the aggregate `cpu` row (the sum), `cpu0..` rows, then
 /// the host's other lines with procs_running/procs_blocked replaced by the container's counts.
-pub fn render_stat(host: &HostStat, rows: &[CpuTimes], tasks: &TaskCounts) -> String {
+pub fn render_stat(host: &HostStat<'_>, rows: &[CpuTimes], tasks: &TaskCounts) -> String {
     let mut out = String::with_capacity(256 + rows.len() * 64 + 1024);
     let sum = rows.iter().fold(CpuTimes::default(), |a, r| CpuTimes {
         user: a.user + r.user,
@@ -149,8 +149,9 @@ mod tests {
     use proclens_cgroup::parse::cgroupfs::PerCpuUsage;
     use proclens_cgroup::parse::host::parse_stat;
 
-    fn host() -> HostStat {
-        parse_stat(&fixture("v1/6.18/proc-stat")).unwrap()
+    fn host() -> HostStat<'static> {
+        static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        parse_stat(TEXT.get_or_init(|| fixture("v1/6.18/proc-stat"))).unwrap()
     }
 
     #[test]
@@ -249,7 +250,7 @@ mod tests {
             .iter()
             .find(|l| l.starts_with("btime"))
             .unwrap();
-        assert!(lines.contains(&btime.as_str()));
+        assert!(lines.contains(btime));
         // The kernel's own stat parses back with one cpu row.
         let reparsed = parse_stat(&text).unwrap();
         assert_eq!(reparsed.cpus.len(), 1);

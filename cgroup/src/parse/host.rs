@@ -6,9 +6,9 @@ use crate::error::ParseError;
 
 /// One line of /proc/meminfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeminfoLine {
-    /// Field name without the colon, e.g. "MemTotal".
-    pub key: String,
+pub struct MeminfoLine<'a> {
+    /// Field name without the colon, e.g. "MemTotal" (borrowed from the parsed text).
+    pub key: &'a str,
     /// Value in kB when `in_kb`, else a count (HugePages_*).
     pub value: u64,
     /// Whether the kernel prints " kB" after the value.
@@ -17,12 +17,12 @@ pub struct MeminfoLine {
 
 /// /proc/meminfo, in the kernel's field order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Meminfo {
+pub struct Meminfo<'a> {
     /// Lines in file order.
-    pub lines: Vec<MeminfoLine>,
+    pub lines: Vec<MeminfoLine<'a>>,
 }
 
-impl Meminfo {
+impl Meminfo<'_> {
     /// The value of a field, if present.
     pub fn get(&self, key: &str) -> Option<u64> {
         self.lines.iter().find(|l| l.key == key).map(|l| l.value)
@@ -30,7 +30,7 @@ impl Meminfo {
 }
 
 /// Parses /proc/meminfo ("MemTotal:       24542432 kB").
-pub fn parse_meminfo(text: &str) -> ParseResult<Meminfo> {
+pub fn parse_meminfo(text: &str) -> ParseResult<Meminfo<'_>> {
     let lines = text
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -45,11 +45,7 @@ pub fn parse_meminfo(text: &str) -> ParseResult<Meminfo> {
                 (Some("kB"), None) => true,
                 _ => return Err(ParseError::new(format!("meminfo: malformed line {line:?}"))),
             };
-            Ok(MeminfoLine {
-                key: key.to_string(),
-                value,
-                in_kb,
-            })
+            Ok(MeminfoLine { key, value, in_kb })
         })
         .collect::<ParseResult<Vec<_>>>()?;
     if lines.is_empty() {
@@ -99,16 +95,17 @@ impl CpuTimes {
 
 /// /proc/stat: the aggregate row, one row per online CPU, and every other line verbatim.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HostStat {
+pub struct HostStat<'a> {
     /// The aggregate `cpu` row.
     pub total: CpuTimes,
     /// `cpuN` rows as (N, times), in file order.
     pub cpus: Vec<(u32, CpuTimes)>,
-    /// The lines after the cpu rows (intr, ctxt, btime, processes, procs_running, ...), verbatim.
-    pub other_lines: Vec<String>,
+    /// The lines after the cpu rows (intr, ctxt, btime, processes, procs_running, ...), verbatim
+    /// (borrowed from the parsed text).
+    pub other_lines: Vec<&'a str>,
 }
 
-impl HostStat {
+impl HostStat<'_> {
     /// The times of host CPU `cpu`, if it is online.
     pub fn cpu(&self, cpu: u32) -> Option<&CpuTimes> {
         self.cpus.iter().find(|(n, _)| *n == cpu).map(|(_, t)| t)
@@ -149,22 +146,25 @@ fn parse_cpu_times(fields: &[&str], line: &str) -> ParseResult<CpuTimes> {
 }
 
 /// Parses /proc/stat.
-pub fn parse_stat(text: &str) -> ParseResult<HostStat> {
+pub fn parse_stat(text: &str) -> ParseResult<HostStat<'_>> {
     let mut stat = HostStat::default();
     let mut saw_total = false;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let mut parts = line.split_whitespace();
         let key = parts.next().unwrap_or("");
+        // Only cpu rows are split into fields (the intr line holds one number per interrupt).
+        let Some(n) = key.strip_prefix("cpu") else {
+            stat.other_lines.push(line);
+            continue;
+        };
         let fields: Vec<&str> = parts.collect();
-        if key == "cpu" {
+        if n.is_empty() {
             stat.total = parse_cpu_times(&fields, line)?;
             saw_total = true;
-        } else if let Some(n) = key.strip_prefix("cpu").filter(|n| !n.is_empty()) {
+        } else {
             let n = u32::try_from(number(n, "stat cpu number")?)
                 .map_err(|_| ParseError::new("stat: cpu number out of range"))?;
             stat.cpus.push((n, parse_cpu_times(&fields, line)?));
-        } else {
-            stat.other_lines.push(line.to_string());
         }
     }
     if !saw_total {
@@ -286,7 +286,8 @@ mod tests {
     #[test]
     fn meminfo_fixtures() {
         for name in ["v1/6.18/proc-meminfo", "v2/6.1/proc-meminfo"] {
-            let m = parse_meminfo(&fixture(name)).unwrap();
+            let text = fixture(name);
+            let m = parse_meminfo(&text).unwrap();
             assert_eq!(m.lines[0].key, "MemTotal", "{name}");
             assert!(m.lines[0].in_kb);
             assert!(m.get("MemAvailable").unwrap() <= m.get("MemTotal").unwrap());
@@ -300,7 +301,8 @@ mod tests {
     #[test]
     fn stat_fixtures() {
         for name in ["v1/6.18/proc-stat", "v2/6.1/proc-stat"] {
-            let s = parse_stat(&fixture(name)).unwrap();
+            let text = fixture(name);
+            let s = parse_stat(&text).unwrap();
             assert!(!s.cpus.is_empty(), "{name}");
             assert_eq!(s.cpus[0].0, 0);
             assert!(s.field("btime").unwrap() > 0);
