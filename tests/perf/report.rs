@@ -514,6 +514,18 @@ impl Report {
                         times(ratio(p.unique.total_kb as f64, l.unique.total_kb as f64))
                     );
                 }
+                if let (Some(p), Some(f)) = (
+                    self.load(load, Subject::Proclens),
+                    self.load(load, Subject::Floor),
+                ) {
+                    let _ = writeln!(
+                        s,
+                        "- {}: proclens/floor CPU {} (the floor: FUSE requests answered with no \
+                         work).",
+                        load.describe(),
+                        times(ratio(p.cpu_percent, f.cpu_percent)),
+                    );
+                }
             }
             s.push('\n');
         }

@@ -365,6 +365,7 @@ fn pids(subjects: &Subjects, subject: Subject, load: Load) -> Result<Vec<u32>> {
         (Subject::Proclens, _) => subjects.proclens_pids(),
         (Subject::Lxcfs, Load::Meminfo) => Ok(vec![subjects.lxcfs.pid()]),
         (Subject::Lxcfs, _) => Ok(vec![subjects.lxcfs_load.pid()]),
+        (Subject::Floor, _) => Ok(vec![subjects.floor.pid()]),
         _ => bail!("no daemon to measure for {subject}"),
     }
 }
@@ -487,7 +488,13 @@ pub fn run(options: &Options, subjects: &mut Subjects, report: &mut Report) {
         Err(err) => return report.failed("containers", err),
     };
     for load in [Load::Meminfo, Load::Loadavg, Load::LoadavgUpkeep] {
-        for subject in [Subject::Proclens, Subject::Lxcfs] {
+        // The floor answers every file alike: its cost under the meminfo load is what the FUSE
+        // protocol alone costs at this rate.
+        let compared: &[Subject] = match load {
+            Load::Meminfo => &[Subject::Proclens, Subject::Lxcfs, Subject::Floor],
+            _ => &[Subject::Proclens, Subject::Lxcfs],
+        };
+        for &subject in compared {
             match measure(options, subjects, &fleet, load, subject) {
                 Ok(result) => report.loads.push(result),
                 Err(err) => report.failed(&format!("{} on {subject}", load.describe()), err),
