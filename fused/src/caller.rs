@@ -26,7 +26,7 @@ const THREAD_TTL: Duration = Duration::from_secs(10);
 const MAX_WALK: usize = 256;
 
 /// The container a request is answered for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Viewer {
     /// A process at the root of every hierarchy: gets the host's own files.
     Host,
@@ -39,9 +39,8 @@ pub enum Viewer {
 pub struct ContainerCaller {
     /// The cgroups whose limits and usage the view shows.
     pub set: Arc<CgroupSet>,
-    /// Start time of the container's init (its pid namespace's pid 1, or the oldest process of
-    /// its cgroup for callers in the host pid namespace), in ticks after boot.
-    pub start_ticks: u64,
+    /// When the container started (see [`ContainerCaller::start_ticks`]).
+    start: Arc<ContainerStart>,
     /// The caller's thread id (host pid namespace).
     pub pid: u32,
     /// The caller's thread id in its own pid namespace.
@@ -51,7 +50,43 @@ pub struct ContainerCaller {
     state: Arc<OnceLock<(Arc<ContainerId>, [u64; 2])>>,
 }
 
+/// When a container started: known at resolution, or read from its init's /proc/<pid>/stat the
+/// first time a view needs it (only uptime does), so a container's first read of another file
+/// does not pay for it.
+#[derive(Debug)]
+struct ContainerStart {
+    /// The process whose start time it is, while not yet read.
+    init_pid: u32,
+    ticks: OnceLock<u64>,
+}
+
+impl ContainerStart {
+    fn known(ticks: u64) -> Arc<Self> {
+        Arc::new(ContainerStart {
+            init_pid: 0,
+            ticks: OnceLock::from(ticks),
+        })
+    }
+
+    fn of_pid(init_pid: u32) -> Arc<Self> {
+        Arc::new(ContainerStart {
+            init_pid,
+            ticks: OnceLock::new(),
+        })
+    }
+}
+
 impl ContainerCaller {
+    /// Start time of the container's init (its pid namespace's pid 1, or the oldest process of
+    /// its cgroup for callers in the host pid namespace), in ticks after boot.
+    pub fn start_ticks(&self, reader: &CgroupReader) -> Result<u64> {
+        if let Some(&ticks) = self.start.ticks.get() {
+            return Ok(ticks);
+        }
+        let ticks = start_ticks(reader, self.start.init_pid)?;
+        Ok(*self.start.ticks.get_or_init(|| ticks))
+    }
+
     /// The container's identity (its set and directory inodes) and the key of its shared state
     /// ([`crate::state::container_key`]). Taken on the first call for a resolved thread and
     /// then reused: it stays right for as long as the thread's entry is used, because a cgroup
@@ -67,17 +102,6 @@ impl ContainerCaller {
         Ok((Arc::clone(id), *key))
     }
 }
-
-impl PartialEq for ContainerCaller {
-    fn eq(&self, other: &Self) -> bool {
-        self.set == other.set
-            && self.start_ticks == other.start_ticks
-            && self.pid == other.pid
-            && self.ns_pid == other.ns_pid
-    }
-}
-
-impl Eq for ContainerCaller {}
 
 /// A resolved container view, shared by every caller with the same cgroups and pid namespace.
 #[derive(Debug, Clone)]
@@ -106,8 +130,6 @@ struct Namespace {
     ino: u64,
     /// The host's (the daemon's) pid namespace.
     is_host: bool,
-    /// The caller is pid 1 of it.
-    caller_is_init: bool,
 }
 
 /// A remembered pid-namespace init, guarded against pid reuse by its start time.
@@ -233,38 +255,24 @@ impl CallerResolver {
             return Ok(Viewer::Host);
         }
         let cgroup_hash = text_hash(&buf[..n]);
-        let ns_ino = pid_ns_inode(reader, pid)?;
-        let key = (ns_ino, cgroup_hash);
         let status_path = reader.host_paths().proc_root.join(format!("{pid}/status"));
         let status = parse_proc_status(&read_file(&status_path)?)
             .map_err(|e| Error::parse(&status_path, e))?;
-        let cached = self.views.lock().ok().and_then(|m| m.get(&key).cloned());
-        let view = match cached {
-            Some(view) if view.is_current(reader) => view,
-            _ => {
-                let namespace = Namespace {
-                    ino: ns_ino,
-                    is_host: status.ns_pids.len() == 1,
-                    caller_is_init: status.ns_pids.last() == Some(&1),
-                };
-                let view = self.resolve_uncached(reader, pid, own, namespace)?;
-                if let Ok(mut map) = self.views.lock() {
-                    if map.len() >= VIEW_CACHE_CAPACITY {
-                        map.retain(|_, v| v.resolved.elapsed() < VIEW_TTL);
-                        if map.len() >= VIEW_CACHE_CAPACITY {
-                            map.clear();
-                        }
-                    }
-                    map.insert(key, view.clone());
-                }
-                view
-            }
+        let ns_pid = status.ns_pids.last().copied().unwrap_or(pid);
+        let is_host = status.ns_pids.len() == 1;
+        let (set, start) = if !is_host && ns_pid == 1 {
+            // A container's init reading itself: its own cgroups are the view, and neither its
+            // namespace nor its start time is looked up now.
+            (Arc::new(own), ContainerStart::of_pid(pid))
+        } else {
+            let view = self.view(reader, pid, own, cgroup_hash, is_host)?;
+            (view.set, ContainerStart::known(view.start_ticks))
         };
         let caller = ContainerCaller {
-            set: view.set,
-            start_ticks: view.start_ticks,
+            set,
+            start,
             pid,
-            ns_pid: status.ns_pids.last().copied().unwrap_or(pid),
+            ns_pid,
             state: Arc::default(),
         };
         if n < CGROUP_TEXT_MAX
@@ -328,6 +336,39 @@ impl CallerResolver {
         );
     }
 
+    /// The view of a caller that is not its namespace's init, shared by the callers with the
+    /// same cgroups and pid namespace for [`VIEW_TTL`].
+    fn view(
+        &self,
+        reader: &CgroupReader,
+        pid: u32,
+        own: CgroupSet,
+        cgroup_hash: [u64; 2],
+        is_host: bool,
+    ) -> Result<CachedView> {
+        let ns_ino = pid_ns_inode(reader, pid)?;
+        let key = (ns_ino, cgroup_hash);
+        let cached = self.views.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(view) = cached.filter(|v| v.is_current(reader)) {
+            return Ok(view);
+        }
+        let namespace = Namespace {
+            ino: ns_ino,
+            is_host,
+        };
+        let view = self.resolve_uncached(reader, pid, own, namespace)?;
+        if let Ok(mut map) = self.views.lock() {
+            if map.len() >= VIEW_CACHE_CAPACITY {
+                map.retain(|_, v| v.resolved.elapsed() < VIEW_TTL);
+                if map.len() >= VIEW_CACHE_CAPACITY {
+                    map.clear();
+                }
+            }
+            map.insert(key, view.clone());
+        }
+        Ok(view)
+    }
+
     /// The full resolution: the caller's pid namespace, its init, and the DESIGN §3 rule.
     fn resolve_uncached(
         &self,
@@ -344,15 +385,6 @@ impl CallerResolver {
                 set: Arc::new(own),
                 start_ticks,
                 init_pid: 0,
-                resolved,
-            });
-        }
-        if namespace.caller_is_init {
-            // A container's init reading itself: its own cgroups are the view.
-            return Ok(CachedView {
-                start_ticks: start_ticks(reader, pid)?,
-                set: Arc::new(own),
-                init_pid: pid,
                 resolved,
             });
         }
@@ -535,7 +567,7 @@ mod tests {
             [0, 0],
             ContainerCaller {
                 set: Arc::new(set(&["/c1"])),
-                start_ticks: 1,
+                start: ContainerStart::known(1),
                 pid,
                 ns_pid: 1,
                 state: Arc::default(),

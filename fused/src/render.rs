@@ -246,7 +246,7 @@ impl Renderer {
         let host = parse_uptime(&self.reader.read(&path)?).map_err(parse_err(&path))?;
         let (cpu, visible) = self.cpu_and_visible(caller)?;
         let busy_secs = (cpu.usage.user_ns + cpu.usage.system_ns) as f64 / 1e9;
-        let start_secs = caller.start_ticks as f64 / USER_HZ as f64;
+        let start_secs = caller.start_ticks(&self.reader)? as f64 / USER_HZ as f64;
         let (up, idle) =
             uptime::container_uptime(host.uptime_secs, start_secs, visible.len(), busy_secs);
         Ok(uptime::render_uptime(up, idle))

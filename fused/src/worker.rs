@@ -34,7 +34,8 @@ pub struct Inherited {
     pub state: OwnedFd,
 }
 
-/// How often the worker gives back state region pages that hold only free slots and cells.
+/// How often the worker gives back state region pages that hold only free slots and cells, and
+/// the allocator's free pages.
 const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the worker forgets expired caller resolutions and closes descriptors left unread
 /// since the previous time (so one stays open for 30 to 60 s after its last read).
@@ -163,11 +164,11 @@ fn serve(
             if released > 0 {
                 tracing::debug!(kib = released / 1024, "freed unused state region pages");
             }
+            crate::resident::trim_heap();
             next_release = Instant::now() + RELEASE_INTERVAL;
         }
         if Instant::now() >= next_idle_check {
             let (threads, files) = filesystem.close_idle();
-            crate::resident::trim_heap();
             if threads + files > 0 {
                 tracing::debug!(threads, files, "forgot expired callers and idle files");
             }
