@@ -49,6 +49,11 @@ pub struct FirstRead {
     pub proclens_us: f64,
     /// lxcfs: median µs.
     pub lxcfs_us: f64,
+    /// The FUSE floor: median µs (what any FUSE daemon's first read from a new container costs).
+    pub floor_us: f64,
+    /// The kernel's own /proc file: median µs (what a fresh process's first open+read+close
+    /// costs without FUSE).
+    pub kernel_us: f64,
     /// Containers per subject.
     pub samples: usize,
 }
@@ -212,37 +217,42 @@ fn first_read(path: &Path) -> Result<Duration> {
     Ok(Duration::from_nanos(ns))
 }
 
-/// `options.first_reads` fresh containers per file and subject (proclens and lxcfs alternate).
+/// `options.first_reads` fresh containers per file and subject (proclens, lxcfs, the floor and
+/// the kernel's /proc in rotating order).
 pub fn first_reads(options: &Options, subjects: &Subjects) -> Result<Vec<FirstRead>> {
     let mut out = Vec::new();
     for file in File::ALL {
-        let (mut proclens, mut lxcfs) = (Vec::new(), Vec::new());
+        let subjects_in_turn = [
+            Subject::Proclens,
+            Subject::Lxcfs,
+            Subject::Floor,
+            Subject::Kernel,
+        ];
+        let mut samples: [Vec<f64>; 4] = Default::default();
         for i in 0..options.first_reads {
-            let order = if i % 2 == 0 {
-                [Subject::Proclens, Subject::Lxcfs]
-            } else {
-                [Subject::Lxcfs, Subject::Proclens]
-            };
-            for subject in order {
+            // The order rotates, so no subject always follows the same one.
+            for k in 0..subjects_in_turn.len() {
+                let slot = (i + k) % subjects_in_turn.len();
+                let subject = subjects_in_turn[slot];
                 check_interrupted()?;
                 let took = first_read(subjects.path(subject, file))
                     .with_context(|| format!("first read of {file} on {subject}"))?;
-                let us = took.as_secs_f64() * 1e6;
-                match subject {
-                    Subject::Proclens => proclens.push(us),
-                    _ => lxcfs.push(us),
-                }
+                samples[slot].push(took.as_secs_f64() * 1e6);
             }
         }
+        let [proclens, lxcfs, floor, kernel] = &mut samples;
         let first = FirstRead {
             file,
-            proclens_us: median(&mut proclens),
-            lxcfs_us: median(&mut lxcfs),
+            proclens_us: median(proclens),
+            lxcfs_us: median(lxcfs),
+            floor_us: median(floor),
+            kernel_us: median(kernel),
             samples: options.first_reads,
         };
         eprintln!(
-            "first read {file:<8} proclens {:>8.1} µs  lxcfs {:>8.1} µs  (medians of {})",
-            first.proclens_us, first.lxcfs_us, first.samples
+            "first read {file:<8} proclens {:>8.1} µs  lxcfs {:>8.1} µs  floor {:>8.1} µs  \
+             kernel {:>6.1} µs  (medians of {})",
+            first.proclens_us, first.lxcfs_us, first.floor_us, first.kernel_us, first.samples
         );
         out.push(first);
     }

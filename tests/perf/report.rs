@@ -428,16 +428,20 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| file | proclens | lxcfs | proclens/lxcfs | containers each |"
+            "| file | kernel /proc | floor | proclens | lxcfs | proclens/floor | proclens/lxcfs \
+             | containers each |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
         for f in &self.first_reads {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 f.file,
+                us(f.kernel_us),
+                us(f.floor_us),
                 us(f.proclens_us),
                 us(f.lxcfs_us),
+                times(ratio(f.proclens_us, f.floor_us)),
                 times(ratio(f.proclens_us, f.lxcfs_us)),
                 f.samples
             );
