@@ -44,8 +44,8 @@ pub const USER_HZ: u64 = 100;
 /// so a cgroup removed and recreated under the same path is a different container.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContainerId {
-    /// Paths in every hierarchy.
-    pub set: CgroupSet,
+    /// Paths in every hierarchy (shared with the caller that asked for the identity).
+    pub set: Arc<CgroupSet>,
     /// Inode of each directory (0 where the set has no path), same order as `set.paths`.
     pub inodes: Vec<u64>,
 }
@@ -134,9 +134,16 @@ impl CgroupReader {
 
     /// The container's identity: its set plus directory inodes. Fails with `Vanished` when a
     /// directory is gone.
-    pub fn identity(&self, set: &CgroupSet) -> Result<ContainerId> {
-        let inodes = self
-            .layout
+    pub fn identity(&self, set: &Arc<CgroupSet>) -> Result<ContainerId> {
+        Ok(ContainerId {
+            set: Arc::clone(set),
+            inodes: self.inodes(set)?,
+        })
+    }
+
+    /// The inode of each of `set`'s directories (0 where it has none).
+    fn inodes(&self, set: &CgroupSet) -> Result<Vec<u64>> {
+        self.layout
             .hierarchies
             .iter()
             .zip(&set.paths)
@@ -149,11 +156,7 @@ impl CgroupReader {
                         .map_err(|e| Error::io(&dir, e))
                 }
             })
-            .collect::<Result<Vec<u64>>>()?;
-        Ok(ContainerId {
-            set: set.clone(),
-            inodes,
-        })
+            .collect()
     }
 
     /// Reads everything the views need. A cgroup that vanishes during the read is `Vanished`.
@@ -165,7 +168,7 @@ impl CgroupReader {
             pressure: self.pressure(set)?,
         };
         // Optional files read as absent could mean the cgroup went away mid-read: confirm.
-        self.identity(set)?;
+        self.inodes(set)?;
         Ok(snapshot)
     }
 
@@ -855,7 +858,7 @@ mod tests {
     fn task_counts_cover_sub_cgroups_by_state() {
         let tree = FakeTree::new();
         let (reader, set) = tree_with_threads(&tree);
-        let id = reader.identity(&set).unwrap();
+        let id = reader.identity(&Arc::new(set.clone())).unwrap();
         assert_eq!(
             reader.task_counts(&id).unwrap(),
             TaskCounts {
@@ -873,7 +876,7 @@ mod tests {
     fn task_counts_of_a_removed_or_replaced_cgroup_vanish() {
         let tree = FakeTree::new();
         let (reader, set) = tree_with_threads(&tree);
-        let id = reader.identity(&set).unwrap();
+        let id = reader.identity(&Arc::new(set.clone())).unwrap();
         let replaced = ContainerId {
             inodes: id.inodes.iter().map(|i| i + 1).collect(),
             ..id.clone()
@@ -889,7 +892,7 @@ mod tests {
     fn task_cpu_usage_is_the_task_cgroups_own() {
         let tree = FakeTree::new();
         let (reader, set) = tree_with_threads(&tree);
-        let id = reader.identity(&set).unwrap();
+        let id = reader.identity(&Arc::new(set.clone())).unwrap();
         tree.write("cg/ctr/cpu.stat", "usage_usec 1500\nuser_usec 1000\n");
         assert_eq!(reader.task_cpu_usage_ns(&id).unwrap(), Some(1_500_000));
 
@@ -915,7 +918,7 @@ mod tests {
             let set = reader
                 .layout()
                 .cgroup_set(&parse_pid_cgroup(&text).unwrap());
-            reader.identity(&set).unwrap()
+            reader.identity(&Arc::new(set)).unwrap()
         };
         let id = cgroups("/ctr", "/ctr");
         assert_eq!(reader.task_cpu_usage_ns(&id).unwrap(), Some(123456));

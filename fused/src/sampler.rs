@@ -131,7 +131,7 @@ impl Registry {
     /// Notes a read of container `key` (`id`) at `now_ns`. A new container gets the next phase
     /// and is due at its first occurrence; when the registry is full, the least recently read
     /// container makes room. Returns whether `key` was new.
-    pub fn touch(&mut self, key: [u64; 2], id: &ContainerId, now_ns: u64) -> bool {
+    pub fn touch(&mut self, key: [u64; 2], id: &Arc<ContainerId>, now_ns: u64) -> bool {
         if let Some(entry) = self.entries.get_mut(&key) {
             entry.last_read_ns = entry.last_read_ns.max(now_ns);
             return false;
@@ -148,7 +148,7 @@ impl Registry {
         self.entries.insert(
             key,
             Registered {
-                id: Arc::new(id.clone()),
+                id: Arc::clone(id),
                 phase_ns,
                 next_due_ns,
                 last_read_ns: now_ns,
@@ -248,7 +248,7 @@ impl LoadTracker {
     /// (so the sampler keeps it current). Stored values are shown as they are; a container
     /// never counted, or whose values are stale, is counted now.
     /// `key` is `id`'s [`crate::state::container_key`], which callers keep with the identity.
-    pub fn current(&self, id: &ContainerId, key: [u64; 2]) -> Result<(LoadAvg, TaskCounts)> {
+    pub fn current(&self, id: &Arc<ContainerId>, key: [u64; 2]) -> Result<(LoadAvg, TaskCounts)> {
         let now = monotonic_ns();
         self.registry().touch(key, id, now);
         let stored = self
@@ -357,13 +357,13 @@ mod tests {
 
     const I: u64 = INTERVAL_NS;
 
-    fn id(n: u64) -> ContainerId {
-        ContainerId {
-            set: CgroupSet {
+    fn id(n: u64) -> Arc<ContainerId> {
+        Arc::new(ContainerId {
+            set: Arc::new(CgroupSet {
                 paths: vec![Some(format!("/ctr{n}"))],
-            },
+            }),
             inodes: vec![n],
-        }
+        })
     }
 
     fn key(n: u64) -> [u64; 2] {
@@ -562,17 +562,17 @@ mod tests {
             sys_root: root.path().join("sys"),
         };
         let reader = CgroupReader::new(Layout::from_mounts(&mounts, "pids"), paths);
-        let set = CgroupSet {
+        let set = Arc::new(CgroupSet {
             paths: vec![Some("/ctr".to_string())],
-        };
-        let id = reader.identity(&set).unwrap();
+        });
+        let id = Arc::new(reader.identity(&set).unwrap());
         let mut tracker = tracker();
         tracker.reader = reader;
         let (_, first) = tracker.current(&id, container_key(&id)).unwrap();
         assert_eq!((first.running, first.total), (0, 1));
         let due = |counted_at_usage_ns| Due {
             key: container_key(&id),
-            id: Arc::new(id.clone()),
+            id: Arc::clone(&id),
             counted_at_usage_ns,
         };
         let running = || tracker.current(&id, container_key(&id)).unwrap().1.running;

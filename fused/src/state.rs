@@ -50,9 +50,9 @@ mod tests {
 
     fn id(path: &str, inode: u64) -> ContainerId {
         ContainerId {
-            set: CgroupSet {
+            set: std::sync::Arc::new(CgroupSet {
                 paths: vec![Some(path.into()), None],
-            },
+            }),
             inodes: vec![inode, 0],
         }
     }
