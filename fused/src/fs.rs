@@ -192,14 +192,16 @@ impl ProcFs {
         fs
     }
 
-    /// Periodic upkeep: forgets expired caller resolutions and closes descriptors not read
-    /// since the last call, so what exited threads and removed cgroups left behind goes.
-    /// Returns (threads forgotten, descriptors closed).
-    pub fn close_idle(&self) -> (usize, usize) {
-        (
-            self.callers.prune(),
-            self.renderer.reader().close_idle_files(),
-        )
+    /// Forgets expired caller resolutions (what exited threads left behind); returns how many
+    /// threads were forgotten.
+    pub fn forget_expired_callers(&self) -> usize {
+        self.callers.prune()
+    }
+
+    /// Closes kept descriptors not read since the last call (removed cgroups' and gone
+    /// containers' files); returns how many were closed.
+    pub fn close_idle_files(&self) -> usize {
+        self.renderer.reader().close_idle_files()
     }
 
     fn viewer(&self, req: &Request) -> Result<Viewer, Errno> {

@@ -34,11 +34,11 @@ pub struct Inherited {
     pub state: OwnedFd,
 }
 
-/// How often the worker gives back state region pages that hold only free slots and cells, and
-/// the allocator's free pages.
+/// How often the worker forgets expired caller resolutions, gives back state region pages that
+/// hold only free slots and cells, and returns the allocator's free pages.
 const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
-/// How often the worker forgets expired caller resolutions and closes descriptors left unread
-/// since the previous time (so one stays open for 30 to 60 s after its last read).
+/// How often the worker closes descriptors left unread since the previous time (so one stays
+/// open for 30 to 60 s after its last read).
 const IDLE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a stopping worker waits for its threads to finish their current request.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -160,6 +160,10 @@ fn serve(
             return Ok(());
         }
         if Instant::now() >= next_release {
+            let forgotten = filesystem.forget_expired_callers();
+            if forgotten > 0 {
+                tracing::debug!(forgotten, "forgot expired caller resolutions");
+            }
             let released = shared.release_free_pages();
             if released > 0 {
                 tracing::debug!(kib = released / 1024, "freed unused state region pages");
@@ -168,9 +172,9 @@ fn serve(
             next_release = Instant::now() + RELEASE_INTERVAL;
         }
         if Instant::now() >= next_idle_check {
-            let (threads, files) = filesystem.close_idle();
-            if threads + files > 0 {
-                tracing::debug!(threads, files, "forgot expired callers and idle files");
+            let files = filesystem.close_idle_files();
+            if files > 0 {
+                tracing::debug!(files, "closed idle kept files");
             }
             next_idle_check = Instant::now() + IDLE_INTERVAL;
         }
