@@ -117,7 +117,7 @@ impl FileCache {
         let mut slots = self.lock();
         let (mark, before) = (slots.idle_mark, slots.by_path.len());
         slots.by_path.retain(|_, slot| slot.used > mark);
-        slots.by_path.shrink_to_fit();
+        shrink_if_sparse(&mut slots.by_path);
         slots.idle_mark = slots.clock;
         before - slots.by_path.len()
     }
@@ -158,6 +158,15 @@ pub fn fails_stale_descriptors(file: &File) -> bool {
         kind,
         PROC_SUPER_MAGIC | SYSFS_MAGIC | CGROUP_SUPER_MAGIC | CGROUP2_SUPER_MAGIC
     )
+}
+
+/// Gives back a table's spare room once it is less than a quarter full (a table shrunk on every
+/// check would only regrow under steady churn).
+pub fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    const SMALL: usize = 64;
+    if map.capacity() > 4 * map.len().max(SMALL) {
+        map.shrink_to_fit();
+    }
 }
 
 /// Closes the least recently used quarter (at least one) of the descriptors.
@@ -302,6 +311,19 @@ mod tests {
         assert_eq!(cache.read(&tree.path("b")).unwrap(), "b");
         assert_eq!(cache.close_idle(), 2, "a and c idle, b read");
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn tables_shrink_only_when_mostly_empty() {
+        let mut map: HashMap<u32, u32> = (0..1000).map(|i| (i, i)).collect();
+        let full = map.capacity();
+        map.retain(|&k, _| k < 600);
+        shrink_if_sparse(&mut map);
+        assert_eq!(map.capacity(), full, "600 of 1,000 kept: no shrink");
+        map.retain(|&k, _| k < 10);
+        shrink_if_sparse(&mut map);
+        assert!(map.capacity() < full / 4, "{}", map.capacity());
+        assert_eq!(map.len(), 10);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Whose view a request gets (DESIGN §3): the caller's cgroup, or its pid-namespace init's when
 //! that is an ancestor (systemd or LXC inside the container), never another container's.
 
-use proclens_cgroup::files::read_at;
+use proclens_cgroup::files::{read_at, shrink_if_sparse};
 use proclens_cgroup::parse::proc_pid::{parse_pid_cgroup, parse_proc_stat, parse_proc_status};
 use proclens_cgroup::reader::read_file;
 use proclens_cgroup::{CgroupReader, CgroupSet, ContainerId, Error, Result};
@@ -219,12 +219,12 @@ impl CallerResolver {
             cache
                 .by_tid
                 .retain(|_, e| e.resolved.elapsed() < THREAD_TTL);
-            cache.by_tid.shrink_to_fit();
+            shrink_if_sparse(&mut cache.by_tid);
             forgotten = before - cache.by_tid.len();
         }
         if let Ok(mut views) = self.views.lock() {
             views.retain(|_, v| v.resolved.elapsed() < VIEW_TTL);
-            views.shrink_to_fit();
+            shrink_if_sparse(&mut views);
         }
         forgotten
     }
