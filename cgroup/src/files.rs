@@ -319,7 +319,9 @@ mod tests {
         let full = map.capacity();
         map.retain(|&k, _| k < 600);
         shrink_if_sparse(&mut map);
-        assert_eq!(map.capacity(), full, "600 of 1,000 kept: no shrink");
+        // Not shrunk: a table sized for 600 would hold fewer than 1,000 (capacity() can drop a
+        // little without a shrink, for slots the removals left marked deleted).
+        assert!(map.capacity() >= 1000, "{}", map.capacity());
         map.retain(|&k, _| k < 10);
         shrink_if_sparse(&mut map);
         assert!(map.capacity() < full / 4, "{}", map.capacity());
