@@ -200,7 +200,8 @@ impl Renderer {
     }
 
     fn host_meminfo<'t>(&self, text: &'t str) -> Result<Meminfo<'t>> {
-        parse_meminfo(text).map_err(parse_err(&self.proc_file("meminfo")))
+        // The path is built only for the error: the read already built it once.
+        parse_meminfo(text).map_err(|e| Error::parse(&self.proc_file("meminfo"), e))
     }
 
     fn meminfo(&self, caller: &ContainerCaller) -> Result<String> {
