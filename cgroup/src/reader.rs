@@ -674,22 +674,34 @@ mod tests {
     use crate::parse::mountinfo::parse_mountinfo;
     use crate::testutil::{copy_fixture_dir, fixture, FakeTree};
 
+    /// Mountinfo lines of one v1 hierarchy per controller, mounted at `<tree>/cg/<controller>`.
+    fn v1_mountinfo(tree: &FakeTree, controllers: &[&str]) -> String {
+        controllers
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                format!(
+                    "{} 1 0:{} / {} rw - cgroup cgroup rw,{m}\n",
+                    30 + i,
+                    40 + i,
+                    tree.path(&format!("cg/{m}")).display()
+                )
+            })
+            .collect()
+    }
+
     /// A v1 tree with the fixture cgroup at /fixture-capture, and a parent with a tighter limit.
     #[test]
     fn v1_snapshot_from_fixtures() {
         let tree = FakeTree::new();
         let mounts = ["memory", "cpu", "cpuacct", "cpuset", "blkio", "pids"];
-        let mut mountinfo = String::new();
-        for (i, m) in mounts.iter().enumerate() {
-            let dir = tree.path(&format!("cg/{m}/parent/fixture-capture"));
-            copy_fixture_dir("v1/6.18", &dir);
-            mountinfo.push_str(&format!(
-                "{} 1 0:{} / {} rw - cgroup cgroup rw,{m}\n",
-                30 + i,
-                40 + i,
-                tree.path(&format!("cg/{m}")).display()
-            ));
+        for m in mounts {
+            copy_fixture_dir(
+                "v1/6.18",
+                &tree.path(&format!("cg/{m}/parent/fixture-capture")),
+            );
         }
+        let mountinfo = v1_mountinfo(&tree, &mounts);
         tree.write("cg/memory/parent/memory.limit_in_bytes", "134217728\n");
         // What the kernel shows below that parent: its limit as the hierarchical minimum.
         let stat_path = "cg/memory/parent/fixture-capture/memory.stat";
@@ -898,16 +910,11 @@ mod tests {
 
         // v1: cpuacct.usage of the cgroup at the task cgroup's path, and only that one.
         let tree = FakeTree::new();
-        let mut mountinfo = String::new();
-        for (i, m) in ["pids", "cpuacct"].iter().enumerate() {
+        let mounts = ["pids", "cpuacct"];
+        for m in mounts {
             tree.write(&format!("cg/{m}/ctr/tasks"), "10\n");
-            mountinfo.push_str(&format!(
-                "{} 1 0:{} / {} rw - cgroup cgroup rw,{m}\n",
-                30 + i,
-                40 + i,
-                tree.path(&format!("cg/{m}")).display()
-            ));
         }
+        let mountinfo = v1_mountinfo(&tree, &mounts);
         tree.write("cg/cpuacct/ctr/cpuacct.usage", "123456\n");
         let reader = CgroupReader::new(
             Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), ""),
