@@ -35,6 +35,12 @@ pub struct Args {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
 
+    /// Extra serving threads started only while every serving thread has held one request for
+    /// over 100 ms (a slow or hung cgroup or /proc file), so other containers' reads go on; each
+    /// stops after 5 s without a request (0-64; 0: none).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub spare_threads: u16,
+
     /// Most cgroup, /proc and /sys value files kept open between reads and re-read with pread
     /// (0: open every file for every read). Each costs the kernel about 4.5 KiB.
     #[arg(long, default_value_t = proclens_cgroup::files::DEFAULT_CAPACITY)]
@@ -61,8 +67,10 @@ pub struct Config {
     pub mountpoint: PathBuf,
     /// CPU view.
     pub cpu_view: CpuView,
-    /// Worker threads.
+    /// Serving threads.
     pub threads: usize,
+    /// Spare serving threads, started while slow requests hold all the others.
+    pub spare_threads: usize,
     /// Value files kept open between reads.
     pub open_files: usize,
     /// Host roots.
@@ -81,6 +89,7 @@ impl Args {
                 CpuViewArg::Quota => CpuView::Quota,
             },
             threads: usize::from(self.threads),
+            spare_threads: usize::from(self.spare_threads),
             open_files: self.open_files,
             host: proclens_cgroup::HostPaths {
                 proc_root: self.proc_root,

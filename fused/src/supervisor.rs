@@ -121,9 +121,14 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
             master,
             worker_pid,
             state,
-            clones,
+            mut clones,
         }) => {
             tracing::info!(worker_pid, "supervisor re-executed: connection adopted");
+            // An image from before spare threads handed over fewer clones: add the missing ones.
+            let wanted = config.threads + config.spare_threads;
+            if clones.len() < wanted {
+                clones.extend(make_clones(&master, wanted - clones.len())?);
+            }
             (master, clones, state, Some(worker_pid))
         }
         None => {
@@ -131,7 +136,7 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
             let master = fuse::mount::mount(&config.mountpoint)?;
             tracing::info!(mountpoint = %config.mountpoint.display(), threads = config.threads,
                 cpu_view = ?config.cpu_view, "mounted");
-            let clones = make_clones(&master, config.threads)?;
+            let clones = make_clones(&master, config.threads + config.spare_threads)?;
             let region = shared::create_region(shared::Geometry::default())
                 .context("creating the shared state region")?;
             let state = region
@@ -230,7 +235,7 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// One clone of the connection per serving thread.
+/// One clone of the connection per serving thread (spares included).
 fn make_clones(master: &OwnedFd, threads: usize) -> anyhow::Result<Vec<OwnedFd>> {
     (0..threads)
         .map(|_| fuse::session::clone_fd(master.as_fd()).context("FUSE_DEV_IOC_CLONE on /dev/fuse"))

@@ -1,5 +1,6 @@
 //! The serving worker: a child of the supervisor that inherits cloned /dev/fuse fds (one per
-//! thread), serves requests on them, and on SIGTERM finishes the requests it has read and exits,
+//! serving thread, plus one per spare thread it may start while slow requests hold the others),
+//! serves requests on them, and on SIGTERM finishes the requests it has read and exits,
 //! leaving the connection to the next worker. Beside the serving threads runs one loadavg
 //! sampler thread ([`crate::sampler`]), stopped with them.
 
@@ -13,8 +14,9 @@ use anyhow::Context;
 use std::io::Write;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Environment variable naming the inherited connection fds (comma-separated) of a worker.
@@ -26,7 +28,8 @@ pub const STATE_ENV: &str = "PROCLENS_WORKER_STATE_FD";
 
 /// What a worker inherits from the supervisor.
 pub struct Inherited {
-    /// Cloned connection fds, one per serving thread.
+    /// Cloned connection fds: the first `--threads` for the serving threads, the rest for spare
+    /// threads started on demand.
     pub fds: Vec<OwnedFd>,
     /// Pipe to signal readiness on.
     pub ready: Option<OwnedFd>,
@@ -97,7 +100,7 @@ pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
             .spawn(move || tracker.run())
             .context("spawning the loadavg sampler")?
     };
-    let result = serve(fds, ready, &stop_signals, &filesystem, &shared);
+    let result = serve(config, fds, ready, &stop_signals, &filesystem, &shared);
     tracker.stop();
     if sampler.join().is_err() {
         tracing::error!("the loadavg sampler panicked");
@@ -105,39 +108,219 @@ pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
     result
 }
 
-/// Runs one serving thread per fd until a stop signal (then lets them finish the requests in
-/// hand) or until the filesystem is unmounted.
+/// How often the worker looks for serving threads held by one request. A request held across
+/// two looks has taken at least this long.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a spare serving thread waits for a request before it stops and gives its fd back.
+const SPARE_IDLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// One serving thread and what the worker watches of it.
+struct ServingThread {
+    handle: JoinHandle<(OwnedFd, std::io::Result<fuse::session::Ended>)>,
+    /// The loop's request counter ([`fuse::session::LoopControl::progress`]).
+    progress: Arc<AtomicU64>,
+    /// The counter at the previous look.
+    seen: u64,
+    /// Started on demand; stops when idle.
+    spare: bool,
+}
+
+impl ServingThread {
+    /// Whether the thread has held the same request since the previous look (and remembers the
+    /// counter for the next one).
+    fn held_since_last_look(&mut self) -> bool {
+        let now = self.progress.load(Ordering::Relaxed);
+        let held = now % 2 == 1 && now == self.seen;
+        self.seen = now;
+        held
+    }
+}
+
+/// The serving threads: one per base fd, always running, plus spare threads started while every
+/// running thread is held by a slow request (a hung cgroup or /proc read must not stall every
+/// other container's reads), each stopped after [`SPARE_IDLE_LIMIT`] without a request.
+struct ServingPool {
+    filesystem: Arc<fs::ProcFs>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<ServingThread>,
+    /// Connection fds (held by the supervisor too) no thread serves on now.
+    spare_fds: Vec<OwnedFd>,
+    /// Whether the last look found every thread held and no spare fd left (logged once).
+    exhausted: bool,
+    started: usize,
+}
+
+impl ServingPool {
+    /// Starts one thread per fd in `base`; `spares` wait for [`Self::watch`] to need them.
+    fn start(
+        filesystem: &Arc<fs::ProcFs>,
+        base: Vec<OwnedFd>,
+        spares: Vec<OwnedFd>,
+    ) -> anyhow::Result<ServingPool> {
+        let mut pool = ServingPool {
+            filesystem: Arc::clone(filesystem),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::with_capacity(base.len() + spares.len()),
+            spare_fds: spares,
+            exhausted: false,
+            started: 0,
+        };
+        for fd in base {
+            pool.spawn(fd, false)?;
+        }
+        Ok(pool)
+    }
+
+    fn spawn(&mut self, fd: OwnedFd, spare: bool) -> anyhow::Result<()> {
+        let (filesystem, stop) = (Arc::clone(&self.filesystem), Arc::clone(&self.stop));
+        let progress = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&progress);
+        let name = if spare {
+            format!("fuse-spare-{}", self.started)
+        } else {
+            format!("fuse-{}", self.started)
+        };
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let control = fuse::session::LoopControl {
+                    stop: &stop,
+                    progress: &counter,
+                    idle_limit: spare.then_some(SPARE_IDLE_LIMIT),
+                };
+                let result = fuse::session::serve(fd.as_fd(), filesystem.as_ref(), &control);
+                if let Err(err) = &result {
+                    tracing::error!(%err, "serving loop failed");
+                }
+                // The fd stays open in the supervisor: handing our copy back ends nothing.
+                (fd, result)
+            })
+            .context("spawning a serving thread")?;
+        self.started += 1;
+        self.threads.push(ServingThread {
+            handle,
+            progress,
+            seen: 0,
+            spare,
+        });
+        Ok(())
+    }
+
+    /// Joins spare threads that stopped for being idle and keeps their fds for the next need.
+    fn reap_idle_spares(&mut self) {
+        let mut index = 0;
+        while index < self.threads.len() {
+            let thread = &self.threads[index];
+            if !(thread.spare && thread.handle.is_finished()) {
+                index += 1;
+                continue;
+            }
+            let thread = self.threads.swap_remove(index);
+            match thread.handle.join() {
+                Ok((fd, Ok(fuse::session::Ended::Idle))) => {
+                    tracing::info!(
+                        threads = self.threads.len(),
+                        "spare serving thread stopped after {SPARE_IDLE_LIMIT:?} idle"
+                    );
+                    self.spare_fds.push(fd);
+                }
+                Ok((fd, _)) => self.spare_fds.push(fd),
+                Err(_) => tracing::error!("a spare serving thread panicked"),
+            }
+        }
+    }
+
+    /// Starts a spare thread if every running thread has held one request since the previous
+    /// look (one spare per look, so a burst of slow requests adds threads one interval apart).
+    fn watch(&mut self) -> anyhow::Result<()> {
+        self.reap_idle_spares();
+        let mut all_held = !self.threads.is_empty();
+        for thread in &mut self.threads {
+            // Every thread's counter is sampled, so each has a fresh `seen` for the next look.
+            all_held &= thread.held_since_last_look() && !thread.handle.is_finished();
+        }
+        if !all_held {
+            self.exhausted = false;
+            return Ok(());
+        }
+        match self.spare_fds.pop() {
+            Some(fd) => {
+                tracing::warn!(
+                    threads = self.threads.len() + 1,
+                    "every serving thread has held one request for over {WATCH_INTERVAL:?} \
+                     (a slow cgroup or /proc file?): started a spare serving thread"
+                );
+                self.spawn(fd, true)
+            }
+            None => {
+                if !self.exhausted {
+                    tracing::error!(
+                        threads = self.threads.len(),
+                        "every serving thread, spares included, is held by a slow request: \
+                         reads wait until one ends (raise --spare-threads?)"
+                    );
+                    self.exhausted = true;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether no thread serves any more (the filesystem was unmounted).
+    fn all_ended(&self) -> bool {
+        self.threads
+            .iter()
+            .all(|t| !t.spare && t.handle.is_finished())
+    }
+
+    /// Raises the stop flag and interrupts every thread's wait until all have returned, or until
+    /// `STOP_TIMEOUT`; fails naming how many did not stop.
+    fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        // A thread may be between its flag check and its wait: keep interrupting until it is out.
+        while !self.threads.iter().all(|t| t.handle.is_finished()) && Instant::now() < deadline {
+            for thread in self.threads.iter().filter(|t| !t.handle.is_finished()) {
+                // SAFETY: the thread is alive (not finished, not joined), so its pthread_t is
+                // valid.
+                unsafe { libc::pthread_kill(thread.handle.as_pthread_t(), libc::SIGUSR1) };
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let stuck = self
+            .threads
+            .iter()
+            .filter(|t| !t.handle.is_finished())
+            .count();
+        anyhow::ensure!(
+            stuck == 0,
+            "{stuck} serving threads did not stop within {STOP_TIMEOUT:?}"
+        );
+        Ok(())
+    }
+}
+
+/// Runs one serving thread per base fd (and spares on demand) until a stop signal (then lets
+/// them finish the requests in hand) or until the filesystem is unmounted.
 fn serve(
+    config: &Config,
     fds: Vec<OwnedFd>,
     ready: Option<OwnedFd>,
     stop_signals: &SignalSet,
     filesystem: &Arc<fs::ProcFs>,
     shared: &SharedState,
 ) -> anyhow::Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut threads = Vec::with_capacity(fds.len());
-    for (index, fd) in fds.into_iter().enumerate() {
-        let (filesystem, stop) = (Arc::clone(filesystem), Arc::clone(&stop));
-        let thread = std::thread::Builder::new()
-            .name(format!("fuse-{index}"))
-            .spawn(move || {
-                let result = fuse::session::serve(fd.as_fd(), filesystem.as_ref(), &stop);
-                if let Err(err) = &result {
-                    tracing::error!(%err, "serving loop failed");
-                }
-                // The fd stays open in the supervisor: dropping our copy ends nothing.
-                drop(fd);
-                result
-            })
-            .context("spawning a serving thread")?;
-        threads.push(thread);
-    }
+    let mut base = fds;
+    let spares = base.split_off(config.threads.min(base.len()));
+    let spare_count = spares.len();
+    let mut pool = ServingPool::start(filesystem, base, spares)?;
     if let Some(ready) = ready {
         let mut pipe = std::fs::File::from(ready);
         let _ = pipe.write_all(b"R");
     }
     tracing::info!(
-        threads = threads.len(),
+        threads = pool.threads.len(),
+        spare_threads = spare_count,
         pid = std::process::id(),
         "worker serving"
     );
@@ -155,10 +338,11 @@ fn serve(
     let mut next_release = Instant::now() + RELEASE_INTERVAL;
     let mut next_idle_check = Instant::now() + IDLE_INTERVAL;
     loop {
-        if threads.iter().all(|t| t.is_finished()) {
+        if pool.all_ended() {
             tracing::info!("all serving loops ended: the filesystem is unmounted");
             return Ok(());
         }
+        pool.watch()?;
         if Instant::now() >= next_release {
             let forgotten = filesystem.forget_expired_callers();
             if forgotten > 0 {
@@ -178,27 +362,12 @@ fn serve(
             }
             next_idle_check = Instant::now() + IDLE_INTERVAL;
         }
-        if let Some(signal) = stop_signals.wait(Duration::from_millis(500))? {
+        if let Some(signal) = stop_signals.wait(WATCH_INTERVAL)? {
             tracing::info!(signal, "worker stopping: finishing requests in hand");
             break;
         }
     }
-    stop.store(true, Ordering::Release);
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    // A thread may be between its flag check and the read: keep interrupting until it is out.
-    while !threads.iter().all(|t| t.is_finished()) && Instant::now() < deadline {
-        for thread in threads.iter().filter(|t| !t.is_finished()) {
-            // SAFETY: the thread is alive (not finished, not joined), so its pthread_t is valid.
-            unsafe { libc::pthread_kill(thread.as_pthread_t(), libc::SIGUSR1) };
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let stuck = threads.iter().filter(|t| !t.is_finished()).count();
-    anyhow::ensure!(
-        stuck == 0,
-        "{stuck} serving threads did not stop within {STOP_TIMEOUT:?}"
-    );
-    Ok(())
+    pool.stop()
 }
 
 /// Descriptors the caches may keep open: RLIMIT_NOFILE raised to its hard limit, minus a reserve

@@ -1,7 +1,8 @@
 //! Bad kernel input: an unparsable cgroup file or a cgroup that vanishes fails only the read that
-//! met it, with EIO and a warning, and the daemon goes on. The kernel never produces malformed
-//! files on demand, so these tests point the daemon (`--proc-root`) at a copy of /proc and a
-//! cgroup tree the test controls; the mount, the FUSE traffic and the reader are real.
+//! met it, with EIO and a warning, and the daemon goes on; a cgroup file that hangs holds only
+//! the reads that need it. The kernel never produces malformed or hanging files on demand, so
+//! these tests point the daemon (`--proc-root`) at a copy of /proc and a cgroup tree the test
+//! controls; the mount, the FUSE traffic and the reader are real.
 
 use anyhow::{Context, Result};
 use proclens_tests::parse;
@@ -51,24 +52,29 @@ impl FakeKernel {
     }
 
     fn create_container(&self) -> Result<()> {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cgroup/fixtures/v2/6.1");
-        std::fs::create_dir_all(self.container())?;
-        for entry in std::fs::read_dir(&fixtures)? {
+        self.create_container_named("ctr")
+    }
+
+    /// Creates cgroup `/<name>` from the v2 fixtures (memory.max = 256 MiB).
+    fn create_container_named(&self, name: &str) -> Result<()> {
+        let dir = self.cgroup_root().join(name);
+        std::fs::create_dir_all(&dir)?;
+        for entry in std::fs::read_dir(v2_fixtures())? {
             let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if !name.starts_with("proc-") && !name.starts_with("root-") {
-                std::fs::copy(entry.path(), self.container().join(&*name))?;
+            let file = entry.file_name();
+            let file = file.to_string_lossy();
+            if !file.starts_with("proc-") && !file.starts_with("root-") {
+                std::fs::copy(entry.path(), dir.join(&*file))?;
             }
         }
         Ok(())
     }
 
-    /// Makes host pid `pid` (in the host pid namespace) a member of `/ctr`.
-    fn add_process(&self, pid: u32) -> Result<()> {
+    /// Makes host pid `pid` (in the host pid namespace) a member of `/<cgroup>`.
+    fn add_process_to(&self, pid: u32, cgroup: &str) -> Result<()> {
         let dir = self.proc_root().join(pid.to_string());
         std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("cgroup"), "0::/ctr\n")?;
+        std::fs::write(dir.join("cgroup"), format!("0::/{cgroup}\n"))?;
         std::fs::write(dir.join("status"), format!("Name:\tprobe\nNSpid:\t{pid}\n"))?;
         std::fs::write(
             dir.join("stat"),
@@ -80,17 +86,27 @@ impl FakeKernel {
     }
 }
 
+fn v2_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../cgroup/fixtures/v2/6.1")
+}
+
 fn start(kernel: &FakeKernel) -> Result<(FusedDaemon, Probe)> {
     let proc_root = kernel.proc_root().display().to_string();
     let daemon = FusedDaemon::start(&["--proc-root", &proc_root])?;
+    let probe = probe_in(kernel, "ctr")?;
+    Ok((daemon, probe))
+}
+
+/// A reader in the host pid namespace that the fake kernel places in `/<cgroup>`.
+fn probe_in(kernel: &FakeKernel, cgroup: &str) -> Result<Probe> {
     let options = ProbeOptions {
         pid_ns: PidNs::Host,
         ..Default::default()
     };
     let mut probe = Probe::spawn(&[], &options)?;
     let (_, host_pid) = probe.pids()?;
-    kernel.add_process(host_pid)?;
-    Ok((daemon, probe))
+    kernel.add_process_to(host_pid, cgroup)?;
+    Ok(probe)
 }
 
 fn mem_total(probe: &mut Probe, daemon: &FusedDaemon) -> Result<u64> {
@@ -170,5 +186,71 @@ fn vanished_cgroup_fails_only_that_read() -> Result<()> {
     rig::poll(Duration::from_secs(10), "a warning in the log", || {
         Ok(daemon.stderr().contains("WARN").then_some(()))
     })?;
+    Ok(())
+}
+
+/// A container whose memory.stat never answers (a FIFO nobody writes: opening it blocks, as a
+/// hung kernel file would) holds the daemon's two serving threads with two reads. A spare thread
+/// takes over, so another container's read is served while those two are still held; once the
+/// file answers, the held reads end, and the idle spare stops again.
+#[test]
+fn hung_cgroup_file_holds_only_the_reads_that_need_it() -> Result<()> {
+    let kernel = FakeKernel::new()?;
+    kernel.create_container_named("slow")?;
+    let stat = kernel.cgroup_root().join("slow/memory.stat");
+    std::fs::remove_file(&stat)?;
+    let fifo = std::ffi::CString::new(stat.as_os_str().as_encoded_bytes())?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("mkfifo memory.stat");
+    }
+    let (daemon, mut other) = start(&kernel).context("start")?;
+    let meminfo = daemon.path("proc/meminfo");
+
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut probe = probe_in(&kernel, "slow").context("slow probe")?;
+            let path = meminfo.clone();
+            Ok(std::thread::spawn(move || probe.read_string(&path)))
+        })
+        .collect::<Result<_>>()?;
+    rig::poll(Duration::from_secs(10), "a spare serving thread", || {
+        Ok(daemon
+            .stderr()
+            .contains("started a spare serving thread")
+            .then_some(()))
+    })
+    .with_context(|| format!("daemon log: {}", daemon.stderr()))?;
+    assert_eq!(
+        mem_total(&mut other, &daemon)?,
+        262_144,
+        "the other container's read, served while the slow one's are held"
+    );
+    assert!(
+        held.iter().all(|reader| !reader.is_finished()),
+        "the slow container's reads were still held"
+    );
+
+    // Let the file answer: opening the FIFO's other end completes every blocked open. The
+    // daemon's read of it then fails (a FIFO cannot be read at an offset): EIO.
+    drop(std::fs::OpenOptions::new().write(true).open(&stat)?);
+    for reader in held {
+        match reader.join().expect("reader thread") {
+            Ok(text) => assert_eq!(parse::meminfo_kb(&text, "MemTotal")?, 262_144),
+            Err(err) => assert_eq!(ProbeError::errno_of(&err), Some(libc::EIO), "{err:#}"),
+        }
+    }
+    rig::poll(Duration::from_secs(20), "the idle spare stopping", || {
+        Ok(daemon
+            .stderr()
+            .contains("spare serving thread stopped")
+            .then_some(()))
+    })
+    .with_context(|| format!("daemon log: {}", daemon.stderr()))?;
+    assert_eq!(
+        mem_total(&mut other, &daemon)?,
+        262_144,
+        "the daemon went on"
+    );
     Ok(())
 }

@@ -6,7 +6,8 @@ use super::abi::{self, opcode, Fields, InHeader, IN_HEADER_LEN, OUT_HEADER_LEN};
 use super::{Errno, Handler, Request};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Largest write the kernel may send; reads are bounded by the reply buffer too.
 pub const MAX_WRITE: u32 = 128 * 1024;
@@ -20,6 +21,21 @@ pub enum Ended {
     Unmounted,
     /// The stop flag was raised (and the blocking read interrupted by a signal).
     Stopped,
+    /// A spare loop waited its whole idle limit without a request.
+    Idle,
+}
+
+/// What a serving loop shares with the worker that runs it.
+pub struct LoopControl<'a> {
+    /// Raised to stop the loop (a signal then interrupts its wait).
+    pub stop: &'a AtomicBool,
+    /// Counts requests begun and answered: incremented when one is read and again when it is
+    /// answered, so it is odd while a request is in hand. The worker's watchdog compares it
+    /// between checks to find a loop held by one slow request.
+    pub progress: &'a AtomicU64,
+    /// For a spare loop: end with [`Ended::Idle`] after waiting this long for a request. The
+    /// loop then waits with poll(2) on a non-blocking fd; without it, with a blocking read.
+    pub idle_limit: Option<Duration>,
 }
 
 /// Clones a /dev/fuse connection fd (FUSE_DEV_IOC_CLONE), so a thread gets its own queue end.
@@ -56,25 +72,104 @@ pub fn notify_resend(connection: BorrowedFd<'_>) -> io::Result<()> {
     write_reply(connection, &message)
 }
 
-/// Runs the loop on `fd` until the filesystem is unmounted, or until `stop` is raised and a
-/// signal interrupts the read (a request already read is always answered first).
-pub fn serve<H: Handler>(fd: BorrowedFd<'_>, handler: &H, stop: &AtomicBool) -> io::Result<Ended> {
+/// Sets or clears O_NONBLOCK on `fd` (each clone is its own open file, so this is per loop).
+fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we borrow; only the status flags change.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let wanted = if nonblocking {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        if wanted != flags && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, wanted) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// What waiting for a request ended with.
+enum Wait {
+    /// A request may be there: read.
+    Ready,
+    /// Nothing came within the idle limit.
+    Idle,
+    /// A signal interrupted the wait.
+    Interrupted,
+}
+
+/// Waits up to `limit` for a request on a non-blocking `fd`.
+fn wait_for_request(fd: BorrowedFd<'_>, limit: Duration) -> io::Result<Wait> {
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one pollfd we own.
+    match unsafe { libc::poll(&mut poll, 1, timeout) } {
+        0 => Ok(Wait::Idle),
+        n if n > 0 => Ok(Wait::Ready),
+        _ => {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                Ok(Wait::Interrupted)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Runs the loop on `fd` until the filesystem is unmounted, until `control.stop` is raised and a
+/// signal interrupts the wait (a request already read is always answered first), or, for a
+/// spare loop, until it has been idle for its limit.
+pub fn serve<H: Handler>(
+    fd: BorrowedFd<'_>,
+    handler: &H,
+    control: &LoopControl<'_>,
+) -> io::Result<Ended> {
+    set_nonblocking(fd, control.idle_limit.is_some())?;
     let mut buf = vec![0u8; BUFFER_LEN];
     let mut out: Vec<u8> = Vec::with_capacity(BUFFER_LEN);
+    let mut progress = control.progress.load(Ordering::Relaxed);
     loop {
+        if progress % 2 == 1 {
+            progress += 1;
+            control.progress.store(progress, Ordering::Relaxed);
+        }
+        if let Some(limit) = control.idle_limit {
+            match wait_for_request(fd, limit)? {
+                Wait::Ready => {}
+                Wait::Idle => return Ok(Ended::Idle),
+                Wait::Interrupted if control.stop.load(Ordering::Acquire) => {
+                    return Ok(Ended::Stopped)
+                }
+                Wait::Interrupted => continue,
+            }
+        }
         // SAFETY: reading into our own buffer of BUFFER_LEN bytes.
         let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
                 // Only an interrupted read may stop the loop: a request once read is answered.
-                Some(libc::EINTR) if stop.load(Ordering::Acquire) => return Ok(Ended::Stopped),
-                // Interrupted by a signal, or the request was aborted before we read it.
+                Some(libc::EINTR) if control.stop.load(Ordering::Acquire) => {
+                    return Ok(Ended::Stopped)
+                }
+                // Interrupted by a signal, the request was aborted before we read it, or (spare
+                // loops) another loop took it first.
                 Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::ENOENT) => continue,
                 Some(libc::ENODEV) => return Ok(Ended::Unmounted),
                 _ => return Err(err),
             }
         }
+        progress += 1;
+        control.progress.store(progress, Ordering::Relaxed);
         let len = usize::try_from(n).unwrap_or(0);
         let Some(header) = InHeader::parse(&buf[..len]) else {
             tracing::warn!(len, "short FUSE request ignored");
