@@ -177,7 +177,7 @@ pub struct CallerResolver {
 
 /// A 128-bit fingerprint of a cgroup file's text: FNV-1a and a multiply-rotate hash with an
 /// unrelated odd constant, so a text colliding in both is not a practical concern.
-fn text_hash(bytes: &[u8]) -> [u64; 2] {
+pub fn text_hash(bytes: &[u8]) -> [u64; 2] {
     let mut b: u64 = 0x6c62_272e_07bb_0142;
     for &byte in bytes {
         b = (b ^ u64::from(byte))

@@ -46,6 +46,12 @@ pub struct Args {
     #[arg(long, default_value_t = proclens_cgroup::files::DEFAULT_CAPACITY)]
     pub open_files: usize,
 
+    /// How old a `containers/<pid>/proc/` file's content may be before an open renders it again
+    /// (milliseconds). Younger content, and content that rendered the same, is served from the
+    /// kernel's page cache without reaching the daemon.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub subtree_max_age: u64,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `proclens_fused=debug`); overrides RUST_LOG.
     #[arg(long)]
@@ -73,6 +79,8 @@ pub struct Config {
     pub spare_threads: usize,
     /// Value files kept open between reads.
     pub open_files: usize,
+    /// Longest a subtree file's rendering is served from the page cache.
+    pub subtree_max_age: std::time::Duration,
     /// Host roots.
     pub host: proclens_cgroup::HostPaths,
 }
@@ -91,6 +99,7 @@ impl Args {
             threads: usize::from(self.threads),
             spare_threads: usize::from(self.spare_threads),
             open_files: self.open_files,
+            subtree_max_age: std::time::Duration::from_millis(self.subtree_max_age),
             host: proclens_cgroup::HostPaths {
                 proc_root: self.proc_root,
                 sys_root: self.sys_root,

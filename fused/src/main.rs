@@ -22,6 +22,7 @@ mod shared;
 mod shm;
 mod signals;
 mod state;
+mod subtree;
 mod supervisor;
 mod worker;
 

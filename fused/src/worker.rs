@@ -37,8 +37,9 @@ pub struct Inherited {
     pub state: OwnedFd,
 }
 
-/// How often the worker forgets expired caller resolutions, gives back state region pages that
-/// hold only free slots and cells, and returns the allocator's free pages.
+/// How often the worker forgets expired caller resolutions, drops old subtree content, gives
+/// back state region pages that hold only free slots and cells, and returns the allocator's free
+/// pages.
 const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the worker closes descriptors left unread since the previous time (so one stays
 /// open for 30 to 60 s after its last read).
@@ -311,6 +312,15 @@ fn serve(
     shared: &SharedState,
 ) -> anyhow::Result<()> {
     let mut base = fds;
+    if let Some(first) = base.first() {
+        // Any fd of the connection carries notifications; a duplicate keeps it independent of
+        // the thread serving on it.
+        filesystem.set_notify_fd(
+            first
+                .try_clone()
+                .context("duplicating a connection fd for notifications")?,
+        );
+    }
     let spares = base.split_off(config.threads.min(base.len()));
     let spare_count = spares.len();
     let mut pool = ServingPool::start(filesystem, base, spares)?;
@@ -347,6 +357,10 @@ fn serve(
             let forgotten = filesystem.forget_expired_callers();
             if forgotten > 0 {
                 tracing::debug!(forgotten, "forgot expired caller resolutions");
+            }
+            let dropped = filesystem.prune_subtree();
+            if dropped > 0 {
+                tracing::debug!(dropped, "dropped old subtree content");
             }
             let released = shared.release_free_pages();
             if released > 0 {
@@ -437,6 +451,7 @@ fn build_filesystem(
         crate::caller::CallerResolver::new(thread_files),
         with_pressure,
         shared,
+        config.subtree_max_age,
     );
     Ok((filesystem, tracker))
 }

@@ -23,6 +23,8 @@ mod reads;
 mod restart;
 // Checks of the rig itself, so a broken rig is never mistaken for a daemon bug.
 mod rig;
+// The per-container subtree (containers/<pid>/proc): page-cached, never another container's.
+mod subtree;
 // Helpers shared by the test modules.
 mod util;
 // The cgroup v2 stage: this suite again inside a cgroup v2 VM (tests/src/rig/vm.rs).

@@ -47,9 +47,14 @@ pub mod init_flags {
 pub mod fopen {
     /// Bypass the page cache: every read reaches the daemon.
     pub const DIRECT_IO: u32 = 1 << 0;
+    /// Keep the page cache's content of the file at this open (the default drops it).
+    pub const KEEP_CACHE: u32 = 1 << 1;
     /// Do not send FLUSH on close.
     pub const NOFLUSH: u32 = 1 << 5;
 }
+
+/// Notification code FUSE_NOTIFY_INVAL_INODE: drop an inode's cached attributes (and data).
+pub const NOTIFY_INVAL_INODE: i32 = 2;
 
 /// Notification code FUSE_NOTIFY_RESEND (Linux 6.9+): requeue all requests being processed.
 pub const NOTIFY_RESEND: i32 = 7;
