@@ -46,11 +46,16 @@ pub struct Args {
     #[arg(long, default_value_t = proclens_cgroup::files::DEFAULT_CAPACITY)]
     pub open_files: usize,
 
-    /// How old a `containers/<pid>/proc/` file's content may be before an open renders it again
-    /// (milliseconds). Younger content, and content that rendered the same, is served from the
-    /// kernel's page cache without reaching the daemon.
-    #[arg(long, default_value_t = 100, value_name = "MS")]
+    /// How long the kernel may serve a `containers/<pid>/proc/` file from its page cache before
+    /// asking whether it changed (milliseconds, 1-3600000).
+    #[arg(long, default_value_t = 100, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub subtree_max_age: u64,
+
+    /// Where the per-container subtree is mounted; `<MOUNTPOINT>/containers` links there.
+    /// Default: `.<name>-containers` beside the mountpoint (`/var/lib/.proclens-containers`).
+    #[arg(long, value_name = "PATH")]
+    pub subtree_mountpoint: Option<PathBuf>,
 
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `proclens_fused=debug`); overrides RUST_LOG.
@@ -81,6 +86,8 @@ pub struct Config {
     pub open_files: usize,
     /// Longest a subtree file's rendering is served from the page cache.
     pub subtree_max_age: std::time::Duration,
+    /// Absolute mountpoint of the per-container subtree.
+    pub subtree_mountpoint: PathBuf,
     /// Host roots.
     pub host: proclens_cgroup::HostPaths,
 }
@@ -90,6 +97,19 @@ impl Args {
     pub fn into_config(self) -> anyhow::Result<Config> {
         let mountpoint = crate::fuse::mount::absolute_mountpoint(&self.mountpoint)
             .map_err(|e| anyhow::anyhow!("mountpoint {}: {e}", self.mountpoint.display()))?;
+        let subtree = match self.subtree_mountpoint {
+            Some(path) => path,
+            None => default_subtree_mountpoint(&mountpoint)?,
+        };
+        let subtree_mountpoint = crate::fuse::mount::absolute_mountpoint(&subtree)
+            .map_err(|e| anyhow::anyhow!("subtree mountpoint {}: {e}", subtree.display()))?;
+        anyhow::ensure!(
+            !subtree_mountpoint.starts_with(&mountpoint)
+                && !mountpoint.starts_with(&subtree_mountpoint),
+            "the subtree mountpoint {} must lie outside the mountpoint {} (and not contain it)",
+            subtree_mountpoint.display(),
+            mountpoint.display()
+        );
         Ok(Config {
             mountpoint,
             cpu_view: match self.cpu_view {
@@ -100,10 +120,25 @@ impl Args {
             spare_threads: usize::from(self.spare_threads),
             open_files: self.open_files,
             subtree_max_age: std::time::Duration::from_millis(self.subtree_max_age),
+            subtree_mountpoint,
             host: proclens_cgroup::HostPaths {
                 proc_root: self.proc_root,
                 sys_root: self.sys_root,
             },
         })
     }
+}
+
+/// `.<name>-containers` beside `mountpoint`.
+fn default_subtree_mountpoint(mountpoint: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let (Some(parent), Some(name)) = (mountpoint.parent(), mountpoint.file_name()) else {
+        anyhow::bail!(
+            "mountpoint {} has no parent for the subtree mountpoint: give --subtree-mountpoint",
+            mountpoint.display()
+        );
+    };
+    let mut hidden = std::ffi::OsString::from(".");
+    hidden.push(name);
+    hidden.push("-containers");
+    Ok(parent.join(hidden))
 }

@@ -1,19 +1,16 @@
 //! The filesystem: the lxcfs-compatible tree, per-open rendered buffers (seq_file semantics), the
-//! host /sys/devices/system/cpu passthrough, and the per-container subtree under `containers/`
-//! ([`crate::subtree`]). Implements [`Handler`].
+//! host /sys/devices/system/cpu passthrough, and `containers`, a symlink to the per-container
+//! subtree's own mount ([`crate::subtree`]). Implements [`Handler`].
 
-use crate::caller::{CallerResolver, ContainerCaller, Viewer};
+use crate::caller::{CallerResolver, Viewer};
 use crate::fuse::abi::{fopen, push_dirent};
 use crate::fuse::{Attr, Errno, Handler, Request};
 use crate::render::{Computed, Renderer};
 use crate::shared::{SharedState, Target};
-use crate::subtree::{self, Node, Subtree};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 const ROOT: u64 = 1;
 const PROC: u64 = 2;
@@ -22,7 +19,7 @@ const SYS_DEVICES: u64 = 4;
 const SYS_SYSTEM: u64 = 5;
 const SYS_CPU: u64 = 6;
 const PRESSURE: u64 = 7;
-/// `containers/`: the per-container subtrees.
+/// `containers`: a symlink to the subtree mount.
 const CONTAINERS: u64 = 8;
 /// Inodes of computed files start here.
 const COMPUTED_BASE: u64 = 16;
@@ -61,7 +58,8 @@ fn computed_of(ino: u64) -> Option<Computed> {
     COMPUTED.get(index).map(|(f, _)| *f)
 }
 
-/// Children of the static directories.
+/// Children of the static directories (`containers` is added by the caller when there is a
+/// subtree).
 fn static_children(ino: u64, with_pressure: bool) -> Vec<(&'static str, u64)> {
     let computed = |range: std::ops::Range<usize>| {
         COMPUTED[range]
@@ -70,7 +68,7 @@ fn static_children(ino: u64, with_pressure: bool) -> Vec<(&'static str, u64)> {
             .collect::<Vec<_>>()
     };
     match ino {
-        ROOT => vec![("proc", PROC), ("sys", SYS), ("containers", CONTAINERS)],
+        ROOT => vec![("proc", PROC), ("sys", SYS)],
         PROC => {
             let mut v = computed(0..8);
             if with_pressure {
@@ -127,16 +125,9 @@ pub struct ProcFs {
     passthrough: Mutex<HashMap<u64, PassEntry>>,
     shared: Arc<SharedState>,
     mount_time: u64,
-    /// The per-container subtrees.
-    subtree: Subtree<ContainerCaller>,
-    /// A connection fd for notifications to the kernel (set once the worker has one).
-    notify: OnceLock<OwnedFd>,
+    /// Where the per-container subtree is mounted (`containers` points there).
+    subtree_mountpoint: Option<PathBuf>,
 }
-
-/// File handle of every open subtree file: its content lives with the inode, not the open.
-const SUBTREE_FH: u64 = u64::MAX;
-/// How long the kernel may keep `containers/<pid>`: a pid can soon name another process.
-const PID_ENTRY_TTL_SECS: u64 = 1;
 
 /// How long the kernel may cache what never changes while the filesystem is mounted: the
 /// attributes of proclens's own directories and computed files (fixed inode, mode, size and time;
@@ -144,26 +135,32 @@ const PID_ENTRY_TTL_SECS: u64 = 1;
 /// Without it, `default_permissions` makes the kernel send a GETATTR before every open.
 const FIXED_TTL_SECS: u64 = 3600;
 
-fn dir_attr(ino: u64, time: u64) -> Attr {
+/// Attributes of a directory that never changes.
+pub fn dir_attr(ino: u64, time: u64) -> Attr {
     Attr {
         ino,
         size: 0,
         time_secs: time,
+        time_nsecs: 0,
         mode: libc::S_IFDIR | 0o555,
         nlink: 2,
         attr_ttl_secs: FIXED_TTL_SECS,
+        attr_ttl_nsecs: 0,
         entry_ttl_secs: FIXED_TTL_SECS,
     }
 }
 
-fn file_attr(ino: u64, time: u64, size: u64) -> Attr {
+/// Attributes of a read-only file whose attributes never change.
+pub fn file_attr(ino: u64, time: u64, size: u64) -> Attr {
     Attr {
         ino,
         size,
         time_secs: time,
+        time_nsecs: 0,
         mode: libc::S_IFREG | 0o444,
         nlink: 1,
         attr_ttl_secs: FIXED_TTL_SECS,
+        attr_ttl_nsecs: 0,
         entry_ttl_secs: FIXED_TTL_SECS,
     }
 }
@@ -185,7 +182,7 @@ impl ProcFs {
         callers: CallerResolver,
         with_pressure: bool,
         shared: Arc<SharedState>,
-        subtree_max_age: Duration,
+        subtree_mountpoint: Option<PathBuf>,
     ) -> Self {
         let host_cpu_dir = renderer
             .reader()
@@ -203,21 +200,10 @@ impl ProcFs {
             passthrough: Mutex::new(HashMap::new()),
             shared,
             mount_time,
-            subtree: Subtree::new(subtree_max_age),
-            notify: OnceLock::new(),
+            subtree_mountpoint,
         };
         fs.walk_host_tree();
         fs
-    }
-
-    /// Gives the filesystem a connection fd to send notifications on (the first one given stays).
-    pub fn set_notify_fd(&self, fd: OwnedFd) {
-        let _ = self.notify.set(fd);
-    }
-
-    /// Drops subtree content kept past its time; returns how many files' content went.
-    pub fn prune_subtree(&self) -> usize {
-        self.subtree.prune()
     }
 
     /// Forgets expired caller resolutions (what exited threads left behind); returns how many
@@ -232,7 +218,23 @@ impl ProcFs {
         self.renderer.reader().close_idle_files()
     }
 
-    fn viewer(&self, req: &Request) -> Result<Viewer, Errno> {
+    /// The renderer of every view.
+    pub fn renderer(&self) -> &Renderer {
+        &self.renderer
+    }
+
+    /// Resolves the view of thread `pid` (host pid namespace).
+    pub fn resolve(&self, pid: u32) -> proclens_cgroup::Result<Viewer> {
+        self.callers.resolve(self.renderer.reader(), pid)
+    }
+
+    /// When the filesystem was mounted (seconds since the epoch): the time of fixed entries.
+    pub fn mount_time(&self) -> u64 {
+        self.mount_time
+    }
+
+    /// The view of the request's caller; EIO (logged) if it cannot be resolved.
+    pub fn viewer(&self, req: &Request) -> Result<Viewer, Errno> {
         self.callers
             .resolve(self.renderer.reader(), req.pid)
             .map_err(|err| {
@@ -342,10 +344,12 @@ impl ProcFs {
             ino,
             size: meta.len(),
             time_secs: meta.mtime().max(0) as u64,
+            time_nsecs: 0,
             mode,
             nlink,
             // Host entries follow the host (and cpuN entries depend on the caller): ask each time.
             attr_ttl_secs: 0,
+            attr_ttl_nsecs: 0,
             entry_ttl_secs: 0,
         })
     }
@@ -379,25 +383,14 @@ impl ProcFs {
                 (name.to_string(), child, u32::from(kind))
             })
             .collect();
-        if let Some(node) = Node::of_ino(ino) {
-            match node {
-                Node::Dir(c) => out.push((
-                    "proc".to_string(),
-                    Node::Proc(c).ino(),
-                    u32::from(libc::DT_DIR),
-                )),
-                Node::Proc(c) => {
-                    out.extend(subtree::FILES.iter().enumerate().map(|(index, (_, name))| {
-                        (
-                            name.to_string(),
-                            Node::File(c, index).ino(),
-                            u32::from(libc::DT_REG),
-                        )
-                    }))
-                }
-                Node::File(..) => return Err(libc::ENOTDIR),
-            }
-        } else if ino == SYS_CPU {
+        if ino == ROOT && self.subtree_mountpoint.is_some() {
+            out.push((
+                "containers".to_string(),
+                CONTAINERS,
+                u32::from(libc::DT_LNK),
+            ));
+        }
+        if ino == SYS_CPU {
             for n in 0..self.visible(req)?.len() {
                 let name = format!("cpu{n}");
                 let child = self.lookup(req, ino, name.as_bytes())?;
@@ -423,97 +416,10 @@ impl ProcFs {
             }
         } else if computed_of(ino).is_some() {
             return Err(libc::ENOTDIR);
-        } else if ino > SYS_CPU && ino != PRESSURE && ino != CONTAINERS {
+        } else if ino > SYS_CPU && ino != PRESSURE {
             return Err(libc::ENOENT);
         }
         Ok(out)
-    }
-
-    /// `containers/<pid>`: registers the container of process `pid` (host pid namespace).
-    fn lookup_container(&self, name: &str) -> Result<Attr, Errno> {
-        let pid: u32 = name
-            .parse()
-            .ok()
-            .filter(|&p| p > 0 && name.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or(libc::ENOENT)?;
-        let reader = self.renderer.reader();
-        let caller = match self.callers.resolve(reader, pid) {
-            Ok(Viewer::Container(caller)) => caller,
-            // The host has its own /proc; a process that is gone has no container.
-            Ok(Viewer::Host) | Err(proclens_cgroup::Error::Vanished { .. }) => {
-                return Err(libc::ENOENT)
-            }
-            Err(err) => {
-                tracing::warn!(pid, %err, "cannot resolve the container of a subtree");
-                return Err(libc::EIO);
-            }
-        };
-        let (_, key) = caller.identity(reader).map_err(|err| {
-            tracing::warn!(pid, %err, "cannot identify the container of a subtree");
-            libc::EIO
-        })?;
-        let container = self.subtree.register(&caller, key).map_err(|refused| {
-            tracing::error!(
-                pid,
-                ?refused,
-                "subtree inode collision: refusing the lookup"
-            );
-            libc::EIO
-        })?;
-        let mut attr = dir_attr(Node::Dir(container).ino(), self.mount_time);
-        attr.entry_ttl_secs = PID_ENTRY_TTL_SECS;
-        Ok(attr)
-    }
-
-    /// The caller whose view the files of subtree `container` show. A worker that did not
-    /// register the container (it started after the lookup, or dropped the entry) takes it from
-    /// a reader inside that container; any other reader gets EIO.
-    fn subtree_caller(&self, req: &Request, container: u64) -> Result<ContainerCaller, Errno> {
-        if let Some(caller) = self.subtree.caller(container) {
-            return Ok(caller);
-        }
-        if let Viewer::Container(caller) = self.viewer(req)? {
-            let key = caller
-                .identity(self.renderer.reader())
-                .ok()
-                .map(|(_, key)| key);
-            if let Some(key) = key.filter(|&k| subtree::container_of_key(k) == container) {
-                if self.subtree.register(&caller, key).is_ok() {
-                    return Ok(caller);
-                }
-            }
-        }
-        tracing::warn!(
-            pid = req.pid,
-            container = format_args!("{container:#x}"),
-            "a subtree file of a container this worker does not know was read from outside it"
-        );
-        Err(libc::EIO)
-    }
-
-    /// Renders subtree file `index` for `caller`.
-    fn render_subtree(&self, caller: &ContainerCaller, index: usize) -> Result<Vec<u8>, Errno> {
-        let file = subtree::FILES[index].0;
-        self.renderer
-            .render(file, &Viewer::Container(caller.clone()))
-            .map_err(|err| {
-                tracing::warn!(pid = caller.pid, ?file, %err, "subtree read failed");
-                libc::EIO
-            })
-    }
-
-    /// Attributes of a subtree node.
-    fn subtree_attr(&self, req: &Request, node: Node) -> Result<Attr, Errno> {
-        match node {
-            Node::Dir(_) | Node::Proc(_) => Ok(dir_attr(node.ino(), self.mount_time)),
-            Node::File(container, index) => {
-                let caller = self.subtree_caller(req, container)?;
-                let size = self
-                    .subtree
-                    .length(container, index, || self.render_subtree(&caller, index))?;
-                Ok(file_attr(node.ino(), self.mount_time, size))
-            }
-        }
     }
 
     fn render(&self, req: &Request, target: &Opened) -> Result<Vec<u8>, Errno> {
@@ -532,45 +438,6 @@ impl ProcFs {
     }
 }
 
-impl ProcFs {
-    /// Opens a subtree file: the page cache is kept while the content is fresh or unchanged;
-    /// when its length changed, the kernel is told to ask for the attributes again.
-    fn open_subtree(
-        &self,
-        req: &Request,
-        ino: u64,
-        container: u64,
-        index: usize,
-    ) -> Result<(u64, u32), Errno> {
-        let caller = self.subtree_caller(req, container)?;
-        let reply = self
-            .subtree
-            .open(container, index, || self.render_subtree(&caller, index))?;
-        if reply.length_changed {
-            let sent = self
-                .notify
-                .get()
-                .map(|fd| crate::fuse::session::notify_inval_attrs(fd.as_fd(), ino));
-            if let Some(Err(err)) = sent {
-                tracing::warn!(%err, "cannot tell the kernel a subtree file's length changed");
-                return Err(libc::EIO);
-            }
-        }
-        let mut flags = fopen::NOFLUSH;
-        if reply.keep_cache {
-            flags |= fopen::KEEP_CACHE;
-        }
-        Ok((SUBTREE_FH, flags))
-    }
-}
-
-/// Appends the bytes of `content` from `offset`, at most `size` of them.
-fn append_range(out: &mut Vec<u8>, content: &[u8], offset: u64, size: u32) {
-    let start = usize::try_from(offset).unwrap_or(usize::MAX);
-    let end = start.saturating_add(size as usize);
-    out.extend_from_slice(content.get(start..end.min(content.len())).unwrap_or(&[]));
-}
-
 /// Whether `relative` is a top-level `cpuN` directory.
 fn is_top_cpu_dir(relative: &Path) -> bool {
     let mut components = relative.components();
@@ -581,8 +448,16 @@ fn is_top_cpu_dir(relative: &Path) -> bool {
 }
 
 impl Handler for ProcFs {
+    /// Symlinks (`containers`, the host's cpu tree links) do not change while mounted.
+    fn init_flags(&self) -> u32 {
+        crate::fuse::abi::init_flags::CACHE_SYMLINKS
+    }
+
     fn lookup(&self, req: &Request, parent: u64, name: &[u8]) -> Result<Attr, Errno> {
         let name = std::str::from_utf8(name).map_err(|_| libc::ENOENT)?;
+        if parent == ROOT && name == "containers" {
+            return self.getattr(req, CONTAINERS);
+        }
         if let Some((_, child)) = static_children(parent, self.with_pressure)
             .into_iter()
             .find(|(n, _)| *n == name)
@@ -591,24 +466,6 @@ impl Handler for ProcFs {
         }
         if name == "." || name == ".." || name.contains('/') {
             return Err(libc::ENOENT);
-        }
-        if parent == CONTAINERS {
-            return self.lookup_container(name);
-        }
-        if let Some(node) = Node::of_ino(parent) {
-            let child = match node {
-                Node::Dir(c) if name == "proc" => Node::Proc(c),
-                Node::Proc(c) => {
-                    let index = subtree::FILES
-                        .iter()
-                        .position(|(_, n)| *n == name)
-                        .ok_or(libc::ENOENT)?;
-                    Node::File(c, index)
-                }
-                Node::File(..) => return Err(libc::ENOTDIR),
-                Node::Dir(_) => return Err(libc::ENOENT),
-            };
-            return self.subtree_attr(req, child);
         }
         let entry = if parent == SYS_CPU {
             match cpu_dir_number(name) {
@@ -630,15 +487,18 @@ impl Handler for ProcFs {
         Ok(attr)
     }
 
-    fn getattr(&self, req: &Request, ino: u64) -> Result<Attr, Errno> {
-        if let Some(node) = Node::of_ino(ino) {
-            return self.subtree_attr(req, node);
-        }
+    fn getattr(&self, _req: &Request, ino: u64) -> Result<Attr, Errno> {
         match ino {
-            ROOT | PROC | SYS | SYS_DEVICES | SYS_SYSTEM | SYS_CPU | CONTAINERS => {
+            ROOT | PROC | SYS | SYS_DEVICES | SYS_SYSTEM | SYS_CPU => {
                 Ok(dir_attr(ino, self.mount_time))
             }
             PRESSURE if self.with_pressure => Ok(dir_attr(ino, self.mount_time)),
+            CONTAINERS => {
+                let target = self.subtree_mountpoint.as_ref().ok_or(libc::ENOENT)?;
+                let mut attr = file_attr(ino, self.mount_time, target.as_os_str().len() as u64);
+                attr.mode = libc::S_IFLNK | 0o777;
+                Ok(attr)
+            }
             _ => {
                 if let Some(file) = computed_of(ino) {
                     let sysfs = matches!(
@@ -658,20 +518,17 @@ impl Handler for ProcFs {
     }
 
     fn readlink(&self, _req: &Request, ino: u64) -> Result<Vec<u8>, Errno> {
+        if ino == CONTAINERS {
+            let target = self.subtree_mountpoint.as_ref().ok_or(libc::ENOENT)?;
+            return Ok(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec());
+        }
         let entry = self.pass_entry(ino).ok_or(libc::EINVAL)?;
         let target = std::fs::read_link(self.host_path(&entry))
             .map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
         Ok(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec())
     }
 
-    fn open(&self, req: &Request, ino: u64) -> Result<(u64, u32), Errno> {
-        match Node::of_ino(ino) {
-            Some(Node::File(container, index)) => {
-                return self.open_subtree(req, ino, container, index)
-            }
-            Some(_) => return Err(libc::EISDIR),
-            None => {}
-        }
+    fn open(&self, _req: &Request, ino: u64) -> Result<(u64, u32), Errno> {
         let target = if computed_of(ino).is_some() {
             Target {
                 kind: TARGET_COMPUTED,
@@ -694,21 +551,12 @@ impl Handler for ProcFs {
     fn read(
         &self,
         req: &Request,
-        ino: u64,
+        _ino: u64,
         fh: u64,
         offset: u64,
         size: u32,
         out: &mut Vec<u8>,
     ) -> Result<(), Errno> {
-        if let Some(Node::File(container, index)) = Node::of_ino(ino) {
-            // The page cache asks for what it misses: the open's rendering (or a new one).
-            let caller = self.subtree_caller(req, container)?;
-            let content = self
-                .subtree
-                .content(container, index, || self.render_subtree(&caller, index))?;
-            append_range(out, &content, offset, size);
-            return Ok(());
-        }
         // Like seq_file: offset 0 renders afresh; other offsets read the last rendering, which
         // lives in shared memory and so survives a worker restart.
         let (target, cached) = self.shared.get(fh, offset != 0).ok_or(libc::EBADF)?;
@@ -724,14 +572,14 @@ impl Handler for ProcFs {
                 content
             }
         };
-        append_range(out, &content, offset, size);
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(size as usize);
+        out.extend_from_slice(content.get(start..end.min(content.len())).unwrap_or(&[]));
         Ok(())
     }
 
     fn release(&self, fh: u64) {
-        if fh != SUBTREE_FH {
-            self.shared.release(fh);
-        }
+        self.shared.release(fh);
     }
 
     fn readdir(
@@ -742,10 +590,9 @@ impl Handler for ProcFs {
         size: u32,
         out: &mut Vec<u8>,
     ) -> Result<(), Errno> {
-        let parent = match (ino, Node::of_ino(ino)) {
-            (ROOT | PROC | SYS | CONTAINERS, _) => ROOT,
-            (_, Some(Node::Dir(_))) => CONTAINERS,
-            (_, Some(Node::Proc(c))) => Node::Dir(c).ino(),
+        let parent = match ino {
+            ROOT => ROOT,
+            PROC | SYS => ROOT,
             _ => ino,
         };
         let mut all = vec![

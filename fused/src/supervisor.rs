@@ -1,5 +1,6 @@
-//! The supervisor: mounts, owns the /dev/fuse connection and the per-thread clones of it, and
-//! keeps one serving worker running. It does nothing else, so it has nothing to crash on.
+//! The supervisor: mounts the main filesystem and the per-container subtree, owns their
+//! /dev/fuse connections and the per-thread clones of them, and keeps one serving worker running.
+//! It does nothing else, so it has nothing to crash on.
 //!
 //! - A worker that dies (crash, `kill -9`) is replaced at once on the same fds. Requests it had
 //!   read but not answered are requeued by FUSE_NOTIFY_RESEND (Linux 6.9+); on older kernels the
@@ -30,6 +31,12 @@ use std::time::{Duration, Instant};
 /// Environment variable carrying a re-executed supervisor's state:
 /// `master,worker_pid,state,clone...`.
 const ADOPT_ENV: &str = "PROCLENS_SUPERVISOR_ADOPT";
+/// Environment variable carrying the subtree connection of a re-executed supervisor:
+/// `master,clone...` (absent from images before the subtree: the new image mounts it).
+const ADOPT_SUBTREE_ENV: &str = "PROCLENS_SUPERVISOR_ADOPT_SUBTREE";
+/// Spare serving threads of the subtree's connection (beside its one serving thread): its
+/// requests are few, one GETATTR and READ per changed file and maximum age.
+const SUBTREE_SPARE_THREADS: usize = 2;
 /// How long a new worker may take to start serving.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping worker may take before it is killed.
@@ -95,6 +102,9 @@ struct Supervisor {
     own_image: std::fs::File,
     master: OwnedFd,
     clones: Vec<OwnedFd>,
+    /// The subtree's connection and its clones.
+    subtree_master: OwnedFd,
+    subtree_clones: Vec<OwnedFd>,
     /// The shared state region (memfd), handed to every worker.
     state: OwnedFd,
     resend_supported: Option<bool>,
@@ -116,6 +126,7 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
     let own_image = std::fs::File::open("/proc/self/exe").context("opening /proc/self/exe")?;
 
     let adopted = adopted_state()?;
+    let adopted_subtree = adopted_subtree()?;
     let (master, clones, state, worker_pid) = match adopted {
         Some(Adopted {
             master,
@@ -146,6 +157,10 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
             (master, clones, state, None)
         }
     };
+    let (subtree_master, subtree_clones) = match adopted_subtree {
+        Some(connection) => connection,
+        None => mount_subtree(&config)?,
+    };
     let mut supervisor = Supervisor {
         config,
         args,
@@ -153,6 +168,8 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
         own_image,
         master,
         clones,
+        subtree_master,
+        subtree_clones,
         state,
         resend_supported: None,
         last_restart: None,
@@ -208,6 +225,10 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
                 fuse::mount::unmount(&supervisor.config.mountpoint).with_context(|| {
                     format!("unmounting {}", supervisor.config.mountpoint.display())
                 })?;
+                let subtree = &supervisor.config.subtree_mountpoint;
+                if let Err(err) = fuse::mount::unmount(subtree) {
+                    tracing::warn!(%err, path = %subtree.display(), "cannot unmount the subtree");
+                }
                 worker.stop();
                 return Ok(());
             }
@@ -242,6 +263,48 @@ fn make_clones(master: &OwnedFd, threads: usize) -> anyhow::Result<Vec<OwnedFd>>
         .collect()
 }
 
+/// Mounts the per-container subtree at its mountpoint and clones its connection (one serving
+/// thread and its spares).
+fn mount_subtree(config: &Config) -> anyhow::Result<(OwnedFd, Vec<OwnedFd>)> {
+    let path = &config.subtree_mountpoint;
+    fuse::mount::prepare_mountpoint(path)?;
+    let master = fuse::mount::mount_named(path, c"proclens-containers")?;
+    tracing::info!(mountpoint = %path.display(), "mounted the per-container subtree");
+    let clones = make_clones(&master, 1 + SUBTREE_SPARE_THREADS)?;
+    Ok((master, clones))
+}
+
+/// The subtree connection a previous image of this supervisor handed over, if any.
+fn adopted_subtree() -> anyhow::Result<Option<(OwnedFd, Vec<OwnedFd>)>> {
+    let Ok(text) = std::env::var(ADOPT_SUBTREE_ENV) else {
+        return Ok(None);
+    };
+    std::env::remove_var(ADOPT_SUBTREE_ENV);
+    let fds = text
+        .split(',')
+        .map(|t| {
+            let fd: RawFd = t
+                .parse()
+                .with_context(|| format!("bad {ADOPT_SUBTREE_ENV} {text:?}"))?;
+            adopt_fd(fd)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut fds = fds.into_iter();
+    let master = fds
+        .next()
+        .with_context(|| format!("bad {ADOPT_SUBTREE_ENV} {text:?}"))?;
+    Ok(Some((master, fds.collect())))
+}
+
+/// Takes ownership of `fd`, handed over across exec by a previous image of this process.
+fn adopt_fd(fd: RawFd) -> anyhow::Result<OwnedFd> {
+    // SAFETY: setting FD_CLOEXEC again (it was cleared for the exec) also checks it is open.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    anyhow::ensure!(rc >= 0, "fd {fd} not open");
+    // SAFETY: the previous image of this process handed these fds over; nothing else owns them.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// What a re-executed supervisor inherits from its previous image.
 struct Adopted {
     master: OwnedFd,
@@ -266,14 +329,7 @@ fn adopted_state() -> anyhow::Result<Option<Adopted>> {
     let [master, worker, state, clones @ ..] = numbers.as_slice() else {
         bail!("bad {ADOPT_ENV} {text:?}");
     };
-    let own = |fd: i64| -> anyhow::Result<OwnedFd> {
-        let fd = RawFd::try_from(fd)?;
-        // SAFETY: setting FD_CLOEXEC again (it was cleared for the exec) also checks it is open.
-        let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        anyhow::ensure!(rc >= 0, "fd {fd} not open");
-        // SAFETY: the previous image of this process handed these fds over; nothing else owns them.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    };
+    let own = |fd: i64| -> anyhow::Result<OwnedFd> { adopt_fd(RawFd::try_from(fd)?) };
     Ok(Some(Adopted {
         master: own(*master)?,
         worker_pid: u32::try_from(*worker)?,
@@ -348,16 +404,28 @@ impl Supervisor {
             .map(|fd| fd.to_string())
             .collect::<Vec<_>>()
             .join(",");
+        let subtree_fds: Vec<RawFd> = self
+            .subtree_clones
+            .iter()
+            .map(|fd| fd.as_raw_fd())
+            .collect();
+        let subtree_list = subtree_fds
+            .iter()
+            .map(|fd| fd.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let ready_fd = ready_write.as_raw_fd();
         let state_fd = self.state.as_raw_fd();
         let mut command = Command::new(&program);
         command
             .args(&self.args)
             .env(worker::FDS_ENV, list)
+            .env(worker::SUBTREE_FDS_ENV, subtree_list)
             .env(worker::READY_ENV, ready_fd.to_string())
             .env(worker::STATE_ENV, state_fd.to_string())
             .env_remove("NOTIFY_SOCKET")
-            .env_remove(ADOPT_ENV);
+            .env_remove(ADOPT_ENV)
+            .env_remove(ADOPT_SUBTREE_ENV);
         // SAFETY: the closure only calls fcntl and prctl, which are async-signal-safe.
         unsafe {
             command.pre_exec(move || {
@@ -366,7 +434,7 @@ impl Supervisor {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                for &fd in &fds {
+                for &fd in fds.iter().chain(&subtree_fds) {
                     keep_across_exec(fd)?;
                 }
                 keep_across_exec(state_fd)?;
@@ -422,7 +490,9 @@ impl Supervisor {
     /// closed (ending those requests with an error instead of a hang) and replaced.
     fn requeue_in_flight(&mut self) -> anyhow::Result<()> {
         if self.resend_supported != Some(false) {
-            match fuse::session::notify_resend(self.master.as_fd()) {
+            match fuse::session::notify_resend(self.master.as_fd())
+                .and_then(|()| fuse::session::notify_resend(self.subtree_master.as_fd()))
+            {
                 Ok(()) => {
                     self.resend_supported = Some(true);
                     return Ok(());
@@ -436,6 +506,8 @@ impl Supervisor {
         }
         let fresh = make_clones(&self.master, self.clones.len())?;
         self.clones = fresh;
+        let fresh = make_clones(&self.subtree_master, self.subtree_clones.len())?;
+        self.subtree_clones = fresh;
         Ok(())
     }
 
@@ -458,7 +530,17 @@ impl Supervisor {
             i64::from(self.state.as_raw_fd()),
         ];
         numbers.extend(self.clones.iter().map(|fd| i64::from(fd.as_raw_fd())));
-        for fd in [&self.master, &self.state].into_iter().chain(&self.clones) {
+        let subtree = std::iter::once(&self.subtree_master).chain(&self.subtree_clones);
+        let subtree_list = subtree
+            .clone()
+            .map(|fd| fd.as_raw_fd().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        for fd in [&self.master, &self.state]
+            .into_iter()
+            .chain(&self.clones)
+            .chain(subtree)
+        {
             keep_across_exec(fd.as_raw_fd())?;
         }
         let state = numbers
@@ -469,9 +551,10 @@ impl Supervisor {
         let err = Command::new(&self.exe_path)
             .args(&self.args)
             .env(ADOPT_ENV, state)
+            .env(ADOPT_SUBTREE_ENV, subtree_list)
             .exec();
-        // exec returned: it failed. Restore close-on-exec so workers do not inherit the master.
-        for fd in [&self.master, &self.state] {
+        // exec returned: it failed. Restore close-on-exec so workers do not inherit the masters.
+        for fd in [&self.master, &self.state, &self.subtree_master] {
             // SAFETY: setting FD_CLOEXEC on our own descriptor.
             unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
         }

@@ -5,10 +5,12 @@
 //! sampler thread ([`crate::sampler`]), stopped with them.
 
 use crate::config::Config;
+use crate::fuse::Handler;
 use crate::sampler::LoadTracker;
 use crate::shared::SharedState;
 use crate::shm::Region;
 use crate::signals::{install_interrupt_handler, SignalSet};
+use crate::subtree::SubtreeFs;
 use crate::{fs, fuse, render};
 use anyhow::Context;
 use std::io::Write;
@@ -21,6 +23,8 @@ use std::time::{Duration, Instant};
 
 /// Environment variable naming the inherited connection fds (comma-separated) of a worker.
 pub const FDS_ENV: &str = "PROCLENS_WORKER_FDS";
+/// Environment variable naming the inherited fds (comma-separated) of the subtree's connection.
+pub const SUBTREE_FDS_ENV: &str = "PROCLENS_WORKER_SUBTREE_FDS";
 /// Environment variable naming the fd a worker writes one byte to once it serves.
 pub const READY_ENV: &str = "PROCLENS_WORKER_READY_FD";
 /// Environment variable naming the shared state region's memfd.
@@ -31,6 +35,9 @@ pub struct Inherited {
     /// Cloned connection fds: the first `--threads` for the serving threads, the rest for spare
     /// threads started on demand.
     pub fds: Vec<OwnedFd>,
+    /// Cloned fds of the subtree's connection (none from a supervisor without a subtree): the
+    /// first for its serving thread, the rest for spares.
+    pub subtree_fds: Vec<OwnedFd>,
     /// Pipe to signal readiness on.
     pub ready: Option<OwnedFd>,
     /// The shared state region.
@@ -70,6 +77,13 @@ pub fn inherited() -> anyhow::Result<Option<Inherited>> {
         .map(inherited_fd)
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(!fds.is_empty(), "{FDS_ENV} is empty");
+    let subtree_fds = match std::env::var(SUBTREE_FDS_ENV) {
+        Ok(list) if !list.is_empty() => list
+            .split(',')
+            .map(inherited_fd)
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        _ => Vec::new(),
+    };
     let ready = std::env::var(READY_ENV)
         .ok()
         .map(|t| inherited_fd(&t))
@@ -77,23 +91,38 @@ pub fn inherited() -> anyhow::Result<Option<Inherited>> {
     let state = std::env::var(STATE_ENV).with_context(|| format!("{STATE_ENV} not set"))?;
     let state = inherited_fd(&state)?;
     // Children of this worker (none today) must not think they are workers.
-    for var in [FDS_ENV, READY_ENV, STATE_ENV] {
+    for var in [FDS_ENV, SUBTREE_FDS_ENV, READY_ENV, STATE_ENV] {
         std::env::remove_var(var);
     }
-    Ok(Some(Inherited { fds, ready, state }))
+    Ok(Some(Inherited {
+        fds,
+        subtree_fds,
+        ready,
+        state,
+    }))
 }
 
 /// Serves on `fds` until SIGTERM (graceful stop) or until the filesystem is unmounted.
 pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
-    let Inherited { fds, ready, state } = inherited;
+    let Inherited {
+        fds,
+        subtree_fds,
+        ready,
+        state,
+    } = inherited;
     let stop_signals = SignalSet::of(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
     stop_signals.block().context("blocking signals")?;
     install_interrupt_handler().context("installing the SIGUSR1 handler")?;
 
     let region = Region::map(state).context("mapping the shared state")?;
     let shared = Arc::new(SharedState::attach(region).context("attaching the shared state")?);
-    let (filesystem, tracker) = build_filesystem(config, Arc::clone(&shared))?;
+    let with_subtree = !subtree_fds.is_empty();
+    let (filesystem, tracker) = build_filesystem(config, Arc::clone(&shared), with_subtree)?;
     let filesystem = Arc::new(filesystem);
+    let subtree = Arc::new(SubtreeFs::new(
+        Arc::clone(&filesystem),
+        config.subtree_max_age,
+    ));
     let sampler = {
         let tracker = Arc::clone(&tracker);
         std::thread::Builder::new()
@@ -101,7 +130,13 @@ pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
             .spawn(move || tracker.run())
             .context("spawning the loadavg sampler")?
     };
-    let result = serve(config, fds, ready, &stop_signals, &filesystem, &shared);
+    let connections = Connections {
+        fds,
+        subtree_fds,
+        filesystem,
+        subtree,
+    };
+    let result = serve(config, connections, ready, &stop_signals, &shared);
     tracker.stop();
     if sampler.join().is_err() {
         tracing::error!("the loadavg sampler panicked");
@@ -140,8 +175,8 @@ impl ServingThread {
 /// The serving threads: one per base fd, always running, plus spare threads started while every
 /// running thread is held by a slow request (a hung cgroup or /proc read must not stall every
 /// other container's reads), each stopped after [`SPARE_IDLE_LIMIT`] without a request.
-struct ServingPool {
-    filesystem: Arc<fs::ProcFs>,
+struct ServingPool<H> {
+    filesystem: Arc<H>,
     stop: Arc<AtomicBool>,
     threads: Vec<ServingThread>,
     /// Connection fds (held by the supervisor too) no thread serves on now.
@@ -149,16 +184,21 @@ struct ServingPool {
     /// Whether the last look found every thread held and no spare fd left (logged once).
     exhausted: bool,
     started: usize,
+    /// Prefix of the threads' names.
+    name: &'static str,
 }
 
-impl ServingPool {
+impl<H: Handler + 'static> ServingPool<H> {
     /// Starts one thread per fd in `base`; `spares` wait for [`Self::watch`] to need them.
+    /// Threads are named `<name>-N` (`<name>-spare-N`).
     fn start(
-        filesystem: &Arc<fs::ProcFs>,
+        name: &'static str,
+        filesystem: &Arc<H>,
         base: Vec<OwnedFd>,
         spares: Vec<OwnedFd>,
-    ) -> anyhow::Result<ServingPool> {
+    ) -> anyhow::Result<ServingPool<H>> {
         let mut pool = ServingPool {
+            name,
             filesystem: Arc::clone(filesystem),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::with_capacity(base.len() + spares.len()),
@@ -177,9 +217,9 @@ impl ServingPool {
         let progress = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&progress);
         let name = if spare {
-            format!("fuse-spare-{}", self.started)
+            format!("{}-spare-{}", self.name, self.started)
         } else {
-            format!("fuse-{}", self.started)
+            format!("{}-{}", self.name, self.started)
         };
         let handle = std::thread::Builder::new()
             .name(name)
@@ -248,6 +288,7 @@ impl ServingPool {
             Some(fd) => {
                 tracing::warn!(
                     threads = self.threads.len() + 1,
+                    connection = self.name,
                     "every serving thread has held one request for over {WATCH_INTERVAL:?} \
                      (a slow cgroup or /proc file?): started a spare serving thread"
                 );
@@ -301,29 +342,37 @@ impl ServingPool {
     }
 }
 
-/// Runs one serving thread per base fd (and spares on demand) until a stop signal (then lets
-/// them finish the requests in hand) or until the filesystem is unmounted.
+/// The worker's two connections and their filesystems.
+struct Connections {
+    /// The lxcfs layout's connection fds: `--threads` serving threads, the rest spares.
+    fds: Vec<OwnedFd>,
+    /// The subtree's connection fds (empty without a subtree): one serving thread, the rest
+    /// spares.
+    subtree_fds: Vec<OwnedFd>,
+    filesystem: Arc<fs::ProcFs>,
+    subtree: Arc<SubtreeFs>,
+}
+
+/// Runs one serving thread per base fd of each connection (and spares on demand) until a stop
+/// signal (then lets them finish the requests in hand) or until the filesystem is unmounted.
 fn serve(
     config: &Config,
-    fds: Vec<OwnedFd>,
+    connections: Connections,
     ready: Option<OwnedFd>,
     stop_signals: &SignalSet,
-    filesystem: &Arc<fs::ProcFs>,
     shared: &SharedState,
 ) -> anyhow::Result<()> {
-    let mut base = fds;
-    if let Some(first) = base.first() {
-        // Any fd of the connection carries notifications; a duplicate keeps it independent of
-        // the thread serving on it.
-        filesystem.set_notify_fd(
-            first
-                .try_clone()
-                .context("duplicating a connection fd for notifications")?,
-        );
-    }
+    let Connections {
+        fds: mut base,
+        subtree_fds: mut subtree_base,
+        filesystem,
+        subtree,
+    } = connections;
     let spares = base.split_off(config.threads.min(base.len()));
     let spare_count = spares.len();
-    let mut pool = ServingPool::start(filesystem, base, spares)?;
+    let mut pool = ServingPool::start("fuse", &filesystem, base, spares)?;
+    let subtree_spares = subtree_base.split_off(subtree_base.len().min(1));
+    let mut subtree_pool = ServingPool::start("subtree", &subtree, subtree_base, subtree_spares)?;
     if let Some(ready) = ready {
         let mut pipe = std::fs::File::from(ready);
         let _ = pipe.write_all(b"R");
@@ -331,6 +380,7 @@ fn serve(
     tracing::info!(
         threads = pool.threads.len(),
         spare_threads = spare_count,
+        subtree_threads = subtree_pool.threads.len(),
         pid = std::process::id(),
         "worker serving"
     );
@@ -353,12 +403,13 @@ fn serve(
             return Ok(());
         }
         pool.watch()?;
+        subtree_pool.watch()?;
         if Instant::now() >= next_release {
             let forgotten = filesystem.forget_expired_callers();
             if forgotten > 0 {
                 tracing::debug!(forgotten, "forgot expired caller resolutions");
             }
-            let dropped = filesystem.prune_subtree();
+            let dropped = subtree.prune();
             if dropped > 0 {
                 tracing::debug!(dropped, "dropped old subtree content");
             }
@@ -381,7 +432,8 @@ fn serve(
             break;
         }
     }
-    pool.stop()
+    let stopped = pool.stop();
+    subtree_pool.stop().and(stopped)
 }
 
 /// Descriptors the caches may keep open: RLIMIT_NOFILE raised to its hard limit, minus a reserve
@@ -417,6 +469,7 @@ fn descriptor_budget() -> usize {
 fn build_filesystem(
     config: &Config,
     shared: Arc<SharedState>,
+    with_subtree: bool,
 ) -> anyhow::Result<(fs::ProcFs, Arc<LoadTracker>)> {
     let budget = descriptor_budget();
     let thread_files = crate::caller::THREAD_CACHE_CAPACITY.min(budget / 2);
@@ -451,7 +504,7 @@ fn build_filesystem(
         crate::caller::CallerResolver::new(thread_files),
         with_pressure,
         shared,
-        config.subtree_max_age,
+        with_subtree.then(|| config.subtree_mountpoint.clone()),
     );
     Ok((filesystem, tracker))
 }

@@ -1122,8 +1122,8 @@ fn both_serve_the_lxcfs_proc_and_sys_files() -> Result<()> {
     assert_eq!(r.probe.list(&lxcfs_root)?, ["cgroup", "proc", "sys"]);
     assert_eq!(
         r.probe.list(&proclens_root)?,
-        ["proc", "sys"],
-        "no legacy cgroup/ tree"
+        ["containers", "proc", "sys"],
+        "no legacy cgroup/ tree; the per-container subtree's link"
     );
     let lxcfs_proc = r.probe.list(&r.lxcfs.path("proc"))?;
     let mut proclens_proc = r.probe.list(&r.proclens.path("proc"))?;

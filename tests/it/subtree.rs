@@ -1,6 +1,6 @@
-//! The per-container subtree, `<mnt>/containers/<pid>/proc/<file>`: the files of the container of
-//! `<pid>`, whoever reads them, kept in the page cache between changes, and never another
-//! container's, across worker restarts too.
+//! The per-container subtree, `<mnt>/containers/<pid>/proc/<file>` (a symlink into its own
+//! mount): the files of the container of `<pid>`, whoever reads them, kept in the page cache
+//! between changes, and never another container's, across worker restarts too.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -139,7 +139,9 @@ fn subtree_content_stays_cached_until_its_maximum_age() -> Result<()> {
 #[test]
 fn subtree_never_serves_another_container_after_a_worker_restart() -> Result<()> {
     let (big, small) = (container_cgroup()?, small_cgroup()?);
-    let daemon = FusedDaemon::start(&[])?;
+    // A 1 ms maximum age: every read after the restart asks the new worker, none is answered
+    // from the page cache alone.
+    let daemon = FusedDaemon::start(&["--subtree-max-age", "1"])?;
     let (mut in_big, mut in_small) = (probe_in(&big)?, probe_in(&small)?);
     let big_pid = host_pid(&mut in_big)?;
     let binds = tempfile::Builder::new()
@@ -171,5 +173,16 @@ fn subtree_never_serves_another_container_after_a_worker_restart() -> Result<()>
         262_144,
         "once known again, the file is the named container's for every reader"
     );
+
+    // A reload (SIGHUP) hands the subtree's connection to the next worker as well.
+    let old = daemon.worker_pids()?[0];
+    rig::process::signal(daemon.pid(), libc::SIGHUP)?;
+    rig::poll(Duration::from_secs(20), "a new worker", || {
+        Ok(match daemon.worker_pids()?.as_slice() {
+            [pid] if *pid != old => Some(()),
+            _ => None,
+        })
+    })?;
+    assert_eq!(mem_total(&in_big.read_string(bind.path())?)?, 262_144);
     Ok(())
 }

@@ -140,6 +140,7 @@ fn measure(
 /// all of them alike.
 pub fn points(options: &Options, subjects: &mut Subjects) -> Result<Vec<Point>> {
     let cg = container()?;
+    subjects.attach_subtree(&cg)?;
     let mut samples: BTreeMap<(File, usize, Subject), Vec<(LatencySummary, f64)>> = BTreeMap::new();
     let mut turn = 0;
     for round in 0..options.rounds {

@@ -169,6 +169,7 @@ fn column(subject: Subject) -> &'static str {
         Subject::Floor => "floor",
         Subject::FloorGetattr => "floor+getattr",
         Subject::Proclens => "proclens",
+        Subject::Subtree => "subtree",
         Subject::Lxcfs => "lxcfs",
     }
 }
@@ -389,6 +390,7 @@ impl Report {
             Subject::Floor,
             Subject::FloorGetattr,
             Subject::Proclens,
+            Subject::Subtree,
             Subject::Lxcfs,
         ];
         let mut header = String::from("| file |");
@@ -642,6 +644,18 @@ impl Report {
                 format!("{} vs {} ops/s: {}", grouped(pl), grouped(lx), times(r)),
                 4.5,
                 false,
+            );
+        }
+        for file in TARGET_FILES {
+            let p50 = |subject| self.point(file, 1, subject).map_or(f64::NAN, |p| p.p50_us);
+            let (st, lx) = (p50(Subject::Subtree), p50(Subject::Lxcfs));
+            let r = ratio(st, lx);
+            bound(
+                format!("{file}: subtree 1-thread p50 ≤ 0.1× lxcfs (optional)"),
+                r,
+                format!("{} µs vs {} µs: {}", us(st), us(lx), times(r)),
+                0.1,
+                true,
             );
         }
         for f in &self.first_reads {

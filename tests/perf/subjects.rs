@@ -3,14 +3,17 @@
 //! bind-mounts `<mount>/proc/meminfo` over a container's `/proc/meminfo`. An open of such a path
 //! sends no LOOKUP (the bind mount pins the dentry), so every subject pays OPEN, a data READ, an
 //! EOF READ and RELEASE per open+read+close, plus whatever its own protocol choices add (proclens:
-//! a GETATTR, see [`Subject::FloorGetattr`]; lxcfs: a FLUSH).
+//! a GETATTR, see [`Subject::FloorGetattr`]; lxcfs: a FLUSH). proclens's per-container subtree
+//! ([`Subject::Subtree`]) is bind-mounted the same way, from `containers/<pid>/proc/`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use proclens_tests::rig::{BindMount, FloorDaemon, FusedDaemon, LxcfsDaemon};
+use proclens_tests::rig::{
+    BindMount, FloorDaemon, FusedDaemon, LxcfsDaemon, Probe, ProbeOptions, TempCgroup,
+};
 use tempfile::TempDir;
 
 use crate::report::Report;
@@ -75,17 +78,21 @@ pub enum Subject {
     FloorGetattr,
     /// `proclens-fused` (release build), default flags.
     Proclens,
+    /// The same daemon's per-container subtree, `containers/<pid>/proc/<file>` of the reader's
+    /// container: page-cached content, rendered again at an open once 100 ms old.
+    Subtree,
     /// lxcfs 5.0.3, default flags; loadavg comes from a second instance with `-l`.
     Lxcfs,
 }
 
 impl Subject {
     /// Every subject, in report order.
-    pub const ALL: [Subject; 5] = [
+    pub const ALL: [Subject; 6] = [
         Subject::Kernel,
         Subject::Floor,
         Subject::FloorGetattr,
         Subject::Proclens,
+        Subject::Subtree,
         Subject::Lxcfs,
     ];
 
@@ -96,6 +103,7 @@ impl Subject {
             Subject::Floor => "floor",
             Subject::FloorGetattr => "floor+getattr",
             Subject::Proclens => "proclens",
+            Subject::Subtree => "subtree",
             Subject::Lxcfs => "lxcfs",
         }
     }
@@ -123,6 +131,8 @@ pub struct Subjects {
     pub floor: FloorDaemon,
     /// The FUSE floor with a zero attribute timeout.
     pub floor_getattr: FloorDaemon,
+    /// The process whose container the subtree files are (see [`Subjects::attach_subtree`]).
+    subtree_owner: Option<Probe>,
 }
 
 impl Subjects {
@@ -147,6 +157,7 @@ impl Subjects {
             lxcfs_load,
             floor,
             floor_getattr,
+            subtree_owner: None,
         };
         for file in File::ALL {
             let rel = format!("proc/{file}");
@@ -174,6 +185,22 @@ impl Subjects {
             }
         }
         Ok(subjects)
+    }
+
+    /// Bind-mounts the subtree files of container `cg`: a process is started in it (the pid the
+    /// subtree is looked up by) and kept for as long as the subjects run.
+    pub fn attach_subtree(&mut self, cg: &TempCgroup) -> Result<()> {
+        let mut owner = Probe::spawn(&cg.procs_files(), &ProbeOptions::default())
+            .context("a process in the subtree's container")?;
+        let (_, pid) = owner.pids()?;
+        for file in File::ALL {
+            let source = self.proclens.path(&format!("containers/{pid}/proc/{file}"));
+            let target = self._bind_dir.path().join(format!("subtree-{file}"));
+            self.binds.push(BindMount::new(&source, &target)?);
+            self.paths.insert((Subject::Subtree, file), target);
+        }
+        self.subtree_owner = Some(owner);
+        Ok(())
     }
 
     /// The path a container reader opens for `file` of `subject`.
@@ -210,7 +237,7 @@ impl Subjects {
             Subject::Kernel => Vec::new(),
             Subject::Floor => vec![self.floor.pid()],
             Subject::FloorGetattr => vec![self.floor_getattr.pid()],
-            Subject::Proclens => self.proclens_pids()?,
+            Subject::Proclens | Subject::Subtree => self.proclens_pids()?,
             Subject::Lxcfs if file == File::Loadavg => vec![self.lxcfs_load.pid()],
             Subject::Lxcfs => vec![self.lxcfs.pid()],
         })

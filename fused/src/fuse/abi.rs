@@ -39,22 +39,21 @@ pub mod init_flags {
     pub const ASYNC_READ: u32 = 1 << 0;
     /// The kernel may send parallel lookups and readdirs in one directory.
     pub const PARALLEL_DIROPS: u32 = 1 << 18;
+    /// The kernel drops an inode's cached pages when a fresh GETATTR shows another mtime or size.
+    pub const AUTO_INVAL_DATA: u32 = 1 << 12;
     /// `max_pages` in the reply is valid.
     pub const MAX_PAGES: u32 = 1 << 22;
+    /// The kernel caches symlink targets (READLINK once per inode).
+    pub const CACHE_SYMLINKS: u32 = 1 << 23;
 }
 
 /// `fuse_open_out.open_flags` bits.
 pub mod fopen {
     /// Bypass the page cache: every read reaches the daemon.
     pub const DIRECT_IO: u32 = 1 << 0;
-    /// Keep the page cache's content of the file at this open (the default drops it).
-    pub const KEEP_CACHE: u32 = 1 << 1;
     /// Do not send FLUSH on close.
     pub const NOFLUSH: u32 = 1 << 5;
 }
-
-/// Notification code FUSE_NOTIFY_INVAL_INODE: drop an inode's cached attributes (and data).
-pub const NOTIFY_INVAL_INODE: i32 = 2;
 
 /// Notification code FUSE_NOTIFY_RESEND (Linux 6.9+): requeue all requests being processed.
 pub const NOTIFY_RESEND: i32 = 7;
@@ -143,6 +142,8 @@ pub struct Attr {
     pub size: u64,
     /// Time of all three timestamps, seconds since the epoch.
     pub time_secs: u64,
+    /// Nanoseconds of that time.
+    pub time_nsecs: u32,
     /// File type and permission bits (S_IFREG | 0444, ...).
     pub mode: u32,
     /// Link count.
@@ -150,6 +151,8 @@ pub struct Attr {
     /// Seconds the kernel may keep these attributes without asking again (0: ask every time).
     /// Not part of `fuse_attr`: it goes into the reply around it.
     pub attr_ttl_secs: u64,
+    /// Nanoseconds added to `attr_ttl_secs`.
+    pub attr_ttl_nsecs: u32,
     /// Seconds the kernel may keep the name → inode entry of a LOOKUP reply (0: look up again).
     pub entry_ttl_secs: u64,
 }
@@ -172,7 +175,8 @@ impl Attr {
             out.extend_from_slice(&v.to_ne_bytes());
         }
         // atimensec, mtimensec, ctimensec, mode, nlink, uid, gid, rdev, blksize, flags
-        for v in [0u32, 0, 0, self.mode, self.nlink, 0, 0, 0, 4096, 0] {
+        let nsecs = self.time_nsecs;
+        for v in [nsecs, nsecs, nsecs, self.mode, self.nlink, 0, 0, 0, 4096, 0] {
             out.extend_from_slice(&v.to_ne_bytes());
         }
         debug_assert_eq!(out.len() - start, ATTR_LEN);
@@ -186,14 +190,14 @@ pub fn entry_out(out: &mut Vec<u8>, attr: &Attr) {
     out.extend_from_slice(&attr.entry_ttl_secs.to_ne_bytes()); // entry_valid
     out.extend_from_slice(&attr.attr_ttl_secs.to_ne_bytes()); // attr_valid
     out.extend_from_slice(&0u32.to_ne_bytes()); // entry_valid_nsec
-    out.extend_from_slice(&0u32.to_ne_bytes()); // attr_valid_nsec
+    out.extend_from_slice(&attr.attr_ttl_nsecs.to_ne_bytes()); // attr_valid_nsec
     attr.encode(out);
 }
 
 /// Appends a `fuse_attr_out` (104 bytes) with the attribute's timeout.
 pub fn attr_out(out: &mut Vec<u8>, attr: &Attr) {
     out.extend_from_slice(&attr.attr_ttl_secs.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
+    out.extend_from_slice(&attr.attr_ttl_nsecs.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes());
     attr.encode(out);
 }
@@ -240,15 +244,17 @@ pub fn statfs_out(out: &mut Vec<u8>) {
 }
 
 /// The reply to INIT (`fuse_init_out`, 64 bytes) for a kernel that sent `kernel_minor` and
-/// `kernel_flags`.
+/// `kernel_flags`; `extra_flags` are wanted beside the defaults, if the kernel offers them.
 pub fn init_out(
     out: &mut Vec<u8>,
     kernel_minor: u32,
     kernel_flags: u32,
     max_readahead: u32,
     max_write: u32,
+    extra_flags: u32,
 ) {
-    let wanted = init_flags::ASYNC_READ | init_flags::PARALLEL_DIROPS | init_flags::MAX_PAGES;
+    let wanted =
+        init_flags::ASYNC_READ | init_flags::PARALLEL_DIROPS | init_flags::MAX_PAGES | extra_flags;
     let minor = kernel_minor.min(KERNEL_MINOR_VERSION);
     out.extend_from_slice(&KERNEL_VERSION.to_ne_bytes());
     out.extend_from_slice(&minor.to_ne_bytes());
@@ -303,7 +309,7 @@ mod tests {
         statfs_out(&mut out);
         assert_eq!(out.len(), 80);
         out.clear();
-        init_out(&mut out, 41, u32::MAX, 0, 131072);
+        init_out(&mut out, 41, u32::MAX, 0, 131072, 0);
         assert_eq!(out.len(), 64);
         assert_eq!(Fields(&out).u32(4), KERNEL_MINOR_VERSION);
     }

@@ -25,6 +25,10 @@ pub type Errno = i32;
 
 /// The filesystem operations the session dispatches. Every method answers; errors are errnos.
 pub trait Handler: Send + Sync {
+    /// INIT flags (`abi::init_flags`) wanted beside the defaults.
+    fn init_flags(&self) -> u32 {
+        0
+    }
     /// Looks up `name` in directory `parent`.
     fn lookup(&self, req: &Request, parent: u64, name: &[u8]) -> Result<Attr, Errno>;
     /// Attributes of `ino`.

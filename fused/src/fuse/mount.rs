@@ -97,6 +97,11 @@ pub fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
 /// Opens /dev/fuse and mounts a read-only, allow_other proclens filesystem at `path`. Returns the
 /// connection fd.
 pub fn mount(path: &Path) -> Result<OwnedFd, MountError> {
+    mount_named(path, c"proclens")
+}
+
+/// [`mount`] with `source` as the mount's source name (shown in mountinfo).
+pub fn mount_named(path: &Path, source: &std::ffi::CStr) -> Result<OwnedFd, MountError> {
     let io_err = |what, source| MountError::Io {
         what,
         path: path.to_path_buf(),
@@ -123,7 +128,7 @@ pub fn mount(path: &Path) -> Result<OwnedFd, MountError> {
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
     let rc = unsafe {
         libc::mount(
-            c"proclens".as_ptr(),
+            source.as_ptr(),
             target.as_ptr(),
             fs_type.as_ptr(),
             flags,

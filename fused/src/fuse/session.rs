@@ -125,20 +125,6 @@ fn wait_for_request(fd: BorrowedFd<'_>, limit: Duration) -> io::Result<Wait> {
     }
 }
 
-/// Tells the kernel to forget the cached attributes of inode `ino` (FUSE_NOTIFY_INVAL_INODE
-/// with a negative offset: its page cache is left alone), so its next use asks for the size
-/// again. Unknown inodes are not an error.
-pub fn notify_inval_attrs(connection: BorrowedFd<'_>, ino: u64) -> io::Result<()> {
-    let mut message = [0u8; abi::OUT_HEADER_LEN + 24];
-    message[16..24].copy_from_slice(&ino.to_ne_bytes());
-    message[24..32].copy_from_slice(&(-1i64).to_ne_bytes());
-    abi::write_out_header(&mut message, 0, abi::NOTIFY_INVAL_INODE);
-    match write_reply(connection, &message) {
-        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other,
-    }
-}
-
 /// Runs the loop on `fd` until the filesystem is unmounted, until `control.stop` is raised and a
 /// signal interrupts the wait (a request already read is always answered first), or, for a
 /// spare loop, until it has been idle for its limit.
@@ -260,7 +246,14 @@ fn dispatch<H: Handler>(handler: &H, h: &InHeader, body: &[u8], out: &mut Vec<u8
                 );
             }
             tracing::debug!(minor, flags, "FUSE INIT");
-            abi::init_out(out, minor, flags, max_readahead, MAX_WRITE);
+            abi::init_out(
+                out,
+                minor,
+                flags,
+                max_readahead,
+                MAX_WRITE,
+                handler.init_flags(),
+            );
         }),
         opcode::DESTROY => return Dispatch::Destroy,
         opcode::FORGET | opcode::BATCH_FORGET | opcode::INTERRUPT => return Dispatch::NoReply,

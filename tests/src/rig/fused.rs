@@ -268,7 +268,8 @@ fn non_empty(text: &str) -> &str {
 }
 
 /// A mount point in a fresh temp dir. `Drop` lazily unmounts whatever is still mounted there
-/// (a stale mount of a killed daemon, say), then removes the directory.
+/// (a stale mount of a killed daemon, say), and at the daemon's default subtree mountpoint
+/// beside it (`.mnt-containers`), then removes the directory.
 pub struct MountDir {
     path: PathBuf,
     _dir: TempDir,
@@ -295,13 +296,20 @@ impl MountDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Where `proclens-fused` mounts its per-container subtree by default for this mount point.
+    pub fn subtree_path(&self) -> PathBuf {
+        self.path.with_file_name(".mnt-containers")
+    }
 }
 
 impl Drop for MountDir {
     fn drop(&mut self) {
-        while let Ok(Some(_)) = mountinfo::mount_at(&self.path) {
-            if lazy_unmount(&self.path).is_err() {
-                break;
+        for path in [self.path.clone(), self.subtree_path()] {
+            while let Ok(Some(_)) = mountinfo::mount_at(&path) {
+                if lazy_unmount(&path).is_err() {
+                    break;
+                }
             }
         }
     }
