@@ -57,8 +57,8 @@ pub const FILES: [(Computed, &str); 8] = [
 /// Most containers remembered; beyond it the least recently used quarter is dropped (their
 /// inodes keep working: the next reader from the container brings it back).
 const CAPACITY: usize = 4096;
-/// Rendered content is kept this long after its rendering, for the reads that fill the page
-/// cache after a change; later reads that miss the page cache render again.
+/// Rendered content is kept until a read takes it to its end (the page cache then holds it), or
+/// at most this long after its rendering; later reads that miss the page cache render again.
 const CONTENT_TTL: Duration = Duration::from_secs(10);
 /// How long the kernel may keep `<pid>`: a pid can soon name another process.
 const PID_ENTRY_TTL_SECS: u64 = 1;
@@ -277,6 +277,18 @@ impl<C: Clone> Subtree<C> {
         Ok(content)
     }
 
+    /// Drops the kept content of a file once a read has taken it to its end: the page cache has
+    /// it now (a later miss renders it again). Its fingerprint stays.
+    pub fn drop_content(&self, container: u64, index: usize) {
+        let mut entries = self.lock();
+        if let Some(file) = entries
+            .get_mut(&container)
+            .and_then(|e| e.files.get_mut(index))
+        {
+            file.content = None;
+        }
+    }
+
     /// Drops content kept longer than [`CONTENT_TTL`] (fingerprints stay); returns how many
     /// files' content went.
     pub fn prune(&self) -> usize {
@@ -478,6 +490,9 @@ impl Handler for SubtreeFs {
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(size as usize).min(content.len());
         out.extend_from_slice(content.get(start..end).unwrap_or(&[]));
+        if end == content.len() {
+            self.table.drop_content(container, index);
+        }
         Ok(())
     }
 
@@ -568,6 +583,18 @@ mod tests {
             &content[..],
             b"MemTotal: 20\n",
             "reads get the GETATTR's rendering"
+        );
+        table.drop_content(c, 3);
+        let again = table.content(c, 3, render("MemTotal: 21\n")).unwrap();
+        assert_eq!(
+            &again[..],
+            b"MemTotal: 21\n",
+            "a miss after the content went renders"
+        );
+        let after = table.version(c, 3, render("MemTotal: 21\n")).unwrap();
+        assert!(
+            after.changed > longer.changed,
+            "and that rendering is a change"
         );
     }
 

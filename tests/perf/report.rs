@@ -520,6 +520,18 @@ impl Report {
                         times(ratio(p.unique.total_kb as f64, l.unique.total_kb as f64))
                     );
                 }
+                if let (Some(p), Some(l)) = (
+                    self.load(load, Subject::Subtree),
+                    self.load(load, Subject::Lxcfs),
+                ) {
+                    let _ = writeln!(
+                        s,
+                        "- {}: subtree/lxcfs CPU {} (each container reading its own subtree \
+                         file; measured after the soak).",
+                        load.describe(),
+                        times(ratio(p.cpu_percent, l.cpu_percent)),
+                    );
+                }
                 if let (Some(p), Some(f)) = (
                     self.load(load, Subject::Proclens),
                     self.load(load, Subject::Floor),

@@ -2,7 +2,8 @@
 //! `proclens-bench-reader tick` process as pid 1 of its own pid namespace, reading once a second
 //! (staggered over the second). Under that load: CPU and memory of proclens-fused (supervisor
 //! and workers summed) against lxcfs, the cost of loadavg for every container (lxcfs with `-l`),
-//! and proclens's memory over a soak.
+//! proclens's memory over a soak, and last the same meminfo load on the per-container subtree
+//! (each container reading its own `containers/<pid>/proc/meminfo`).
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
@@ -362,7 +363,7 @@ fn spawn_reader(
 /// The pids whose CPU and memory count for `subject` under `load`.
 fn pids(subjects: &Subjects, subject: Subject, load: Load) -> Result<Vec<u32>> {
     match (subject, load) {
-        (Subject::Proclens, _) => subjects.proclens_pids(),
+        (Subject::Proclens | Subject::Subtree, _) => subjects.proclens_pids(),
         (Subject::Lxcfs, Load::Meminfo) => Ok(vec![subjects.lxcfs.pid()]),
         (Subject::Lxcfs, _) => Ok(vec![subjects.lxcfs_load.pid()]),
         (Subject::Floor, _) => Ok(vec![subjects.floor.pid()]),
@@ -384,7 +385,12 @@ fn measure(
         Load::LoadavgUpkeep => (File::Loadavg, 1),
     };
     let log = fleet.log(&format!("{load:?}-{subject}"));
-    let mut readers = Readers::spawn(fleet, &[subjects.path(subject, file)], reads, log)?;
+    let path = match subject {
+        // Each container reads its own subtree file.
+        Subject::Subtree => subjects.subtree_template(file),
+        _ => subjects.path(subject, file).to_path_buf(),
+    };
+    let mut readers = Readers::spawn(fleet, &[&path], reads, log)?;
     // Every reader has read at least once (first reads are spread over one interval).
     sleep(options.settle.max(INTERVAL * 2))?;
     readers.check_alive()?;
@@ -507,5 +513,10 @@ pub fn run(options: &Options, subjects: &mut Subjects, report: &mut Report) {
     match soak(options, subjects, &fleet) {
         Ok(soak) => report.soak = Some(soak),
         Err(err) => report.failed("soak", err),
+    }
+    // Last, so the subtree's table does not count in the memory of the lxcfs layout's runs.
+    match measure(options, subjects, &fleet, Load::Meminfo, Subject::Subtree) {
+        Ok(result) => report.loads.push(result),
+        Err(err) => report.failed("meminfo on the subtree", err),
     }
 }

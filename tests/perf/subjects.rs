@@ -203,6 +203,13 @@ impl Subjects {
         Ok(())
     }
 
+    /// The subtree path of `file` for the container of the reader that opens it: `{pid}` stands
+    /// for the reader's host pid (`proclens-bench-reader tick` fills it in).
+    pub fn subtree_template(&self, file: File) -> PathBuf {
+        self.proclens
+            .path(&format!("containers/{{pid}}/proc/{file}"))
+    }
+
     /// The path a container reader opens for `file` of `subject`.
     pub fn path(&self, subject: Subject, file: File) -> &Path {
         &self.paths[&(subject, file)]

@@ -12,7 +12,9 @@
 //! | `once` | one open+read+close of the one PATH (a new container's first read)  | `ns=N bytes=N` |
 //! | `tick` | every `--interval-ms` (first after `--offset-ms`), open+read+close  | nothing; failures on stderr |
 //! |        | the next PATH, round robin, until killed; with `--reads N`, stops   |        |
-//! |        | reading after N reads and stays alive                               |        |
+//! |        | reading after N reads and stays alive. `{pid}` in a PATH is the     |        |
+//! |        | reader's host pid, and that PATH's directory is opened once (as a   |        |
+//! |        | bind mount pins it): a per-container subtree file                   |        |
 //!
 //! A read is `open(2)`, `read(2)` of 64 KiB until it returns 0, `close(2)`: what `cat` does.
 //! The `loop` summary is [`proclens_tests::perf::LatencySummary`]'s line: operations started in
@@ -122,7 +124,11 @@ fn start() -> Result<ExitCode, String> {
 
 /// One open+read+close of `path` into `buf`; the bytes read.
 fn read_file(path: &str, buf: &mut [u8]) -> io::Result<usize> {
-    let mut file = File::open(path)?;
+    read_all(File::open(path)?, buf)
+}
+
+/// Reads `file` to its end into `buf` (overwriting); the bytes read.
+fn read_all(mut file: File, buf: &mut [u8]) -> io::Result<usize> {
     let mut total = 0;
     loop {
         match file.read(buf) {
@@ -221,9 +227,71 @@ fn run_once(o: &Options) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A file `tick` reads: a path, or a name in a directory kept open.
+enum TickFile {
+    Path(String),
+    InDir(std::os::fd::OwnedFd, std::ffi::CString, String),
+}
+
+impl TickFile {
+    /// `path`, with `{pid}` replaced by this process's host pid and its directory opened.
+    fn new(path: &str) -> Result<TickFile, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if !path.contains("{pid}") {
+            return Ok(TickFile::Path(path.to_string()));
+        }
+        // /proc is the host's: its `self` is our pid there, whatever our own namespace.
+        let pid = std::fs::read_link("/proc/self").map_err(|e| format!("/proc/self: {e}"))?;
+        let path = path.replace("{pid}", &pid.to_string_lossy());
+        let (dir, name) = path
+            .rsplit_once('/')
+            .ok_or_else(|| format!("{path}: no directory"))?;
+        let dir_fd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(dir)
+            .map_err(|e| format!("{dir}: {e}"))?;
+        let name = std::ffi::CString::new(name).map_err(|e| format!("{path}: {e}"))?;
+        Ok(TickFile::InDir(dir_fd.into(), name, path))
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        match self {
+            TickFile::Path(path) => read_file(path, buf),
+            TickFile::InDir(dir, name, _) => {
+                // SAFETY: a valid directory fd and NUL-terminated name; the result is checked.
+                let fd = unsafe {
+                    libc::openat(
+                        dir.as_raw_fd(),
+                        name.as_ptr(),
+                        libc::O_RDONLY | libc::O_CLOEXEC,
+                    )
+                };
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: `fd` was just opened and is owned by nobody else.
+                read_all(unsafe { File::from_raw_fd(fd) }, buf)
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            TickFile::Path(path) | TickFile::InDir(_, _, path) => path,
+        }
+    }
+}
+
 /// `tick` mode: reads forever (or `--reads` times, then idles forever); never returns normally.
 fn run_tick(o: &Options) -> Result<ExitCode, String> {
     let mut buf = vec![0u8; CHUNK];
+    let files = o
+        .paths
+        .iter()
+        .map(|p| TickFile::new(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let interval = Duration::from_millis(o.interval_ms);
     let start = Instant::now() + Duration::from_millis(o.offset_ms);
     let (mut failures, mut next_logged) = (0u64, 1u64);
@@ -237,8 +305,8 @@ fn run_tick(o: &Options) -> Result<ExitCode, String> {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let path = &o.paths[usize::try_from(k).unwrap_or(0) % o.paths.len()];
-        let result = read_file(path, &mut buf).and_then(|n| match n {
+        let file = &files[usize::try_from(k).unwrap_or(0) % files.len()];
+        let result = file.read(&mut buf).and_then(|n| match n {
             0 => Err(io::Error::other("read returned no bytes")),
             n => Ok(n),
         });
@@ -247,7 +315,7 @@ fn run_tick(o: &Options) -> Result<ExitCode, String> {
             // A few lines, then one per thousand: the log shows a problem without flooding.
             if failures == next_logged {
                 next_logged += if failures < 3 { 1 } else { 1000 };
-                eprintln!("tick {path}: failure {failures}: {err}");
+                eprintln!("tick {}: failure {failures}: {err}", file.name());
             }
         }
     }
