@@ -144,6 +144,9 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
         }
         None => {
             fuse::mount::prepare_mountpoint(&config.mountpoint)?;
+            // Both mountpoints are checked before either is mounted: a busy one fails the start
+            // without leaving the other mounted.
+            fuse::mount::prepare_mountpoint(&config.subtree_mountpoint)?;
             let master = fuse::mount::mount(&config.mountpoint)?;
             tracing::info!(mountpoint = %config.mountpoint.display(), threads = config.threads,
                 cpu_view = ?config.cpu_view, "mounted");
