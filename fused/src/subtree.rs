@@ -146,7 +146,8 @@ pub enum Refused {
 #[derive(Debug)]
 pub struct Subtree<C> {
     max_age: Duration,
-    entries: Mutex<HashMap<u64, Entry<C>>>,
+    /// Boxed: an entry is ~1 KB, and the table's spare slots should not be.
+    entries: Mutex<HashMap<u64, Box<Entry<C>>>>,
 }
 
 fn fingerprint(bytes: &[u8]) -> ([u64; 2], u64) {
@@ -162,7 +163,7 @@ impl<C: Clone> Subtree<C> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry<C>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Box<Entry<C>>>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -186,12 +187,12 @@ impl<C: Clone> Subtree<C> {
         }
         entries.insert(
             container,
-            Entry {
+            Box::new(Entry {
                 caller: caller.clone(),
                 key,
                 files: Default::default(),
                 used: Instant::now(),
-            },
+            }),
         );
         Ok(container)
     }
