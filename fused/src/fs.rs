@@ -3,7 +3,7 @@
 //! subtree's own mount ([`crate::subtree`]). Implements [`Handler`].
 
 use crate::caller::{CallerResolver, Viewer};
-use crate::fuse::abi::{fopen, push_dirent};
+use crate::fuse::abi::{fopen, push_dirents};
 use crate::fuse::{Attr, Errno, Handler, Request};
 use crate::render::{Computed, Renderer};
 use crate::shared::{SharedState, Target};
@@ -31,6 +31,8 @@ const WALK_DEPTH: usize = 8;
 /// Most passthrough entries interned; the host tree under /sys/devices/system/cpu is far smaller.
 const PASSTHROUGH_CAPACITY: usize = 1 << 16;
 
+/// The computed files: the first [`PROC_FILE_COUNT`] under `proc/`, then `proc/pressure/` and
+/// the sysfs cpu lists.
 const COMPUTED: [(Computed, &str); 14] = [
     (Computed::Cpuinfo, "cpuinfo"),
     (Computed::Diskstats, "diskstats"),
@@ -47,6 +49,14 @@ const COMPUTED: [(Computed, &str); 14] = [
     (Computed::CpuPossible, "possible"),
     (Computed::CpuPresent, "present"),
 ];
+
+/// How many files the lxcfs layout has under `proc/` (PSI aside).
+pub const PROC_FILE_COUNT: usize = 8;
+
+/// The files under `proc/` (PSI aside), with their names: the subtree serves the same eight.
+pub fn proc_files() -> &'static [(Computed, &'static str)] {
+    &COMPUTED[..PROC_FILE_COUNT]
+}
 
 fn computed_ino(file: Computed) -> u64 {
     let index = COMPUTED.iter().position(|(f, _)| *f == file).unwrap_or(0);
@@ -70,13 +80,13 @@ fn static_children(ino: u64, with_pressure: bool) -> Vec<(&'static str, u64)> {
     match ino {
         ROOT => vec![("proc", PROC), ("sys", SYS)],
         PROC => {
-            let mut v = computed(0..8);
+            let mut v = computed(0..PROC_FILE_COUNT);
             if with_pressure {
                 v.push(("pressure", PRESSURE));
             }
             v
         }
-        PRESSURE => computed(8..11),
+        PRESSURE => computed(PROC_FILE_COUNT..11),
         SYS => vec![("devices", SYS_DEVICES)],
         SYS_DEVICES => vec![("system", SYS_SYSTEM)],
         SYS_SYSTEM => vec![("cpu", SYS_CPU)],
@@ -600,13 +610,7 @@ impl Handler for ProcFs {
             ("..".to_string(), parent, u32::from(libc::DT_DIR)),
         ];
         all.extend(self.entries(req, ino)?);
-        let limit = out.len() + size as usize;
-        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (i, (name, child, kind)) in all.iter().enumerate().skip(skip) {
-            if !push_dirent(out, limit, *child, i as u64 + 1, *kind, name.as_bytes()) {
-                break;
-            }
-        }
+        push_dirents(out, &all, offset, size);
         Ok(())
     }
 }

@@ -21,10 +21,9 @@
 //! whose container has that key.
 
 use crate::caller::{ContainerCaller, Viewer};
-use crate::fs::{dir_attr, file_attr, ProcFs};
-use crate::fuse::abi::{init_flags, push_dirent};
+use crate::fs::{dir_attr, file_attr, proc_files, ProcFs, PROC_FILE_COUNT};
+use crate::fuse::abi::{init_flags, push_dirents};
 use crate::fuse::{Attr, Errno, Handler, Request};
-use crate::render::Computed;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -42,18 +41,6 @@ const NODE_DIR: u64 = 0xff;
 /// Node number of `<pid>/proc/`.
 const NODE_PROC: u64 = 0xfe;
 
-/// The files under `<pid>/proc/`, by node number.
-pub const FILES: [(Computed, &str); 8] = [
-    (Computed::Cpuinfo, "cpuinfo"),
-    (Computed::Diskstats, "diskstats"),
-    (Computed::Loadavg, "loadavg"),
-    (Computed::Meminfo, "meminfo"),
-    (Computed::Slabinfo, "slabinfo"),
-    (Computed::Stat, "stat"),
-    (Computed::Swaps, "swaps"),
-    (Computed::Uptime, "uptime"),
-];
-
 /// Most containers remembered; beyond it the least recently used quarter is dropped (their
 /// inodes keep working: the next reader from the container brings it back).
 const CAPACITY: usize = 4096;
@@ -70,7 +57,7 @@ pub enum Node {
     Dir(u64),
     /// `<pid>/proc/`
     Proc(u64),
-    /// `<pid>/proc/<FILES[index]>`
+    /// `<pid>/proc/<proc_files()[index]>`
     File(u64, usize),
 }
 
@@ -84,7 +71,7 @@ impl Node {
         match ino & ((1 << NODE_BITS) - 1) {
             NODE_DIR => Some(Node::Dir(container)),
             NODE_PROC => Some(Node::Proc(container)),
-            n if (n as usize) < FILES.len() => Some(Node::File(container, n as usize)),
+            n if (n as usize) < PROC_FILE_COUNT => Some(Node::File(container, n as usize)),
             _ => None,
         }
     }
@@ -121,7 +108,7 @@ struct Snapshot {
 struct Entry<C> {
     caller: C,
     key: [u64; 2],
-    files: [Snapshot; FILES.len()],
+    files: [Snapshot; PROC_FILE_COUNT],
     used: Instant,
 }
 
@@ -394,7 +381,7 @@ impl SubtreeFs {
 
     /// Renders file `index` for `caller`.
     fn render(&self, caller: &ContainerCaller, index: usize) -> Result<Vec<u8>, Errno> {
-        let file = FILES[index].0;
+        let file = proc_files()[index].0;
         self.procfs
             .renderer()
             .render(file, &Viewer::Container(caller.clone()))
@@ -442,7 +429,7 @@ impl Handler for SubtreeFs {
             Node::Dir(c) if name == "proc" => Node::Proc(c),
             Node::Dir(_) => return Err(libc::ENOENT),
             Node::Proc(c) => {
-                let index = FILES
+                let index = proc_files()
                     .iter()
                     .position(|(_, n)| *n == name)
                     .ok_or(libc::ENOENT)?;
@@ -517,7 +504,7 @@ impl Handler for SubtreeFs {
             }
             (_, Some(Node::Proc(c))) => {
                 all.push(("..".to_string(), Node::Dir(c).ino(), dir));
-                all.extend(FILES.iter().enumerate().map(|(index, (_, name))| {
+                all.extend(proc_files().iter().enumerate().map(|(index, (_, name))| {
                     (
                         name.to_string(),
                         Node::File(c, index).ino(),
@@ -528,13 +515,7 @@ impl Handler for SubtreeFs {
             (_, Some(Node::File(..))) => return Err(libc::ENOTDIR),
             _ => return Err(libc::ENOENT),
         }
-        let limit = out.len() + size as usize;
-        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (i, (name, child, kind)) in all.iter().enumerate().skip(skip) {
-            if !push_dirent(out, limit, *child, i as u64 + 1, *kind, name.as_bytes()) {
-                break;
-            }
-        }
+        push_dirents(out, &all, offset, size);
         Ok(())
     }
 }
@@ -550,7 +531,7 @@ mod tests {
             Node::Dir(container),
             Node::Proc(container),
             Node::File(container, 0),
-            Node::File(container, FILES.len() - 1),
+            Node::File(container, PROC_FILE_COUNT - 1),
         ] {
             assert!(node.ino() >= SUBTREE_BIT);
             assert_eq!(Node::of_ino(node.ino()), Some(node));

@@ -1,7 +1,8 @@
-//! The serving worker: a child of the supervisor that inherits cloned /dev/fuse fds (one per
-//! serving thread, plus one per spare thread it may start while slow requests hold the others),
-//! serves requests on them, and on SIGTERM finishes the requests it has read and exits,
-//! leaving the connection to the next worker. Beside the serving threads runs one loadavg
+//! The serving worker: a child of the supervisor that inherits cloned /dev/fuse fds of both
+//! connections, the lxcfs layout's and the per-container subtree's (one per serving thread, plus
+//! one per spare thread it may start while slow requests hold the others), serves requests on
+//! them, and on SIGTERM finishes the requests it has read and exits, leaving the connections to
+//! the next worker. Beside the serving threads runs one loadavg
 //! sampler thread ([`crate::sampler`]), stopped with them.
 
 use crate::config::Config;
@@ -102,7 +103,8 @@ pub fn inherited() -> anyhow::Result<Option<Inherited>> {
     }))
 }
 
-/// Serves on `fds` until SIGTERM (graceful stop) or until the filesystem is unmounted.
+/// Serves on the inherited fds until SIGTERM (graceful stop) or until the filesystem is
+/// unmounted.
 pub fn run(config: &Config, inherited: Inherited) -> anyhow::Result<()> {
     let Inherited {
         fds,

@@ -10,6 +10,8 @@ use proclens_tests::rig::{self, FusedDaemon, PidNs, Probe, ProbeError, ProbeOpti
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::util::wait_for_log;
+
 /// A fake /proc plus a fake cgroup2 tree, with one container cgroup `/ctr` copied from the v2
 /// fixtures (memory.max = 256 MiB).
 struct FakeKernel {
@@ -214,13 +216,11 @@ fn hung_cgroup_file_holds_only_the_reads_that_need_it() -> Result<()> {
             Ok(std::thread::spawn(move || probe.read_string(&path)))
         })
         .collect::<Result<_>>()?;
-    rig::poll(Duration::from_secs(10), "a spare serving thread", || {
-        Ok(daemon
-            .stderr()
-            .contains("started a spare serving thread")
-            .then_some(()))
-    })
-    .with_context(|| format!("daemon log: {}", daemon.stderr()))?;
+    wait_for_log(
+        &daemon,
+        "started a spare serving thread",
+        Duration::from_secs(10),
+    )?;
     assert_eq!(
         mem_total(&mut other, &daemon)?,
         262_144,
@@ -240,13 +240,11 @@ fn hung_cgroup_file_holds_only_the_reads_that_need_it() -> Result<()> {
             Err(err) => assert_eq!(ProbeError::errno_of(&err), Some(libc::EIO), "{err:#}"),
         }
     }
-    rig::poll(Duration::from_secs(20), "the idle spare stopping", || {
-        Ok(daemon
-            .stderr()
-            .contains("spare serving thread stopped")
-            .then_some(()))
-    })
-    .with_context(|| format!("daemon log: {}", daemon.stderr()))?;
+    wait_for_log(
+        &daemon,
+        "spare serving thread stopped",
+        Duration::from_secs(20),
+    )?;
     assert_eq!(
         mem_total(&mut other, &daemon)?,
         262_144,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use proclens_tests::rig::{self, FusedDaemon, LoopReport, Probe, TempCgroup};
 
-use crate::util::{probe_in, MIB};
+use crate::util::{new_worker, probe_in, MIB};
 
 const CONTAINERS: usize = 20;
 const KILLS: usize = 10;
@@ -175,16 +175,6 @@ fn reading_through(
         reader
             .join()
             .map_err(|_| anyhow::anyhow!("reader panicked"))?
-    })
-}
-
-/// Waits until the daemon's single worker is no longer `old`; returns the new one.
-fn new_worker(daemon: &FusedDaemon, old: u32) -> Result<u32> {
-    rig::poll(Duration::from_secs(20), "a new worker", || {
-        Ok(match daemon.worker_pids()?.as_slice() {
-            [pid] if *pid != old => Some(*pid),
-            _ => None,
-        })
     })
 }
 

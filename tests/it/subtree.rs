@@ -9,19 +9,7 @@ use anyhow::{Context, Result};
 use proclens_tests::parse;
 use proclens_tests::rig::{self, BindMount, FusedDaemon, Probe, ProbeError, TempCgroup};
 
-use crate::util::{container_cgroup, probe_in, set_memory_limit, MIB};
-
-/// Every file under `containers/<pid>/proc/`.
-const FILES: [&str; 8] = [
-    "cpuinfo",
-    "diskstats",
-    "loadavg",
-    "meminfo",
-    "slabinfo",
-    "stat",
-    "swaps",
-    "uptime",
-];
+use crate::util::{container_cgroup, new_worker, probe_in, set_memory_limit, MIB, PROC_FILES};
 
 /// A second container: 128 MiB, CPU 0.
 fn small_cgroup() -> Result<TempCgroup> {
@@ -71,7 +59,7 @@ fn subtree_files_show_the_named_container_to_any_reader() -> Result<()> {
     let cpuinfo = read_on_host(&subtree_path(&daemon, big_pid, "cpuinfo"))?;
     assert_eq!(parse::cpuinfo_processors(&cpuinfo)?, vec![0], "{cpuinfo}");
 
-    for file in FILES {
+    for file in PROC_FILES {
         let path = subtree_path(&daemon, big_pid, file);
         let text = read_on_host(&path)?;
         // A container that has done no disk I/O has no diskstats lines.
@@ -87,7 +75,7 @@ fn subtree_files_show_the_named_container_to_any_reader() -> Result<()> {
             .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
             .collect::<Result<_>>()?;
     listed.sort();
-    assert_eq!(listed, FILES);
+    assert_eq!(listed, PROC_FILES);
 
     for name in ["999999999", "1", "self", "0"] {
         let err = std::fs::metadata(daemon.path(&format!("containers/{name}")))
@@ -155,12 +143,7 @@ fn subtree_never_serves_another_container_after_a_worker_restart() -> Result<()>
 
     let old = daemon.worker_pids()?[0];
     rig::process::signal(old, libc::SIGKILL)?;
-    rig::poll(Duration::from_secs(20), "a new worker", || {
-        Ok(match daemon.worker_pids()?.as_slice() {
-            [pid] if *pid != old => Some(()),
-            _ => None,
-        })
-    })?;
+    new_worker(&daemon, old)?;
     // The new worker never saw the lookup: only a reader inside the container can tell it
     // whose file this is. Another container's reader gets EIO, not its own values.
     let err = in_small
@@ -177,12 +160,7 @@ fn subtree_never_serves_another_container_after_a_worker_restart() -> Result<()>
     // A reload (SIGHUP) hands the subtree's connection to the next worker as well.
     let old = daemon.worker_pids()?[0];
     rig::process::signal(daemon.pid(), libc::SIGHUP)?;
-    rig::poll(Duration::from_secs(20), "a new worker", || {
-        Ok(match daemon.worker_pids()?.as_slice() {
-            [pid] if *pid != old => Some(()),
-            _ => None,
-        })
-    })?;
+    new_worker(&daemon, old)?;
     assert_eq!(mem_total(&in_big.read_string(bind.path())?)?, 262_144);
     Ok(())
 }

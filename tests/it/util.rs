@@ -1,11 +1,44 @@
 //! Helpers shared by the test modules.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use proclens_tests::parse;
-use proclens_tests::rig::{self, Probe, ProbeOptions, TempCgroup};
+use proclens_tests::rig::{self, FusedDaemon, Probe, ProbeOptions, TempCgroup};
 
 /// One mebibyte.
 pub const MIB: u64 = 1 << 20;
+
+/// Every file of the lxcfs layout under `proc/` (and of a subtree's `proc/`).
+pub const PROC_FILES: [&str; 8] = [
+    "cpuinfo",
+    "diskstats",
+    "loadavg",
+    "meminfo",
+    "slabinfo",
+    "stat",
+    "swaps",
+    "uptime",
+];
+
+/// Waits until the daemon's single worker is no longer `old`; returns the new one.
+pub fn new_worker(daemon: &FusedDaemon, old: u32) -> Result<u32> {
+    rig::poll(Duration::from_secs(20), "a new worker", || {
+        Ok(match daemon.worker_pids()?.as_slice() {
+            [pid] if *pid != old => Some(*pid),
+            _ => None,
+        })
+    })
+}
+
+/// Waits until the daemon's log (read through a pipe drained by another thread) contains
+/// `text`; fails with the log after `timeout`.
+pub fn wait_for_log(daemon: &FusedDaemon, text: &str, timeout: Duration) -> Result<()> {
+    rig::poll(timeout, text, || {
+        Ok(daemon.stderr().contains(text).then_some(()))
+    })
+    .with_context(|| format!("daemon log: {}", daemon.stderr()))
+}
 
 /// The host's own `/proc/meminfo` value of `key`, in kB.
 pub fn host_meminfo_kb(key: &str) -> Result<u64> {

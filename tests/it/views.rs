@@ -6,19 +6,9 @@ use anyhow::{Context, Result};
 use proclens_tests::parse;
 use proclens_tests::rig::{self, process, FusedDaemon, Probe, TempCgroup};
 
-use crate::util::{container_cgroup, have_cpus, host_meminfo_kb, probe_in, probe_on_host, MIB};
-
-/// Every file of the lxcfs layout under `proc/`.
-const PROC_FILES: [&str; 8] = [
-    "cpuinfo",
-    "diskstats",
-    "loadavg",
-    "meminfo",
-    "slabinfo",
-    "stat",
-    "swaps",
-    "uptime",
-];
+use crate::util::{
+    container_cgroup, have_cpus, host_meminfo_kb, probe_in, probe_on_host, MIB, PROC_FILES,
+};
 
 /// Slack for values the kernel counts in clock ticks (10 ms) and prints with two decimals.
 const TICK_SLACK_SECS: f64 = 0.05;

@@ -233,6 +233,18 @@ pub fn push_dirent(
     true
 }
 
+/// Appends the directory entries `(name, ino, DT_* type)` of `all` from index `offset` on, each
+/// with the next index as its offset, until `size` more bytes would be exceeded.
+pub fn push_dirents(out: &mut Vec<u8>, all: &[(String, u64, u32)], offset: u64, size: u32) {
+    let limit = out.len() + size as usize;
+    let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+    for (i, (name, child, kind)) in all.iter().enumerate().skip(skip) {
+        if !push_dirent(out, limit, *child, i as u64 + 1, *kind, name.as_bytes()) {
+            break;
+        }
+    }
+}
+
 /// Appends a `fuse_statfs_out` for a read-only, size-less filesystem.
 pub fn statfs_out(out: &mut Vec<u8>) {
     for _ in 0..5 {
