@@ -99,7 +99,8 @@ struct Snapshot {
     print: Option<([u64; 2], u64)>,
     /// When the content last changed: the file's mtime.
     changed: Option<SystemTime>,
-    /// The bytes, for reads that miss the page cache, kept for [`CONTENT_TTL`].
+    /// The bytes, for the reads that fill the page cache: kept until one takes them to their
+    /// end, or for [`CONTENT_TTL`] at most.
     content: Option<Arc<[u8]>>,
     rendered: Option<Instant>,
 }

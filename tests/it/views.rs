@@ -595,9 +595,12 @@ fn stat_shows_the_containers_share_of_a_contended_cpu() -> Result<()> {
             (shown - real).abs() <= 5.0,
             "shown {shown:.1}% vs real {real:.1}%: {d:?}"
         );
+        // The quota caps the container at 50%; a busy machine (the VM stage under TCG while
+        // the rest of the suite runs) can hold the spinner well below it, which still makes a
+        // partial share to check the view against. Below 20% the check above says little.
         assert!(
-            (35.0..=55.0).contains(&real),
-            "the quota should hold usage near 50%: {real:.1}%"
+            (20.0..=55.0).contains(&real),
+            "the quota should cap usage at 50% and the spinner get a real share: {real:.1}%"
         );
         Ok(())
     })
