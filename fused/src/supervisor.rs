@@ -402,21 +402,12 @@ impl Supervisor {
     fn spawn(&self, program: PathBuf) -> anyhow::Result<Worker> {
         let (ready_read, ready_write) = pipe()?;
         let fds: Vec<RawFd> = self.clones.iter().map(|fd| fd.as_raw_fd()).collect();
-        let list = fds
-            .iter()
-            .map(|fd| fd.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
         let subtree_fds: Vec<RawFd> = self
             .subtree_clones
             .iter()
             .map(|fd| fd.as_raw_fd())
             .collect();
-        let subtree_list = subtree_fds
-            .iter()
-            .map(|fd| fd.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
+        let (list, subtree_list) = (comma_list(&fds), comma_list(&subtree_fds));
         let ready_fd = ready_write.as_raw_fd();
         let state_fd = self.state.as_raw_fd();
         let mut command = Command::new(&program);
@@ -534,11 +525,7 @@ impl Supervisor {
         ];
         numbers.extend(self.clones.iter().map(|fd| i64::from(fd.as_raw_fd())));
         let subtree = std::iter::once(&self.subtree_master).chain(&self.subtree_clones);
-        let subtree_list = subtree
-            .clone()
-            .map(|fd| fd.as_raw_fd().to_string())
-            .collect::<Vec<_>>()
-            .join(",");
+        let subtree_list = comma_list(subtree.clone().map(|fd| fd.as_raw_fd()));
         for fd in [&self.master, &self.state]
             .into_iter()
             .chain(&self.clones)
@@ -546,11 +533,7 @@ impl Supervisor {
         {
             keep_across_exec(fd.as_raw_fd())?;
         }
-        let state = numbers
-            .iter()
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
+        let state = comma_list(&numbers);
         let err = Command::new(&self.exe_path)
             .args(&self.args)
             .env(ADOPT_ENV, state)
@@ -563,6 +546,16 @@ impl Supervisor {
         }
         Err(anyhow::Error::new(err).context(format!("exec {}", self.exe_path.display())))
     }
+}
+
+/// `items` as the comma-separated list the environment variables handed to a worker or a new
+/// image carry.
+fn comma_list<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
+    items
+        .into_iter()
+        .map(|item| item.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A close-on-exec pipe: (read end, write end).

@@ -68,22 +68,24 @@ fn inherited_fd(text: &str) -> anyhow::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Takes ownership of the fds of a comma-separated list (empty: none).
+fn inherited_fds(list: &str) -> anyhow::Result<Vec<OwnedFd>> {
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    list.split(',').map(inherited_fd).collect()
+}
+
 /// The worker's fds, if this process was started as a worker.
 pub fn inherited() -> anyhow::Result<Option<Inherited>> {
     let Ok(list) = std::env::var(FDS_ENV) else {
         return Ok(None);
     };
-    let fds = list
-        .split(',')
-        .map(inherited_fd)
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let fds = inherited_fds(&list)?;
     anyhow::ensure!(!fds.is_empty(), "{FDS_ENV} is empty");
     let subtree_fds = match std::env::var(SUBTREE_FDS_ENV) {
-        Ok(list) if !list.is_empty() => list
-            .split(',')
-            .map(inherited_fd)
-            .collect::<anyhow::Result<Vec<_>>>()?,
-        _ => Vec::new(),
+        Ok(list) => inherited_fds(&list)?,
+        Err(_) => Vec::new(),
     };
     let ready = std::env::var(READY_ENV)
         .ok()
