@@ -193,6 +193,25 @@ impl Layout {
         self.hierarchies.get(index).map(|h| h.version)
     }
 
+    /// The directory of `set`'s cgroup in the hierarchy providing `controller`, with that
+    /// hierarchy's version; `None` when no hierarchy provides it or `set` has no path there.
+    pub fn dir(&self, set: &CgroupSet, controller: Controller) -> Option<(Version, PathBuf)> {
+        let index = self.hierarchy_for(controller)?;
+        let hierarchy = &self.hierarchies[index];
+        let path = set.path(index)?;
+        Some((hierarchy.version, join_cgroup(&hierarchy.mount_point, path)))
+    }
+
+    /// The set naming cgroup `path` (absolute below each mount, "/" the root) in every
+    /// hierarchy: how runtimes place a container, at one path in all of them. For reading a
+    /// cgroup by path rather than by a process in it.
+    pub fn set_at(&self, path: &str) -> CgroupSet {
+        let normalized = format!("/{}", path.trim_matches('/'));
+        CgroupSet {
+            paths: vec![Some(normalized); self.hierarchies.len()],
+        }
+    }
+
     /// Maps a process's /proc/<pid>/cgroup lines onto this layout's hierarchies.
     pub fn cgroup_set(&self, lines: &[CgroupLine]) -> CgroupSet {
         let paths = self
@@ -211,6 +230,16 @@ impl Layout {
             })
             .collect();
         CgroupSet { paths }
+    }
+}
+
+/// `mount_point` joined with an absolute cgroup path.
+pub(crate) fn join_cgroup(mount_point: &Path, cgroup: &str) -> PathBuf {
+    let relative = cgroup.trim_start_matches('/');
+    if relative.is_empty() {
+        mount_point.to_path_buf()
+    } else {
+        mount_point.join(relative)
     }
 }
 

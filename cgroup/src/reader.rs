@@ -2,7 +2,7 @@
 //! [`ContainerSnapshot`]. All interpretation is done by the pure parsers.
 
 use crate::error::{Error, ParseError, Result};
-use crate::layout::{CgroupSet, Controller, HostPaths, Layout, Version};
+use crate::layout::{join_cgroup, CgroupSet, Controller, HostPaths, Layout, Version};
 use crate::model::{
     ContainerSnapshot, CpuQuota, CpuSnapshot, CpuUsage, MemorySnapshot, MemoryStat,
     PressureSnapshot, TaskCounts,
@@ -126,10 +126,7 @@ impl CgroupReader {
 
     /// The directory of `set`'s cgroup in the hierarchy providing `controller`.
     pub fn dir(&self, set: &CgroupSet, controller: Controller) -> Option<(Version, PathBuf)> {
-        let index = self.layout.hierarchy_for(controller)?;
-        let hierarchy = &self.layout.hierarchies[index];
-        let path = set.path(index)?;
-        Some((hierarchy.version, join_cgroup(&hierarchy.mount_point, path)))
+        self.layout.dir(set, controller)
     }
 
     /// The container's identity: its set plus directory inodes. Fails with `Vanished` when a
@@ -556,16 +553,6 @@ fn read_into(path: &Path, buf: &mut [u8]) -> io::Result<usize> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             result => return result,
         }
-    }
-}
-
-/// `mount_point` joined with an absolute cgroup path.
-fn join_cgroup(mount_point: &Path, cgroup: &str) -> PathBuf {
-    let relative = cgroup.trim_start_matches('/');
-    if relative.is_empty() {
-        mount_point.to_path_buf()
-    } else {
-        mount_point.join(relative)
     }
 }
 
