@@ -31,15 +31,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// The errno a FUSE reply should carry for this error: ENOENT for a vanished file, EIO otherwise.
-    pub fn errno(&self) -> i32 {
-        match self {
-            Error::Vanished { .. } => libc::ENOENT,
-            Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
-            Error::Parse { .. } => libc::EIO,
-        }
-    }
-
     /// Wraps an I/O error with its path, recognising "gone" errors (ENOENT, ESRCH, ENODEV) as `Vanished`.
     pub fn io(path: &Path, source: io::Error) -> Self {
         match source.raw_os_error() {

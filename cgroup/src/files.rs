@@ -28,9 +28,6 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// Default number of kept descriptors.
-pub const DEFAULT_CAPACITY: usize = 2048;
-
 /// First read size; doubled while a read fills the buffer.
 const FIRST_CHUNK: usize = 4096;
 

@@ -1,10 +1,11 @@
 //! Whose view a request gets (DESIGN §3): the caller's cgroup, or its pid-namespace init's when
 //! that is an ancestor (systemd or LXC inside the container), never another container's.
 
+use crate::error::{Result, ViewError};
+use proclens_cgroup::files::read_file;
 use proclens_cgroup::files::{read_at, shrink_if_sparse};
 use proclens_cgroup::parse::proc_pid::{parse_pid_cgroup, parse_proc_stat, parse_proc_status};
-use proclens_cgroup::reader::read_file;
-use proclens_cgroup::{CgroupReader, CgroupSet, ContainerId, Error, Result};
+use proclens_cgroup::{CgroupSet, Collector, ContainerId, Error};
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -79,7 +80,7 @@ impl ContainerStart {
 impl ContainerCaller {
     /// Start time of the container's init (its pid namespace's pid 1, or the oldest process of
     /// its cgroup for callers in the host pid namespace), in ticks after boot.
-    pub fn start_ticks(&self, reader: &CgroupReader) -> Result<u64> {
+    pub fn start_ticks(&self, reader: &Collector) -> Result<u64> {
         if let Some(&ticks) = self.start.ticks.get() {
             return Ok(ticks);
         }
@@ -92,7 +93,7 @@ impl ContainerCaller {
     /// then reused: it stays right for as long as the thread's entry is used, because a cgroup
     /// holding the thread, or an ancestor of it, cannot be removed, and a moved thread is
     /// resolved again.
-    pub fn identity(&self, reader: &CgroupReader) -> Result<(Arc<ContainerId>, [u64; 2])> {
+    pub fn identity(&self, reader: &Collector) -> Result<(Arc<ContainerId>, [u64; 2])> {
         if let Some((id, key)) = self.state.get() {
             return Ok((Arc::clone(id), *key));
         }
@@ -116,7 +117,7 @@ struct CachedView {
 
 impl CachedView {
     /// Whether the view may still be used: young enough, and its init is still the same process.
-    fn is_current(&self, reader: &CgroupReader) -> bool {
+    fn is_current(&self, reader: &Collector) -> bool {
         self.resolved.elapsed() < VIEW_TTL
             && (self.init_pid == 0
                 || start_ticks(reader, self.init_pid).ok() == Some(self.start_ticks))
@@ -230,13 +231,11 @@ impl CallerResolver {
     }
 
     /// Resolves the view for thread `pid` (a host tid from the FUSE request).
-    pub fn resolve(&self, reader: &CgroupReader, pid: u32) -> Result<Viewer> {
+    pub fn resolve(&self, reader: &Collector, pid: u32) -> Result<Viewer> {
         if pid == 0 {
             // The kernel sends 0 for callers outside our pid namespace: we cannot tell whose
             // view it is, so nothing is shown.
-            return Err(Error::Vanished {
-                path: "caller pid 0".into(),
-            });
+            return Err(ViewError::CallerOutsideNamespace);
         }
         let mut buf = [0u8; CGROUP_TEXT_MAX];
         if let Some(caller) = self.known_thread(pid, &mut buf) {
@@ -340,7 +339,7 @@ impl CallerResolver {
     /// same cgroups and pid namespace for [`VIEW_TTL`].
     fn view(
         &self,
-        reader: &CgroupReader,
+        reader: &Collector,
         pid: u32,
         own: CgroupSet,
         cgroup_hash: [u64; 2],
@@ -372,7 +371,7 @@ impl CallerResolver {
     /// The full resolution: the caller's pid namespace, its init, and the DESIGN §3 rule.
     fn resolve_uncached(
         &self,
-        reader: &CgroupReader,
+        reader: &Collector,
         pid: u32,
         own: CgroupSet,
         namespace: Namespace,
@@ -404,7 +403,7 @@ impl CallerResolver {
     /// they stay in the namespace, and a scan of /proc (callers that entered the namespace with
     /// setns — `runc exec`, `kubectl exec`, nsenter — have parents outside it). Only a verified
     /// init is cached.
-    fn init_of(&self, reader: &CgroupReader, pid: u32, ns_ino: u64) -> Result<InitEntry> {
+    fn init_of(&self, reader: &Collector, pid: u32, ns_ino: u64) -> Result<InitEntry> {
         let cached = self
             .inits
             .lock()
@@ -420,9 +419,7 @@ impl CallerResolver {
             .or_else(|| init_by_walk(reader, pid, ns_ino))
             .or_else(|| init_by_scan(reader, ns_ino));
         let Some(init) = found else {
-            return Err(Error::Vanished {
-                path: format!("init of pid namespace of {pid}").into(),
-            });
+            return Err(ViewError::NoInit { pid });
         };
         let entry = InitEntry {
             pid: init,
@@ -442,7 +439,7 @@ impl CallerResolver {
 const NS_GET_TGID_FROM_PIDNS: libc::c_ulong = 0x8004_b707;
 
 /// Inode of `pid`'s pid namespace.
-fn pid_ns_inode(reader: &CgroupReader, pid: u32) -> Result<u64> {
+fn pid_ns_inode(reader: &Collector, pid: u32) -> Result<u64> {
     let path = reader.host_paths().proc_root.join(format!("{pid}/ns/pid"));
     let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
     Ok(std::os::unix::fs::MetadataExt::ino(&meta))
@@ -450,7 +447,7 @@ fn pid_ns_inode(reader: &CgroupReader, pid: u32) -> Result<u64> {
 
 /// Whether `pid` is pid 1 of the pid namespace with inode `ns_ino` (the cheap namespace check
 /// first: the /proc scan calls this for every process).
-fn is_init_of(reader: &CgroupReader, pid: u32, ns_ino: u64) -> bool {
+fn is_init_of(reader: &Collector, pid: u32, ns_ino: u64) -> bool {
     if pid_ns_inode(reader, pid).ok() != Some(ns_ino) {
         return false;
     }
@@ -462,7 +459,7 @@ fn is_init_of(reader: &CgroupReader, pid: u32, ns_ino: u64) -> bool {
 }
 
 /// Asks the kernel which host pid is pid 1 in `pid`'s namespace (Linux 6.11+; `None` before).
-fn init_by_ioctl(reader: &CgroupReader, pid: u32) -> Option<u32> {
+fn init_by_ioctl(reader: &Collector, pid: u32) -> Option<u32> {
     let path = reader.host_paths().proc_root.join(format!("{pid}/ns/pid"));
     let file = std::fs::File::open(path).ok()?;
     // SAFETY: the ioctl takes the pid to translate by value and returns the translated pid.
@@ -477,7 +474,7 @@ fn init_by_ioctl(reader: &CgroupReader, pid: u32) -> Option<u32> {
 }
 
 /// Walks from `pid` up its parents while they stay in namespace `ns_ino`, looking for pid 1.
-fn init_by_walk(reader: &CgroupReader, pid: u32, ns_ino: u64) -> Option<u32> {
+fn init_by_walk(reader: &Collector, pid: u32, ns_ino: u64) -> Option<u32> {
     let proc_root = &reader.host_paths().proc_root;
     let mut current = pid;
     for _ in 0..MAX_WALK {
@@ -496,7 +493,7 @@ fn init_by_walk(reader: &CgroupReader, pid: u32, ns_ino: u64) -> Option<u32> {
 
 /// Scans every process for pid 1 of namespace `ns_ino` (the fallback for setns'd callers on
 /// kernels without NS_GET_TGID_FROM_PIDNS; its result is cached).
-fn init_by_scan(reader: &CgroupReader, ns_ino: u64) -> Option<u32> {
+fn init_by_scan(reader: &Collector, ns_ino: u64) -> Option<u32> {
     let entries = std::fs::read_dir(&reader.host_paths().proc_root).ok()?;
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -504,7 +501,7 @@ fn init_by_scan(reader: &CgroupReader, ns_ino: u64) -> Option<u32> {
 }
 
 /// Start time of `pid` in ticks after boot.
-fn start_ticks(reader: &CgroupReader, pid: u32) -> Result<u64> {
+fn start_ticks(reader: &Collector, pid: u32) -> Result<u64> {
     let path = reader.host_paths().proc_root.join(format!("{pid}/stat"));
     Ok(parse_proc_stat(&read_file(&path)?)
         .map_err(|e| Error::parse(&path, e))?
@@ -512,7 +509,7 @@ fn start_ticks(reader: &CgroupReader, pid: u32) -> Result<u64> {
 }
 
 /// The earliest start time among the processes of the cgroup (bounded scan).
-fn oldest_start(reader: &CgroupReader, set: &CgroupSet) -> Option<u64> {
+fn oldest_start(reader: &Collector, set: &CgroupSet) -> Option<u64> {
     let tids = reader.thread_ids(set).ok()?;
     tids.iter()
         .take(4096)

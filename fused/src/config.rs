@@ -4,6 +4,10 @@ use clap::{Parser, ValueEnum};
 use proclens_view::CpuView;
 use std::path::PathBuf;
 
+/// Default of `--open-files`: cgroup, /proc and /sys value files kept open between reads (the
+/// daemon's descriptor-cache policy; each costs the kernel about 4.5 KiB).
+pub const DEFAULT_OPEN_FILES: usize = 2048;
+
 /// Default mountpoint, where bind-mount manifests point (`<mnt>/proc/meminfo`, ...).
 pub const DEFAULT_MOUNTPOINT: &str = "/var/lib/proclens";
 
@@ -43,7 +47,7 @@ pub struct Args {
 
     /// Most cgroup, /proc and /sys value files kept open between reads and re-read with pread
     /// (0: open every file for every read). Each costs the kernel about 4.5 KiB.
-    #[arg(long, default_value_t = proclens_cgroup::files::DEFAULT_CAPACITY)]
+    #[arg(long, default_value_t = DEFAULT_OPEN_FILES)]
     pub open_files: usize,
 
     /// How long the kernel may serve a `containers/<pid>/proc/` file from its page cache before

@@ -225,7 +225,7 @@ impl ProcFs {
     /// Closes kept descriptors not read since the last call (removed cgroups' and gone
     /// containers' files); returns how many were closed.
     pub fn close_idle_files(&self) -> usize {
-        self.renderer.reader().close_idle_files()
+        self.renderer.reader().files().close_idle()
     }
 
     /// The renderer of every view.
@@ -234,7 +234,7 @@ impl ProcFs {
     }
 
     /// Resolves the view of thread `pid` (host pid namespace).
-    pub fn resolve(&self, pid: u32) -> proclens_cgroup::Result<Viewer> {
+    pub fn resolve(&self, pid: u32) -> crate::error::Result<Viewer> {
         self.callers.resolve(self.renderer.reader(), pid)
     }
 

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 mod caller;
 mod config;
+mod error;
 mod fs;
 mod fuse;
 mod recent;

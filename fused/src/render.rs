@@ -2,6 +2,7 @@
 //! state (I/O), then calls the pure renderers of `proclens-view`.
 
 use crate::caller::{ContainerCaller, Viewer};
+use crate::error::{Result, ViewError};
 use crate::recent::Recent;
 use crate::sampler::LoadTracker;
 use crate::shared::SharedState;
@@ -10,8 +11,8 @@ use proclens_cgroup::parse::host::{
     parse_cpuinfo, parse_diskstats_names, parse_meminfo, parse_stat, parse_uptime,
 };
 use proclens_cgroup::parse::host::{Cpuinfo, Meminfo};
-use proclens_cgroup::reader::USER_HZ;
-use proclens_cgroup::{CgroupReader, CpuQuota, CpuSnapshot, Error, ParseError, Result};
+use proclens_cgroup::USER_HZ;
+use proclens_cgroup::{Collector, CpuQuota, CpuUsage, Error, MemorySnapshot, ParseError, Parts};
 use proclens_view::{cpuinfo, diskstats, loadavg, meminfo, pressure, stat, swaps, sys_cpu, uptime};
 use proclens_view::{visible_cpus, CpuView};
 use std::path::{Path, PathBuf};
@@ -91,7 +92,7 @@ enum HostCpuinfo {
 /// Renders computed files.
 #[derive(Debug)]
 pub struct Renderer {
-    reader: CgroupReader,
+    reader: Collector,
     cpu_view: CpuView,
     shared: Arc<SharedState>,
     host_cpuinfo: Recent<HostCpuinfo>,
@@ -106,7 +107,7 @@ fn parse_err(path: &Path) -> impl FnOnce(ParseError) -> Error + '_ {
 impl Renderer {
     /// A renderer over `reader`; loadavg and the task lines of stat come from `load`.
     pub fn new(
-        reader: CgroupReader,
+        reader: Collector,
         cpu_view: CpuView,
         shared: Arc<SharedState>,
         load: Arc<LoadTracker>,
@@ -122,7 +123,7 @@ impl Renderer {
     }
 
     /// The cgroup reader.
-    pub fn reader(&self) -> &CgroupReader {
+    pub fn reader(&self) -> &Collector {
         &self.reader
     }
 
@@ -132,27 +133,37 @@ impl Renderer {
 
     /// The host's online CPUs.
     pub fn host_online(&self) -> Result<Arc<Vec<u32>>> {
-        self.host_online.get(|| {
-            let path = self
-                .reader
-                .host_paths()
-                .sys_root
-                .join("devices/system/cpu/online");
-            parse_cpulist(&self.reader.read(&path)?).map_err(parse_err(&path))
-        })
+        self.host_online
+            .get(|| {
+                let path = self
+                    .reader
+                    .host_paths()
+                    .sys_root
+                    .join("devices/system/cpu/online");
+                parse_cpulist(&self.reader.read(&path)?).map_err(parse_err(&path))
+            })
+            .map_err(ViewError::from)
     }
 
-    /// The container's CPU snapshot and the host CPUs it sees, in container order.
-    fn cpu_and_visible(&self, caller: &ContainerCaller) -> Result<(CpuSnapshot, Vec<u32>)> {
-        let cpu = self.reader.cpu(&caller.set)?;
-        let visible = self.visible_of(cpu.cpuset.as_deref(), cpu.quota)?;
-        Ok((cpu, visible))
+    /// The container's CPU time and the host CPUs it sees, in container order: one snapshot.
+    fn cpu_and_visible(&self, caller: &ContainerCaller) -> Result<(CpuUsage, Vec<u32>)> {
+        let snap = self
+            .reader
+            .snapshot(&caller.set, Parts::CPU_LIMITS | Parts::CPU_USAGE)?;
+        let visible = self.visible_of(snap.cpuset.as_deref(), snap.cpu_quota)?;
+        Ok((snap.cpu_usage.unwrap_or_default(), visible))
     }
 
     /// The host CPUs `caller` sees, in container order.
     pub fn visible(&self, caller: &ContainerCaller) -> Result<Vec<u32>> {
-        let (cpuset, quota) = self.reader.cpu_limits(&caller.set)?;
-        self.visible_of(cpuset.as_deref(), quota)
+        let snap = self.reader.snapshot(&caller.set, Parts::CPU_LIMITS)?;
+        self.visible_of(snap.cpuset.as_deref(), snap.cpu_quota)
+    }
+
+    /// The container's memory (default values without a memory controller).
+    fn memory(&self, caller: &ContainerCaller) -> Result<MemorySnapshot> {
+        let snap = self.reader.snapshot(&caller.set, Parts::MEMORY)?;
+        Ok(snap.memory.unwrap_or_default())
     }
 
     /// The online host CPUs a container with `cpuset` and `quota` sees, in container order.
@@ -171,7 +182,7 @@ impl Renderer {
             Viewer::Host => {
                 let paths = self.reader.host_paths();
                 let path = file.host_path(&paths.proc_root, &paths.sys_root);
-                return std::fs::read(&path).map_err(|e| Error::io(&path, e));
+                return std::fs::read(&path).map_err(|e| Error::io(&path, e).into());
             }
             Viewer::Container(caller) => caller,
         };
@@ -196,19 +207,18 @@ impl Renderer {
 
     /// The host's /proc/meminfo text, read afresh.
     fn host_meminfo_text(&self) -> Result<String> {
-        self.reader.read(&self.proc_file("meminfo"))
+        Ok(self.reader.read(&self.proc_file("meminfo"))?)
     }
 
     fn host_meminfo<'t>(&self, text: &'t str) -> Result<Meminfo<'t>> {
         // The path is built only for the error: the read already built it once.
-        parse_meminfo(text).map_err(|e| Error::parse(&self.proc_file("meminfo"), e))
+        parse_meminfo(text).map_err(|e| Error::parse(&self.proc_file("meminfo"), e).into())
     }
 
     fn meminfo(&self, caller: &ContainerCaller) -> Result<String> {
         let text = self.host_meminfo_text()?;
         let host = self.host_meminfo(&text)?;
-        let memory = self.reader.memory(&caller.set)?.unwrap_or_default();
-        Ok(meminfo::render_meminfo(&host, &memory))
+        Ok(meminfo::render_meminfo(&host, &self.memory(caller)?))
     }
 
     fn cpuinfo(&self, caller: &ContainerCaller) -> Result<String> {
@@ -230,8 +240,8 @@ impl Renderer {
         let path = self.proc_file("stat");
         let text = self.reader.read(&path)?;
         let host = parse_stat(&text).map_err(parse_err(&path))?;
-        let (cpu, visible) = self.cpu_and_visible(caller)?;
-        let rows = stat::container_cpu_rows(&host, &visible, &cpu.usage);
+        let (usage, visible) = self.cpu_and_visible(caller)?;
+        let rows = stat::container_cpu_rows(&host, &visible, &usage);
         let (id, key) = caller.identity(&self.reader)?;
         let (_, tasks) = self.load.current(&id, key)?;
         let rows = self.shared.with_container(key, |s| {
@@ -245,8 +255,8 @@ impl Renderer {
     fn uptime(&self, caller: &ContainerCaller) -> Result<String> {
         let path = self.proc_file("uptime");
         let host = parse_uptime(&self.reader.read(&path)?).map_err(parse_err(&path))?;
-        let (cpu, visible) = self.cpu_and_visible(caller)?;
-        let busy_secs = (cpu.usage.user_ns + cpu.usage.system_ns) as f64 / 1e9;
+        let (usage, visible) = self.cpu_and_visible(caller)?;
+        let busy_secs = (usage.user_ns + usage.system_ns) as f64 / 1e9;
         let start_secs = caller.start_ticks(&self.reader)? as f64 / USER_HZ as f64;
         let (up, idle) =
             uptime::container_uptime(host.uptime_secs, start_secs, visible.len(), busy_secs);
@@ -267,7 +277,7 @@ impl Renderer {
     fn swaps(&self, caller: &ContainerCaller) -> Result<String> {
         let text = self.host_meminfo_text()?;
         let host = self.host_meminfo(&text)?;
-        let memory = self.reader.memory(&caller.set)?.unwrap_or_default();
+        let memory = self.memory(caller)?;
         let (total, used) = meminfo::container_swap_kb(&host, &memory).unwrap_or((
             host.get("SwapTotal").unwrap_or(0),
             host.get("SwapTotal")
@@ -281,7 +291,12 @@ impl Renderer {
         let path = self.proc_file("diskstats");
         let names = parse_diskstats_names(&self.reader.read(&path)?).map_err(parse_err(&path))?;
         Ok(diskstats::render_diskstats(
-            &self.reader.io(&caller.set)?,
+            &self
+                .reader
+                .snapshot(&caller.set, Parts::IO)?
+                .io
+                .unwrap_or_default()
+                .devices,
             &names,
         ))
     }
@@ -305,7 +320,7 @@ impl Renderer {
     }
 
     fn pressure(&self, file: Computed, caller: &ContainerCaller) -> Result<String> {
-        let psi = self.reader.pressure(&caller.set)?;
+        let psi = self.reader.snapshot(&caller.set, Parts::PRESSURE)?.pressure;
         let psi = psi.and_then(|p| match file {
             Computed::PressureCpu => p.cpu,
             Computed::PressureIo => p.io,
@@ -313,9 +328,7 @@ impl Renderer {
         });
         match psi {
             Some(psi) => Ok(pressure::render_pressure(&psi)),
-            None => Err(Error::Vanished {
-                path: "pressure (not available for this cgroup)".into(),
-            }),
+            None => Err(ViewError::NoPressure),
         }
     }
 }

@@ -14,7 +14,7 @@
 
 use crate::shared::{monotonic_ns, SharedState};
 use crate::state::load_samples;
-use proclens_cgroup::{CgroupReader, ContainerId, Error, Result, TaskCounts};
+use proclens_cgroup::{Collector, ContainerId, Error, Result, TaskCounts};
 use proclens_view::loadavg::{LoadAvg, LOAD_INTERVAL_SECS};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -65,7 +65,7 @@ pub fn is_stale(updated_ns: u64, now_ns: u64) -> bool {
 }
 
 /// Whether a container's stored task count still holds: the CPU time its threads used
-/// ([`CgroupReader::task_cpu_usage_ns`]) was read before that count (`counted_at`) and again
+/// ([`Collector::task_cpu_usage_ns`]) was read before that count (`counted_at`) and again
 /// now, and is the same. A thread changes state only by running (sleeping, blocking, exiting,
 /// forking), or by being woken, after which it runs at once unless the CPU is contended; so
 /// without CPU time used the count is the same, but for a wake-up not yet run, which the next
@@ -220,7 +220,7 @@ impl Registry {
 /// ([`LoadTracker::current`]) and the sampler thread ([`LoadTracker::run`]).
 #[derive(Debug)]
 pub struct LoadTracker {
-    reader: CgroupReader,
+    reader: Collector,
     shared: Arc<SharedState>,
     registry: Mutex<Registry>,
     stopped: Mutex<bool>,
@@ -229,7 +229,7 @@ pub struct LoadTracker {
 
 impl LoadTracker {
     /// A tracker over `shared`'s container slots, registering at most one container per slot.
-    pub fn new(reader: CgroupReader, shared: Arc<SharedState>) -> Self {
+    pub fn new(reader: Collector, shared: Arc<SharedState>) -> Self {
         let capacity = shared.container_slots();
         LoadTracker {
             reader,
@@ -352,6 +352,7 @@ impl LoadTracker {
 mod tests {
     use super::*;
     use crate::state::container_key;
+    use proclens_cgroup::files::FileCache;
     use proclens_cgroup::{CgroupSet, HostPaths, Layout};
     use std::time::Instant;
 
@@ -530,7 +531,11 @@ mod tests {
         })
         .unwrap();
         let shared = Arc::new(SharedState::attach(region).unwrap());
-        let reader = CgroupReader::new(Layout::from_mounts(&[], ""), HostPaths::default());
+        let reader = Collector::new(
+            Layout::from_mounts(&[], ""),
+            HostPaths::default(),
+            FileCache::new(0),
+        );
         LoadTracker::new(reader, shared)
     }
 
@@ -561,7 +566,11 @@ mod tests {
             proc_root: root.path().join("proc"),
             sys_root: root.path().join("sys"),
         };
-        let reader = CgroupReader::new(Layout::from_mounts(&mounts, "pids"), paths);
+        let reader = Collector::new(
+            Layout::from_mounts(&mounts, "pids"),
+            paths,
+            FileCache::new(0),
+        );
         let set = Arc::new(CgroupSet {
             paths: vec![Some("/ctr".to_string())],
         });

@@ -329,9 +329,8 @@ impl SubtreeFs {
         let caller = match self.procfs.resolve(pid) {
             Ok(Viewer::Container(caller)) => caller,
             // The host has its own /proc; a process that is gone has no container.
-            Ok(Viewer::Host) | Err(proclens_cgroup::Error::Vanished { .. }) => {
-                return Err(libc::ENOENT)
-            }
+            Ok(Viewer::Host) => return Err(libc::ENOENT),
+            Err(err) if err.is_gone() => return Err(libc::ENOENT),
             Err(err) => {
                 tracing::warn!(pid, %err, "cannot resolve the container of a subtree");
                 return Err(libc::EIO);

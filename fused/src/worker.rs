@@ -485,9 +485,9 @@ fn build_filesystem(
             "the open-file limit (RLIMIT_NOFILE) leaves room for fewer kept files"
         );
     }
-    let reader = proclens_cgroup::CgroupReader::discover(config.host.clone())
-        .context("discovering cgroup hierarchies")?
-        .with_open_files(open_files);
+    let files = proclens_cgroup::files::FileCache::new(open_files);
+    let reader = proclens_cgroup::Collector::discover(config.host.clone(), files)
+        .context("discovering cgroup hierarchies")?;
     for h in &reader.layout().hierarchies {
         tracing::debug!(version = ?h.version, controllers = %h.controllers.join(","),
             mount = %h.mount_point.display(), "cgroup hierarchy");

@@ -1,6 +1,6 @@
 //! /proc/diskstats from the container's block I/O counters (v1 blkio, v2 io.stat).
 
-use proclens_cgroup::parse::cgroupfs::IoDeviceStat;
+use proclens_cgroup::model::IoDeviceStat;
 use proclens_cgroup::parse::host::DiskName;
 use std::fmt::Write;
 

@@ -1,6 +1,6 @@
 //! /proc/pressure/{cpu,memory,io} from the container's PSI files.
 
-use proclens_cgroup::parse::cgroupfs::{Psi, PsiLine};
+use proclens_cgroup::model::{Psi, PsiLine};
 use std::fmt::Write;
 
 fn push(out: &mut String, kind: &str, l: &PsiLine) {

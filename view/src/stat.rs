@@ -6,7 +6,7 @@ use proclens_cgroup::{CpuUsage, TaskCounts};
 use std::fmt::Write;
 
 /// Nanoseconds per USER_HZ tick.
-const NS_PER_TICK: u64 = 1_000_000_000 / proclens_cgroup::reader::USER_HZ;
+const NS_PER_TICK: u64 = 1_000_000_000 / proclens_cgroup::USER_HZ;
 
 /// Computes one row per visible CPU (host CPU ids in `visible`), in ticks.
 ///
@@ -146,7 +146,7 @@ pub fn render_stat(host: &HostStat<'_>, rows: &[CpuTimes], tasks: &TaskCounts) -
 mod tests {
     use super::*;
     use crate::testutil::fixture;
-    use proclens_cgroup::parse::cgroupfs::PerCpuUsage;
+    use proclens_cgroup::model::PerCpuUsage;
     use proclens_cgroup::parse::host::parse_stat;
 
     fn host() -> HostStat<'static> {
@@ -158,6 +158,7 @@ mod tests {
     fn exact_per_cpu_rows() {
         let host = host();
         let usage = CpuUsage {
+            total_ns: 4_000_000_000,
             user_ns: 3_000_000_000,
             system_ns: 1_000_000_000,
             per_cpu: Some(vec![
@@ -183,6 +184,7 @@ mod tests {
     fn spread_when_no_split() {
         let host = host();
         let usage = CpuUsage {
+            total_ns: 5_010_000_000,
             user_ns: 5_010_000_000,
             system_ns: 0,
             per_cpu: None,
@@ -198,6 +200,7 @@ mod tests {
     fn busy_is_bounded_by_capacity() {
         let host = host();
         let usage = CpuUsage {
+            total_ns: u64::MAX,
             user_ns: u64::MAX,
             system_ns: u64::MAX,
             per_cpu: None,

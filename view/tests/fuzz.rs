@@ -161,6 +161,7 @@ fn exercise(text: &str) {
     }
     if let Ok(s) = host::parse_stat(text) {
         let usage = CpuUsage {
+            total_ns: u64::MAX,
             user_ns: u64::MAX,
             system_ns: u64::MAX,
             per_cpu: None,

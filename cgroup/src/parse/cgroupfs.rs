@@ -3,6 +3,7 @@
 
 use super::{number, ParseResult};
 use crate::error::ParseError;
+use crate::model::{CpuMax, IoDeviceStat, PerCpuUsage, Psi, PsiLine};
 use std::collections::BTreeMap;
 
 /// Parses a file holding one unsigned number (memory.current, memory.usage_in_bytes, ...).
@@ -41,15 +42,6 @@ pub fn parse_flat_keyed(text: &str) -> ParseResult<BTreeMap<&str, u64>> {
     Ok(map)
 }
 
-/// A CFS bandwidth limit: `quota_us` of CPU time every `period_us`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CpuMax {
-    /// Allowed CPU time per period in µs; `None` is unlimited.
-    pub quota_us: Option<u64>,
-    /// Period length in µs.
-    pub period_us: u64,
-}
-
 /// Parses v2 cpu.max ("max 100000" or "50000 100000").
 pub fn parse_cpu_max(text: &str) -> ParseResult<CpuMax> {
     let mut parts = text.split_whitespace();
@@ -68,17 +60,6 @@ pub fn parse_cpu_max(text: &str) -> ParseResult<CpuMax> {
         quota_us,
         period_us,
     })
-}
-
-/// One row of cpuacct.usage_all: a host CPU's user and system time charged to the cgroup, in ns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PerCpuUsage {
-    /// Host CPU number.
-    pub cpu: u32,
-    /// User time in ns.
-    pub user_ns: u64,
-    /// System time in ns.
-    pub system_ns: u64,
 }
 
 /// Parses v1 cpuacct.usage_all ("cpu user system" header, then one row per possible CPU).
@@ -112,27 +93,6 @@ pub fn parse_usage_all(text: &str) -> ParseResult<Vec<PerCpuUsage>> {
             })
         })
         .collect()
-}
-
-/// I/O done by a cgroup on one block device, summed over the file's keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct IoDeviceStat {
-    /// Device major number.
-    pub major: u32,
-    /// Device minor number.
-    pub minor: u32,
-    /// Bytes read.
-    pub read_bytes: u64,
-    /// Bytes written.
-    pub write_bytes: u64,
-    /// Read operations completed.
-    pub read_ios: u64,
-    /// Write operations completed.
-    pub write_ios: u64,
-    /// Bytes discarded.
-    pub discard_bytes: u64,
-    /// Discard operations completed.
-    pub discard_ios: u64,
 }
 
 fn parse_dev(token: &str) -> ParseResult<(u32, u32)> {
@@ -214,28 +174,6 @@ pub fn parse_blkio(service_bytes: &str, serviced: &str) -> ParseResult<Vec<IoDev
         }
     }
     Ok(devices.into_values().collect())
-}
-
-/// One line of a pressure file.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct PsiLine {
-    /// Share of time stalled over the last 10 s, in percent.
-    pub avg10: f64,
-    /// Over the last 60 s, in percent.
-    pub avg60: f64,
-    /// Over the last 300 s, in percent.
-    pub avg300: f64,
-    /// Total stall time in µs.
-    pub total_us: u64,
-}
-
-/// A pressure file (cpu.pressure, memory.pressure, io.pressure, /proc/pressure/*).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Psi {
-    /// Some tasks stalled.
-    pub some: PsiLine,
-    /// All non-idle tasks stalled; absent from cpu pressure before Linux 5.13.
-    pub full: Option<PsiLine>,
 }
 
 /// Parses a PSI file.

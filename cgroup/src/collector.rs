@@ -1,0 +1,626 @@
+//! The collector: reads any container's cgroup state, by a process in it or by its cgroup
+//! path, into a [`ContainerSnapshot`] with one call. It dispatches each controller to the
+//! module of its hierarchy's version ([`crate::v1`], [`crate::v2`]), which read the files at the
+//! edge and interpret them with pure functions.
+
+use crate::error::{Error, Result};
+use crate::files::FileCache;
+use crate::layout::{join_cgroup, CgroupSet, Controller, HostPaths, Layout, Version};
+use crate::model::{ContainerSnapshot, CpuDetail, Parts};
+use crate::parse::proc_pid::parse_pid_cgroup;
+use crate::raw::{Edge, RawFile};
+use crate::{pids, v1, v2};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Identifies one container instance: its cgroup set plus the inode of every cgroup directory,
+/// so a cgroup removed and recreated under the same path is a different container.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContainerId {
+    /// Paths in every hierarchy (shared with the caller that asked for the identity).
+    pub set: Arc<CgroupSet>,
+    /// Inode of each directory (0 where the set has no path), same order as `set.paths`.
+    pub inodes: Vec<u64>,
+}
+
+/// Reads cgroup state for any process or cgroup on the host.
+#[derive(Debug, Clone)]
+pub struct Collector {
+    layout: Layout,
+    paths: HostPaths,
+    files: Arc<FileCache>,
+}
+
+impl Collector {
+    /// A collector over an explicit layout, reading value files through `files` (its capacity
+    /// and idle policy are the consumer's choice).
+    pub fn new(layout: Layout, paths: HostPaths, files: FileCache) -> Self {
+        Collector {
+            layout,
+            paths,
+            files: Arc::new(files),
+        }
+    }
+
+    /// Discovers the layout under `paths` and builds a collector.
+    pub fn discover(paths: HostPaths, files: FileCache) -> Result<Self> {
+        Ok(Collector::new(Layout::discover(&paths)?, paths, files))
+    }
+
+    /// The kept descriptors.
+    pub fn files(&self) -> &FileCache {
+        &self.files
+    }
+
+    /// Reads a cgroupfs, procfs or sysfs value file through the kept descriptors (not for
+    /// thread lists: see [`crate::files`]).
+    pub fn read(&self, path: &Path) -> Result<String> {
+        self.files.read(path)
+    }
+
+    /// The layout in use.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The host roots in use.
+    pub fn host_paths(&self) -> &HostPaths {
+        &self.paths
+    }
+
+    /// The cgroups of process or thread `pid` (a host pid).
+    pub fn cgroups_of(&self, pid: u32) -> Result<CgroupSet> {
+        let path = self.paths.proc_root.join(format!("{pid}/cgroup"));
+        let text = crate::files::read_file(&path)?;
+        let lines = parse_pid_cgroup(&text).map_err(|e| Error::parse(&path, e))?;
+        Ok(self.layout.cgroup_set(&lines))
+    }
+
+    /// The directory of `set`'s cgroup in the hierarchy providing `controller`.
+    pub fn dir(&self, set: &CgroupSet, controller: Controller) -> Option<(Version, PathBuf)> {
+        self.layout.dir(set, controller)
+    }
+
+    /// The container's identity: its set plus directory inodes. Fails with `Vanished` when a
+    /// directory is gone.
+    pub fn identity(&self, set: &Arc<CgroupSet>) -> Result<ContainerId> {
+        Ok(ContainerId {
+            set: Arc::clone(set),
+            inodes: self.inodes(set)?,
+        })
+    }
+
+    /// The inode of each of `set`'s directories (0 where it has none).
+    pub(crate) fn inodes(&self, set: &CgroupSet) -> Result<Vec<u64>> {
+        self.layout
+            .hierarchies
+            .iter()
+            .zip(&set.paths)
+            .map(|(h, path)| match path {
+                None => Ok(0),
+                Some(p) => {
+                    let dir = join_cgroup(&h.mount_point, p);
+                    std::fs::metadata(&dir)
+                        .map(|m| m.ino())
+                        .map_err(|e| Error::io(&dir, e))
+                }
+            })
+            .collect()
+    }
+
+    /// Reads the `parts` of `set`'s state, each kernel file once. A cgroup that vanishes during
+    /// the read is `Vanished`, never a snapshot mixing absent files with present ones.
+    pub fn snapshot(&self, set: &CgroupSet, parts: Parts) -> Result<ContainerSnapshot> {
+        let edge = Edge::new(&self.files);
+        let mut snap = ContainerSnapshot::default();
+        if parts.contains(Parts::MEMORY) || parts.contains(Parts::MEMORY_DETAIL) {
+            self.read_memory(edge, set, parts, &mut snap)?;
+        }
+        if parts.contains(Parts::CPU_LIMITS) || parts.contains(Parts::CPU_DETAIL) {
+            self.read_cpuset(edge, set, parts, &mut snap)?;
+        }
+        if parts.contains(Parts::CPU_LIMITS)
+            || parts.contains(Parts::CPU_USAGE)
+            || parts.contains(Parts::CPU_DETAIL)
+        {
+            self.read_cpu(edge, set, parts, &mut snap)?;
+        }
+        if parts.contains(Parts::IO) {
+            snap.io = match self.dir(set, Controller::Io) {
+                Some((Version::V2, dir)) => {
+                    Some(v2::io::io(edge.optional(&dir, "io.stat")?.as_ref())?)
+                }
+                Some((Version::V1, dir)) => Some(v1::blkio::io(
+                    v1::blkio::BlkioFiles::read(edge, &dir)?.as_ref(),
+                )?),
+                None => None,
+            };
+        }
+        if parts.contains(Parts::PRESSURE) {
+            snap.pressure = self.read_pressure(edge, set)?;
+        }
+        if parts.contains(Parts::PIDS) {
+            if let Some((_, dir)) = self.dir(set, Controller::Pids) {
+                let current = edge.read(&dir, "pids.current")?;
+                let max = edge.optional(&dir, "pids.max")?;
+                snap.pids = Some(pids::pids(&current, max.as_ref())?);
+            }
+        }
+        // Optional files read as absent could mean the cgroup went away mid-read: confirm.
+        self.inodes(set)?;
+        Ok(snap)
+    }
+
+    /// The cgroup directory and its non-root ancestors in `controller`'s hierarchy, innermost
+    /// first (empty for the root cgroup).
+    fn chain(&self, set: &CgroupSet, controller: Controller) -> Vec<PathBuf> {
+        let Some((_, dir)) = self.dir(set, controller) else {
+            return Vec::new();
+        };
+        let depth = self
+            .layout
+            .hierarchy_for(controller)
+            .and_then(|i| set.path(i))
+            .map(|p| p.split('/').filter(|c| !c.is_empty()).count())
+            .unwrap_or(0);
+        dir.ancestors().take(depth).map(Path::to_path_buf).collect()
+    }
+
+    fn read_memory(
+        &self,
+        edge: Edge<'_>,
+        set: &CgroupSet,
+        parts: Parts,
+        snap: &mut ContainerSnapshot,
+    ) -> Result<()> {
+        let Some((version, _)) = self.dir(set, Controller::Memory) else {
+            return Ok(());
+        };
+        let chain = self.chain(set, Controller::Memory);
+        match version {
+            Version::V2 => {
+                let files = v2::memory::MemoryFiles::read(edge, &chain, parts)?;
+                if parts.contains(Parts::MEMORY) {
+                    snap.memory = Some(v2::memory::memory(&files)?);
+                }
+                if parts.contains(Parts::MEMORY_DETAIL) {
+                    snap.memory_detail = Some(v2::memory::detail(&files)?);
+                }
+            }
+            Version::V1 => {
+                let files = v1::memory::MemoryFiles::read(edge, &chain, parts)?;
+                if parts.contains(Parts::MEMORY) {
+                    snap.memory = Some(v1::memory::memory(&files)?);
+                }
+                if parts.contains(Parts::MEMORY_DETAIL) {
+                    snap.memory_detail = Some(v1::memory::detail(&files)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_cpuset(
+        &self,
+        edge: Edge<'_>,
+        set: &CgroupSet,
+        parts: Parts,
+        snap: &mut ContainerSnapshot,
+    ) -> Result<()> {
+        let Some((version, dir)) = self.dir(set, Controller::Cpuset) else {
+            return Ok(());
+        };
+        if parts.contains(Parts::CPU_LIMITS) {
+            snap.cpuset = Some(match version {
+                Version::V2 => v2::cpuset::cpus(&edge.read(&dir, v2::cpuset::CPUS_FILE)?)?,
+                Version::V1 => v1::cpuset::list(&v1::cpuset::read(
+                    edge,
+                    &dir,
+                    "cpuset.effective_cpus",
+                    "cpuset.cpus",
+                )?)?,
+            });
+        }
+        if parts.contains(Parts::CPU_DETAIL) {
+            let mems = match version {
+                Version::V2 => v2::cpuset::mems(&edge.read(&dir, v2::cpuset::MEMS_FILE)?)?,
+                Version::V1 => v1::cpuset::list(&v1::cpuset::read(
+                    edge,
+                    &dir,
+                    "cpuset.effective_mems",
+                    "cpuset.mems",
+                )?)?,
+            };
+            snap.cpu_detail
+                .get_or_insert_with(CpuDetail::default)
+                .cpuset_mems = Some(mems);
+        }
+        Ok(())
+    }
+
+    fn read_cpu(
+        &self,
+        edge: Edge<'_>,
+        set: &CgroupSet,
+        parts: Parts,
+        snap: &mut ContainerSnapshot,
+    ) -> Result<()> {
+        let cpu = self.dir(set, Controller::Cpu);
+        // v2: cpu.stat is a core file of every cgroup; read once for usage and throttling.
+        let v2_stat = match self.dir(set, Controller::Cpuacct) {
+            Some((Version::V2, dir))
+                if parts.contains(Parts::CPU_USAGE) || parts.contains(Parts::CPU_DETAIL) =>
+            {
+                Some(edge.read(&dir, "cpu.stat")?)
+            }
+            _ => None,
+        };
+        if parts.contains(Parts::CPU_LIMITS) {
+            let chain = self.chain(set, Controller::Cpu);
+            snap.cpu_quota = match cpu.as_ref().map(|(v, _)| *v) {
+                Some(Version::V2) => {
+                    let files = chain
+                        .iter()
+                        .map(|dir| edge.optional(dir, "cpu.max"))
+                        .collect::<Result<Vec<_>>>()?;
+                    v2::cpu::effective_quota(&files)?
+                }
+                Some(Version::V1) => {
+                    let files = chain
+                        .iter()
+                        .map(|dir| v1::cpu::CfsFiles::read(edge, dir))
+                        .collect::<Result<Vec<_>>>()?;
+                    v1::cpu::effective_quota(&files)?
+                }
+                None => None,
+            };
+        }
+        if parts.contains(Parts::CPU_USAGE) {
+            snap.cpu_usage = match (&v2_stat, self.dir(set, Controller::Cpuacct)) {
+                (Some(stat), _) => Some(v2::cpu::usage(stat)?),
+                (None, Some((Version::V1, dir))) => Some(v1::cpuacct::usage(
+                    &v1::cpuacct::UsageFile::read(edge, &dir)?,
+                )?),
+                _ => None,
+            };
+        }
+        if parts.contains(Parts::CPU_DETAIL) {
+            let detail = snap.cpu_detail.get_or_insert_with(CpuDetail::default);
+            match cpu {
+                Some((Version::V2, dir)) => {
+                    detail.own_max = v2::cpu::own_max(edge.optional(&dir, "cpu.max")?.as_ref())?;
+                    detail.weight = v2::cpu::weight(edge.optional(&dir, "cpu.weight")?.as_ref())?;
+                    detail.throttling = match &v2_stat {
+                        Some(stat) => v2::cpu::throttling(stat)?,
+                        None => None,
+                    };
+                }
+                Some((Version::V1, dir)) => {
+                    detail.own_max = v1::cpu::CfsFiles::read(edge, &dir)?
+                        .map(|files| v1::cpu::own_max(&files))
+                        .transpose()?;
+                    detail.weight = v1::cpu::weight(edge.optional(&dir, "cpu.shares")?.as_ref())?;
+                    detail.throttling = edge
+                        .optional(&dir, "cpu.stat")?
+                        .map(|stat| v1::cpu::throttling(&stat))
+                        .transpose()?;
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// PSI of the container's v2 cgroup; `None` on v1 and hybrid hosts (the unified hierarchy
+    /// of a hybrid host carries no controllers: its PSI is wherever systemd put the process,
+    /// not the container's).
+    fn read_pressure(
+        &self,
+        edge: Edge<'_>,
+        set: &CgroupSet,
+    ) -> Result<Option<crate::model::PressureSnapshot>> {
+        let Some((Version::V2, dir)) = self.dir(set, Controller::Memory) else {
+            return Ok(None);
+        };
+        let read = |name: &str| -> Result<Option<RawFile>> { edge.optional(&dir, name) };
+        let files = v2::psi::PressureFiles {
+            cpu: read("cpu.pressure")?,
+            memory: read("memory.pressure")?,
+            io: read("io.pressure")?,
+        };
+        Ok(Some(v2::psi::pressure(&files)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CpuQuota, TaskCounts};
+    use crate::parse::mountinfo::parse_mountinfo;
+    use crate::parse::proc_pid::parse_pid_cgroup;
+    use crate::testutil::{copy_fixture_dir, fixture, FakeTree};
+
+    /// Mountinfo lines of one v1 hierarchy per controller, mounted at `<tree>/cg/<controller>`.
+    fn v1_mountinfo(tree: &FakeTree, controllers: &[&str]) -> String {
+        controllers
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                format!(
+                    "{} 1 0:{} / {} rw - cgroup cgroup rw,{m}\n",
+                    30 + i,
+                    40 + i,
+                    tree.path(&format!("cg/{m}")).display()
+                )
+            })
+            .collect()
+    }
+
+    /// A v1 tree with the fixture cgroup at /fixture-capture, and a parent with a tighter limit.
+    #[test]
+    fn v1_snapshot_from_fixtures() {
+        let tree = FakeTree::new();
+        let mounts = ["memory", "cpu", "cpuacct", "cpuset", "blkio", "pids"];
+        for m in mounts {
+            copy_fixture_dir(
+                "v1/6.18",
+                &tree.path(&format!("cg/{m}/parent/fixture-capture")),
+            );
+        }
+        let mountinfo = v1_mountinfo(&tree, &mounts);
+        tree.write("cg/memory/parent/memory.limit_in_bytes", "134217728\n");
+        // What the kernel shows below that parent: its limit as the hierarchical minimum.
+        let stat_path = "cg/memory/parent/fixture-capture/memory.stat";
+        let stat = std::fs::read_to_string(tree.path(stat_path)).unwrap();
+        tree.write(
+            stat_path,
+            &stat.replace(
+                "hierarchical_memory_limit 268435456",
+                "hierarchical_memory_limit 134217728",
+            ),
+        );
+        tree.write("cg/cpu/parent/cpu.cfs_quota_us", "-1\n");
+        tree.write("cg/cpu/parent/cpu.cfs_period_us", "100000\n");
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "");
+        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
+        let lines = parse_pid_cgroup(
+            "8:pids:/parent/fixture-capture\n7:blkio:/parent/fixture-capture\n\
+             4:memory:/parent/fixture-capture\n3:cpuset:/parent/fixture-capture\n\
+             2:cpuacct:/parent/fixture-capture\n1:cpu:/parent/fixture-capture\n",
+        )
+        .unwrap();
+        let set = reader.layout().cgroup_set(&lines);
+        let snap = reader.snapshot(&set, Parts::ALL).unwrap();
+        let memory = snap.memory.unwrap();
+        assert_eq!(
+            memory.limit_bytes,
+            Some(134217728),
+            "minimum over ancestors"
+        );
+        assert!(memory.swap_accounted);
+        assert_eq!(memory.swap_limit_bytes, Some(536870912 - 134217728));
+        assert!(memory.usage_bytes > 0);
+        assert_eq!(snap.cpuset, Some(vec![0]));
+        assert_eq!(
+            snap.cpu_quota,
+            Some(CpuQuota {
+                quota_us: 50000,
+                period_us: 100000
+            })
+        );
+        assert!(snap.cpu_usage.unwrap().per_cpu.is_some());
+        assert!(snap.io.unwrap().devices.iter().any(|d| d.read_bytes > 0));
+        assert!(snap.pressure.is_none());
+
+        // Without the kernel's hierarchical minimum, the ancestors' files give the same limits.
+        let stat = std::fs::read_to_string(tree.path(stat_path)).unwrap();
+        let flat: String = stat
+            .lines()
+            .filter(|l| !l.starts_with("hierarchical_"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        tree.write(stat_path, &flat);
+        let walked = reader
+            .snapshot(&set, Parts::MEMORY)
+            .unwrap()
+            .memory
+            .unwrap();
+        assert_eq!(walked.limit_bytes, Some(134217728));
+        assert_eq!(walked.swap_limit_bytes, Some(536870912 - 134217728));
+    }
+
+    #[test]
+    fn v2_snapshot_from_fixtures() {
+        let tree = FakeTree::new();
+        copy_fixture_dir("v2/6.1", &tree.path("cg/fixture"));
+        tree.write("cg/cgroup.controllers", "cpuset cpu io memory pids\n");
+        let mountinfo = format!(
+            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
+            tree.path("cg").display()
+        );
+        let layout = Layout::from_mounts(
+            &parse_mountinfo(&mountinfo).unwrap(),
+            "cpuset cpu io memory pids",
+        );
+        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
+        let set = reader
+            .layout()
+            .cgroup_set(&parse_pid_cgroup("0::/fixture\n").unwrap());
+        let snap = reader.snapshot(&set, Parts::ALL).unwrap();
+        let memory = snap.memory.unwrap();
+        assert_eq!(memory.limit_bytes, Some(268435456));
+        assert_eq!(memory.swap_limit_bytes, Some(134217728));
+        assert!(memory.swap_usage_bytes > 0);
+        assert_eq!(snap.cpuset, Some(vec![0]));
+        assert_eq!(
+            snap.cpu_quota,
+            Some(CpuQuota {
+                quota_us: 50000,
+                period_us: 100000
+            })
+        );
+        let usage = snap.cpu_usage.unwrap();
+        assert!(usage.user_ns > 0 && usage.per_cpu.is_none());
+        assert!(snap.pressure.unwrap().memory.is_some());
+        assert_eq!(snap.io.unwrap().devices.len(), 1);
+    }
+
+    #[test]
+    fn vanished_cgroup_is_reported() {
+        let tree = FakeTree::new();
+        copy_fixture_dir("v2/6.1", &tree.path("cg/fixture"));
+        let mountinfo = format!(
+            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
+            tree.path("cg").display()
+        );
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "memory cpu");
+        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
+        let set = reader
+            .layout()
+            .cgroup_set(&parse_pid_cgroup("0::/gone\n").unwrap());
+        let err = reader.snapshot(&set, Parts::ALL).unwrap_err();
+        assert!(matches!(err, Error::Vanished { .. }), "{err}");
+    }
+
+    #[test]
+    fn thread_ids_include_sub_cgroups() {
+        let tree = FakeTree::new();
+        tree.write("cg/ctr/cgroup.threads", "10\n11\n");
+        tree.write("cg/ctr/init.scope/cgroup.threads", "12\n");
+        tree.write("cg/ctr/svc/a/cgroup.threads", "13\n14\n");
+        let mountinfo = format!(
+            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
+            tree.path("cg").display()
+        );
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "pids");
+        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
+        let set = reader
+            .layout()
+            .cgroup_set(&parse_pid_cgroup("0::/ctr\n").unwrap());
+        let mut ids = reader.thread_ids(&set).unwrap();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![10, 11, 12, 13, 14]);
+    }
+
+    /// A v2 tree with container /ctr (threads 10, 11), its sub-cgroup init.scope (12) and
+    /// svc/a (13), and a fake /proc giving each thread a state; returns the reader and the set.
+    fn tree_with_threads(tree: &FakeTree) -> (Collector, CgroupSet) {
+        tree.write("cg/ctr/cgroup.threads", "10\n11\n");
+        tree.write("cg/ctr/init.scope/cgroup.threads", "12\n");
+        tree.write("cg/ctr/svc/a/cgroup.threads", "13\n");
+        let stat = fixture("v2/6.1/proc-pid-stat");
+        for (tid, state) in [(10, "R"), (11, "S"), (12, "D"), (13, "R")] {
+            let line = stat.replacen(" S ", &format!(" {state} "), 1);
+            // A command name that is not UTF-8 must not hide the thread.
+            let mut bytes = line.replacen("(sleep)", "(sl\u{1}p)", 1).into_bytes();
+            if let Some(b) = bytes.iter_mut().find(|b| **b == 1) {
+                *b = 0xff;
+            }
+            let path = tree.path(&format!("proc/{tid}/task/{tid}/stat"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+        let mountinfo = format!(
+            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
+            tree.path("cg").display()
+        );
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "pids");
+        let paths = HostPaths {
+            proc_root: tree.path("proc"),
+            sys_root: tree.path("sys"),
+        };
+        let reader = Collector::new(layout, paths, FileCache::new(0));
+        let set = reader
+            .layout()
+            .cgroup_set(&parse_pid_cgroup("0::/ctr\n").unwrap());
+        (reader, set)
+    }
+
+    #[test]
+    fn task_counts_cover_sub_cgroups_by_state() {
+        let tree = FakeTree::new();
+        let (reader, set) = tree_with_threads(&tree);
+        let id = reader.identity(&Arc::new(set.clone())).unwrap();
+        assert_eq!(
+            reader.task_counts(&id).unwrap(),
+            TaskCounts {
+                running: 2,
+                blocked: 1,
+                total: 4
+            }
+        );
+        // A thread that exited between the list and its stat is not counted.
+        std::fs::remove_dir_all(tree.path("proc/13")).unwrap();
+        assert_eq!(reader.task_counts(&id).unwrap().total, 3);
+    }
+
+    #[test]
+    fn task_counts_of_a_removed_or_replaced_cgroup_vanish() {
+        let tree = FakeTree::new();
+        let (reader, set) = tree_with_threads(&tree);
+        let id = reader.identity(&Arc::new(set.clone())).unwrap();
+        let replaced = ContainerId {
+            inodes: id.inodes.iter().map(|i| i + 1).collect(),
+            ..id.clone()
+        };
+        let err = reader.task_counts(&replaced).unwrap_err();
+        assert!(matches!(err, Error::Vanished { .. }), "{err}");
+        std::fs::remove_dir_all(tree.path("cg/ctr")).unwrap();
+        let err = reader.task_counts(&id).unwrap_err();
+        assert!(matches!(err, Error::Vanished { .. }), "{err}");
+    }
+
+    #[test]
+    fn task_cpu_usage_is_the_task_cgroups_own() {
+        let tree = FakeTree::new();
+        let (reader, set) = tree_with_threads(&tree);
+        let id = reader.identity(&Arc::new(set.clone())).unwrap();
+        tree.write("cg/ctr/cpu.stat", "usage_usec 1500\nuser_usec 1000\n");
+        assert_eq!(reader.task_cpu_usage_ns(&id).unwrap(), Some(1_500_000));
+
+        // v1: cpuacct.usage of the cgroup at the task cgroup's path, and only that one.
+        let tree = FakeTree::new();
+        let mounts = ["pids", "cpuacct"];
+        for m in mounts {
+            tree.write(&format!("cg/{m}/ctr/tasks"), "10\n");
+        }
+        let mountinfo = v1_mountinfo(&tree, &mounts);
+        tree.write("cg/cpuacct/ctr/cpuacct.usage", "123456\n");
+        let reader = Collector::new(
+            Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), ""),
+            HostPaths::default(),
+            FileCache::new(0),
+        );
+        let cgroups = |pids: &str, acct: &str| {
+            let text = format!("2:pids:{pids}\n1:cpuacct:{acct}\n");
+            let set = reader
+                .layout()
+                .cgroup_set(&parse_pid_cgroup(&text).unwrap());
+            reader.identity(&Arc::new(set)).unwrap()
+        };
+        let id = cgroups("/ctr", "/ctr");
+        assert_eq!(reader.task_cpu_usage_ns(&id).unwrap(), Some(123456));
+        let id = cgroups("/ctr", "/");
+        assert_eq!(reader.task_cpu_usage_ns(&id).unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_file_is_a_parse_error() {
+        let tree = FakeTree::new();
+        copy_fixture_dir("v2/6.1", &tree.path("cg/fixture"));
+        tree.write("cg/fixture/memory.current", "lots\n");
+        let mountinfo = format!(
+            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
+            tree.path("cg").display()
+        );
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "memory");
+        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
+        let set = reader
+            .layout()
+            .cgroup_set(&parse_pid_cgroup("0::/fixture\n").unwrap());
+        let err = reader.snapshot(&set, Parts::MEMORY).unwrap_err();
+        assert!(matches!(err, Error::Parse { .. }));
+        assert!(err.to_string().contains("memory.current"), "{err}");
+    }
+}

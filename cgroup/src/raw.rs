@@ -1,0 +1,102 @@
+//! The edge between I/O and interpretation: [`RawFile`] is a kernel file's text as read, with
+//! its path kept only to name it in errors. The per-version controller modules ([`crate::v1`],
+//! [`crate::v2`]) read their files into raw structs here, then interpret them with pure
+//! functions of the text (tested on fixture text, no I/O).
+
+use crate::error::{Error, Result};
+use crate::files::FileCache;
+use crate::parse::ParseResult;
+use std::path::{Path, PathBuf};
+
+/// A kernel file's text, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFile {
+    /// Where it was read from (named in parse errors).
+    pub path: PathBuf,
+    /// Its whole text.
+    pub text: String,
+}
+
+impl RawFile {
+    /// A raw file from text (tests, fixtures).
+    pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        RawFile {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+
+    /// Parses the text with `parse`, naming the file on failure.
+    pub fn parse<'t, T>(&'t self, parse: impl FnOnce(&'t str) -> ParseResult<T>) -> Result<T> {
+        parse(&self.text).map_err(|e| Error::parse(&self.path, e))
+    }
+}
+
+/// Parses an optional file; `None` when it was absent.
+pub(crate) fn parse_optional<'t, T>(
+    file: Option<&'t RawFile>,
+    parse: impl FnOnce(&'t str) -> ParseResult<T>,
+) -> Result<Option<T>> {
+    file.map(|f| f.parse(parse)).transpose()
+}
+
+/// The minimum of a limit over a cgroup's chain of limit files (the cgroup first, then its
+/// ancestors; `None` entries are ancestors without the file, which set no limit). `parse` gives
+/// `None` for "unlimited". `None` when no file in the chain sets a limit.
+pub(crate) fn min_limit(
+    chain: &[Option<RawFile>],
+    parse: fn(&str) -> ParseResult<Option<u64>>,
+) -> Result<Option<u64>> {
+    let mut min: Option<u64> = None;
+    for file in chain.iter().flatten() {
+        if let Some(limit) = file.parse(parse)? {
+            min = Some(min.map_or(limit, |m| m.min(limit)));
+        }
+    }
+    Ok(min)
+}
+
+/// Reads files through the collector's kept descriptors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Edge<'a> {
+    files: &'a FileCache,
+}
+
+impl<'a> Edge<'a> {
+    /// Reads through `files`.
+    pub(crate) fn new(files: &'a FileCache) -> Self {
+        Edge { files }
+    }
+
+    /// Reads `dir/name`; absent is `Vanished`.
+    pub(crate) fn read(&self, dir: &Path, name: &str) -> Result<RawFile> {
+        let path = dir.join(name);
+        let text = self.files.read(&path)?;
+        Ok(RawFile { path, text })
+    }
+
+    /// Reads `dir/name`, which the kernel may not have (a feature of later versions, swap
+    /// accounting turned off); `None` when absent.
+    pub(crate) fn optional(&self, dir: &Path, name: &str) -> Result<Option<RawFile>> {
+        match self.read(dir, name) {
+            Ok(file) => Ok(Some(file)),
+            Err(Error::Vanished { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads file `name` in each of `dirs` (a cgroup, then its ancestors): required in the
+    /// first, optional in the others.
+    pub(crate) fn chain(&self, dirs: &[PathBuf], name: &str) -> Result<Vec<Option<RawFile>>> {
+        dirs.iter()
+            .enumerate()
+            .map(|(i, dir)| {
+                if i == 0 {
+                    self.read(dir, name).map(Some)
+                } else {
+                    self.optional(dir, name)
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,131 @@
+//! v1 cpu controller: cpu.cfs_quota_us with cpu.cfs_period_us (quota, minimum over the chain),
+//! cpu.shares, and cpu.stat's throttling counts.
+
+use crate::error::Result;
+use crate::model::{CpuMax, CpuQuota, CpuThrottling, CpuWeight};
+use crate::parse::cgroupfs::{parse_flat_keyed, parse_u64, parse_v1_quota};
+use crate::raw::{parse_optional, Edge, RawFile};
+use std::path::Path;
+
+/// One cgroup's CFS files.
+#[derive(Debug, Clone)]
+pub struct CfsFiles {
+    /// cpu.cfs_quota_us ("-1" unlimited).
+    pub quota: RawFile,
+    /// cpu.cfs_period_us.
+    pub period: RawFile,
+}
+
+impl CfsFiles {
+    /// Reads the CFS files of `dir`; `None` when the cgroup has none.
+    pub(crate) fn read(edge: Edge<'_>, dir: &Path) -> Result<Option<Self>> {
+        let Some(quota) = edge.optional(dir, "cpu.cfs_quota_us")? else {
+            return Ok(None);
+        };
+        let period = edge.read(dir, "cpu.cfs_period_us")?;
+        Ok(Some(CfsFiles { quota, period }))
+    }
+}
+
+/// A cgroup's own CFS setting.
+pub fn own_max(files: &CfsFiles) -> Result<CpuMax> {
+    Ok(CpuMax {
+        quota_us: files.quota.parse(parse_v1_quota)?,
+        period_us: files.period.parse(parse_u64)?,
+    })
+}
+
+/// The tightest quota over a chain (the cgroup first; `None` entries have no CFS files).
+pub fn effective_quota(chain: &[Option<CfsFiles>]) -> Result<Option<CpuQuota>> {
+    let mut best: Option<CpuQuota> = None;
+    for files in chain.iter().flatten() {
+        let max = own_max(files)?;
+        if let Some(quota) = max.quota().filter(|q| q.period_us > 0) {
+            if best.is_none_or(|b| quota.is_tighter_than(&b)) {
+                best = Some(quota);
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// cpu.shares.
+pub fn weight(cpu_shares: Option<&RawFile>) -> Result<Option<CpuWeight>> {
+    Ok(parse_optional(cpu_shares, parse_u64)?.map(CpuWeight::Shares))
+}
+
+/// Throttling counts from the cpu hierarchy's cpu.stat (throttled_time is in ns).
+pub fn throttling(cpu_stat: &RawFile) -> Result<CpuThrottling> {
+    let keys = cpu_stat.parse(parse_flat_keyed)?;
+    let get = |k: &str| keys.get(k).copied().unwrap_or(0);
+    Ok(CpuThrottling {
+        periods: get("nr_periods"),
+        throttled_periods: get("nr_throttled"),
+        throttled_ns: get("throttled_time"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::fixture;
+
+    fn raw(name: &str) -> RawFile {
+        RawFile::new(name, fixture(&format!("v1/6.18/{name}")))
+    }
+
+    fn cfs(quota: &str, period: &str) -> Option<CfsFiles> {
+        Some(CfsFiles {
+            quota: RawFile::new("cpu.cfs_quota_us", quota),
+            period: RawFile::new("cpu.cfs_period_us", period),
+        })
+    }
+
+    #[test]
+    fn quota_shares_and_throttling_from_a_real_kernel() {
+        let own = CfsFiles {
+            quota: raw("cpu.cfs_quota_us"),
+            period: raw("cpu.cfs_period_us"),
+        };
+        assert_eq!(
+            own_max(&own).unwrap(),
+            CpuMax {
+                quota_us: Some(50000),
+                period_us: 100000
+            }
+        );
+        assert_eq!(
+            weight(Some(&raw("cpu.shares"))).unwrap(),
+            Some(CpuWeight::Shares(
+                fixture("v1/6.18/cpu.shares").trim().parse().unwrap()
+            ))
+        );
+        assert_eq!(
+            throttling(&raw("cpu.stat")).unwrap(),
+            CpuThrottling {
+                periods: 16,
+                throttled_periods: 13,
+                throttled_ns: 593299743
+            }
+        );
+    }
+
+    #[test]
+    fn the_tightest_quota_wins() {
+        let chain = vec![
+            cfs("-1\n", "100000\n"),
+            None,
+            cfs("300000\n", "100000\n"),
+            cfs("20000\n", "10000\n"),
+        ];
+        assert_eq!(
+            effective_quota(&chain).unwrap(),
+            Some(CpuQuota {
+                quota_us: 20000,
+                period_us: 10000
+            })
+        );
+        assert_eq!(effective_quota(&chain[..2]).unwrap(), None);
+        assert!(effective_quota(&[cfs("-2\n", "100000\n")]).is_err());
+    }
+}

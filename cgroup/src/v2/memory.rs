@@ -1,0 +1,197 @@
+//! v2 memory controller: memory.max, memory.current, memory.swap.{current,max}, memory.stat,
+//! and for the detail memory.high, memory.peak and memory.events.
+
+use crate::error::Result;
+use crate::model::{MemoryDetail, MemoryEvents, MemorySnapshot, MemoryStat, Parts};
+use crate::parse::cgroupfs::{parse_flat_keyed, parse_limit, parse_u64};
+use crate::raw::{min_limit, parse_optional, Edge, RawFile};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The memory files of one cgroup, as read.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryFiles {
+    /// memory.max of the cgroup, then of each ancestor (`None` where absent).
+    pub max: Vec<Option<RawFile>>,
+    /// memory.current ([`Parts::MEMORY`]).
+    pub current: Option<RawFile>,
+    /// memory.swap.current; absent when swap is not accounted.
+    pub swap_current: Option<RawFile>,
+    /// memory.swap.max of the cgroup and its ancestors (empty when swap is not accounted).
+    pub swap_max: Vec<Option<RawFile>>,
+    /// memory.stat ([`Parts::MEMORY`]).
+    pub stat: Option<RawFile>,
+    /// memory.high ([`Parts::MEMORY_DETAIL`]).
+    pub high: Option<RawFile>,
+    /// memory.peak (Linux 5.19+, [`Parts::MEMORY_DETAIL`]).
+    pub peak: Option<RawFile>,
+    /// memory.events ([`Parts::MEMORY_DETAIL`]).
+    pub events: Option<RawFile>,
+}
+
+impl MemoryFiles {
+    /// Reads the files `parts` need; `chain` is the cgroup's directory, then its ancestors'.
+    pub(crate) fn read(edge: Edge<'_>, chain: &[PathBuf], parts: Parts) -> Result<Self> {
+        let Some(dir) = chain.first() else {
+            return Ok(MemoryFiles::default());
+        };
+        let mut files = MemoryFiles {
+            max: edge.chain(chain, "memory.max")?,
+            swap_current: edge.optional(dir, "memory.swap.current")?,
+            ..MemoryFiles::default()
+        };
+        if files.swap_current.is_some() {
+            files.swap_max = edge.chain(chain, "memory.swap.max")?;
+        }
+        if parts.contains(Parts::MEMORY) {
+            files.current = Some(edge.read(dir, "memory.current")?);
+            files.stat = Some(edge.read(dir, "memory.stat")?);
+        }
+        if parts.contains(Parts::MEMORY_DETAIL) {
+            files.high = edge.optional(dir, "memory.high")?;
+            files.peak = edge.optional(dir, "memory.peak")?;
+            files.events = edge.optional(dir, "memory.events")?;
+        }
+        Ok(files)
+    }
+}
+
+/// memory.stat keys, normalised.
+pub fn stat(keys: &BTreeMap<&str, u64>) -> MemoryStat {
+    let get = |k: &str| keys.get(k).copied().unwrap_or(0);
+    MemoryStat {
+        anon_bytes: get("anon"),
+        file_bytes: get("file"),
+        active_anon_bytes: get("active_anon"),
+        inactive_anon_bytes: get("inactive_anon"),
+        active_file_bytes: get("active_file"),
+        inactive_file_bytes: get("inactive_file"),
+        unevictable_bytes: get("unevictable"),
+        shmem_bytes: get("shmem"),
+        mapped_file_bytes: get("file_mapped"),
+        dirty_bytes: get("file_dirty"),
+        writeback_bytes: get("file_writeback"),
+        slab_reclaimable_bytes: get("slab_reclaimable"),
+        slab_unreclaimable_bytes: get("slab_unreclaimable"),
+        anon_thp_bytes: get("anon_thp"),
+        shmem_thp_bytes: get("shmem_thp"),
+        file_thp_bytes: get("file_thp"),
+    }
+}
+
+/// Limits and usage: limits are the minimum over the chain.
+pub fn memory(files: &MemoryFiles) -> Result<MemorySnapshot> {
+    let usage_bytes = parse_optional(files.current.as_ref(), parse_u64)?.unwrap_or(0);
+    let swap_accounted = files.swap_current.is_some();
+    let stat_keys = parse_optional(files.stat.as_ref(), parse_flat_keyed)?.unwrap_or_default();
+    Ok(MemorySnapshot {
+        limit_bytes: min_limit(&files.max, parse_limit)?,
+        usage_bytes,
+        swap_limit_bytes: min_limit(&files.swap_max, parse_limit)?,
+        swap_usage_bytes: parse_optional(files.swap_current.as_ref(), parse_u64)?.unwrap_or(0),
+        swap_accounted,
+        stat: stat(&stat_keys),
+    })
+}
+
+/// The cgroup's own limits, its peak and its event counts.
+pub fn detail(files: &MemoryFiles) -> Result<MemoryDetail> {
+    let own = |chain: &[Option<RawFile>]| -> Result<Option<u64>> {
+        match chain.first() {
+            Some(Some(file)) => file.parse(parse_limit),
+            _ => Ok(None),
+        }
+    };
+    let events = parse_optional(files.events.as_ref(), parse_flat_keyed)?.unwrap_or_default();
+    Ok(MemoryDetail {
+        own_limit_bytes: own(&files.max)?,
+        high_bytes: parse_optional(files.high.as_ref(), parse_limit)?.flatten(),
+        own_swap_limit_bytes: own(&files.swap_max)?,
+        peak_bytes: parse_optional(files.peak.as_ref(), parse_u64)?,
+        events: MemoryEvents {
+            high: events.get("high").copied(),
+            max: events.get("max").copied().unwrap_or(0),
+            oom: events.get("oom").copied(),
+            oom_kill: events.get("oom_kill").copied(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::fixture;
+
+    fn raw(name: &str) -> Option<RawFile> {
+        Some(RawFile::new(name, fixture(&format!("v2/6.1/{name}"))))
+    }
+
+    fn fixture_files() -> MemoryFiles {
+        MemoryFiles {
+            max: vec![raw("memory.max"), None],
+            current: raw("memory.current"),
+            swap_current: raw("memory.swap.current"),
+            swap_max: vec![raw("memory.swap.max")],
+            stat: raw("memory.stat"),
+            high: raw("memory.high"),
+            peak: None,
+            events: raw("memory.events"),
+        }
+    }
+
+    #[test]
+    fn limits_usage_and_stat_from_a_real_kernel() {
+        let memory = memory(&fixture_files()).unwrap();
+        assert_eq!(memory.limit_bytes, Some(268435456));
+        assert_eq!(memory.swap_limit_bytes, Some(134217728));
+        assert!(memory.swap_accounted);
+        assert_eq!(
+            memory.usage_bytes,
+            fixture("v2/6.1/memory.current")
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        );
+        assert!(memory.stat.anon_bytes > 0);
+        assert!(memory.working_set_bytes() <= memory.usage_bytes);
+    }
+
+    #[test]
+    fn an_ancestors_tighter_limit_wins_and_max_is_unlimited() {
+        let mut files = fixture_files();
+        files.max = vec![
+            Some(RawFile::new("a/memory.max", "max\n")),
+            Some(RawFile::new("memory.max", "1048576\n")),
+        ];
+        assert_eq!(memory(&files).unwrap().limit_bytes, Some(1048576));
+        files.max = vec![Some(RawFile::new("a/memory.max", "max\n")), None];
+        assert_eq!(memory(&files).unwrap().limit_bytes, None);
+        assert_eq!(detail(&files).unwrap().own_limit_bytes, None);
+    }
+
+    #[test]
+    fn detail_from_a_real_kernel() {
+        let detail = detail(&fixture_files()).unwrap();
+        assert_eq!(detail.own_limit_bytes, Some(268435456));
+        assert_eq!(detail.own_swap_limit_bytes, Some(134217728));
+        assert_eq!(detail.peak_bytes, None, "6.1 has no memory.peak");
+        let events = fixture("v2/6.1/memory.events");
+        let count = |key: &str| {
+            events
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key} ")))
+                .map(|v| v.parse::<u64>().unwrap())
+        };
+        assert_eq!(detail.events.oom_kill, count("oom_kill"));
+        assert_eq!(Some(detail.events.max), count("max"));
+        assert_eq!(detail.events.high, count("high"));
+    }
+
+    #[test]
+    fn malformed_text_names_the_file() {
+        let mut files = fixture_files();
+        files.current = Some(RawFile::new("/cg/x/memory.current", "lots\n"));
+        let err = memory(&files).unwrap_err();
+        assert!(err.to_string().contains("/cg/x/memory.current"), "{err}");
+    }
+}
