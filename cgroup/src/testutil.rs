@@ -103,12 +103,24 @@ struct Index(u64);
 impl Index {
     /// The position in a collection of `size` items; 0 if it is empty.
     fn index(self, size: usize) -> usize {
-        ((size as u128 * u128::from(self.0)) >> 64) as usize
+        self.split(size).0
     }
 
-    /// The index that picks item `k` of `n`.
+    /// The position in a collection of `size` items, and an index for choosing within it.
+    fn split(self, size: usize) -> (usize, Index) {
+        let scaled = size as u128 * u128::from(self.0);
+        ((scaled >> 64) as usize, Index(scaled as u64))
+    }
+
+    /// The index that picks item `k` of `n` (the middle of its share).
     fn of(k: usize, n: usize) -> Index {
-        Index((((k as u128) << 64) / n as u128 + 1) as u64)
+        Index((((2 * k as u128 + 1) << 64) / (2 * n as u128)) as u64)
+    }
+
+    /// The index that picks item `k` of `n` within item `outer` of `outer_n`.
+    fn of2(outer: usize, outer_n: usize, k: usize, n: usize) -> Index {
+        let inner = u128::from(Index::of(k, n).0);
+        Index(((((outer as u128) << 64) + inner) / outer_n as u128) as u64)
     }
 }
 
@@ -167,31 +179,68 @@ fn edit() -> impl Strategy<Value = Edit> {
     ]
 }
 
-/// Byte ranges of the text's tokens: maximal runs of alphanumerics, '_' and '.' (so "MemTotal",
-/// "avg10", "0.00", "cpu0", "8" and "0" of "8:0" are each one token).
-fn tokens(text: &str) -> Vec<Range<usize>> {
+/// Byte ranges of the tokens of a line starting at byte `start` of the text: maximal runs of
+/// alphanumerics, '_' and '.' (so "MemTotal", "avg10", "0.00", "cpu0", "8" and "0" of "8:0" are
+/// each one token). With `numbers`, maximal runs of digits and '.' starting with a digit instead
+/// (the "10" of "avg10", the "0" of "cpu0").
+fn tokens(line: &str, start: usize, numbers: bool) -> Vec<Range<usize>> {
     let mut out = Vec::new();
-    let mut start = None;
-    for (i, c) in text.char_indices() {
-        let word = c.is_alphanumeric() || c == '_' || c == '.';
-        match (word, start) {
-            (true, None) => start = Some(i),
+    let mut run = None;
+    for (i, c) in line.char_indices().chain([(line.len(), ' ')]) {
+        let inside = if numbers {
+            c.is_ascii_digit() || (c == '.' && run.is_some())
+        } else {
+            c.is_alphanumeric() || c == '_' || c == '.'
+        };
+        match (inside, run) {
+            (true, None) => run = Some(i),
             (false, Some(s)) => {
-                out.push(s..i);
-                start = None;
+                out.push(start + s..start + i);
+                run = None;
             }
             _ => {}
         }
     }
-    if let Some(s) = start {
-        out.push(s..text.len());
-    }
     out
 }
 
-/// A char boundary of `text` chosen by `at`, anywhere from 0 to `text.len()` inclusive.
-fn position(text: &str, at: &Index) -> usize {
-    let mut p = at.index(text.len() + 1);
+/// The text's lines with the byte offset each starts at.
+fn lines_at(text: &str) -> Vec<(usize, &str)> {
+    let mut at = 0;
+    text.split_inclusive('\n')
+        .map(|line| {
+            at += line.len();
+            (at - line.len(), line)
+        })
+        .collect()
+}
+
+/// The token (or number) chosen by `at`: first a line, uniformly among the lines that have
+/// one, then one of that line's (so a long line such as the `intr` line of /proc/stat does not
+/// take nearly every edit).
+fn pick_token(text: &str, at: Index, numbers: bool) -> Option<Range<usize>> {
+    let per_line: Vec<Vec<Range<usize>>> = lines_at(text)
+        .into_iter()
+        .map(|(start, line)| tokens(line, start, numbers))
+        .filter(|t| !t.is_empty())
+        .collect();
+    if per_line.is_empty() {
+        return None;
+    }
+    let (line, rest) = at.split(per_line.len());
+    let line = &per_line[line];
+    Some(line[rest.index(line.len())].clone())
+}
+
+/// A char boundary of `text` chosen by `at`, anywhere from 0 to `text.len()` inclusive: first a
+/// line, uniformly, then a byte of it (or the end of the text).
+fn position(text: &str, at: Index) -> usize {
+    let lines = lines_at(text);
+    let (line, rest) = at.split(lines.len() + 1);
+    let Some((start, line)) = lines.get(line) else {
+        return text.len();
+    };
+    let mut p = start + rest.index(line.len());
     while !text.is_char_boundary(p) {
         p -= 1;
     }
@@ -200,8 +249,7 @@ fn position(text: &str, at: &Index) -> usize {
 
 fn apply(text: &mut String, edit: &Edit) {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let toks = tokens(text);
-    let token = |i: &Index| toks[i.index(toks.len())].clone();
+    let token = |at: &Index| pick_token(text, *at, false).unwrap_or_default();
     let rebuilt = match edit {
         Edit::DeleteLine(_) | Edit::DuplicateLine(_) | Edit::SwapLines(..) if lines.is_empty() => {
             return
@@ -223,13 +271,13 @@ fn apply(text: &mut String, edit: &Edit) {
             lines.swap(a.index(n), b.index(n));
             lines.concat()
         }
-        Edit::Truncate(at) => text[..position(text, at)].to_string(),
+        Edit::Truncate(at) => text[..position(text, *at)].to_string(),
         Edit::ReplaceToken(..)
         | Edit::ReplaceTokenWith(..)
         | Edit::ReplaceNumberWith(..)
         | Edit::InsertToken(..)
         | Edit::ChangeCase(..)
-            if toks.is_empty() =>
+            if pick_token(text, Index(0), false).is_none() =>
         {
             return
         }
@@ -245,21 +293,17 @@ fn apply(text: &mut String, edit: &Edit) {
             out
         }
         Edit::ReplaceNumberWith(a, with) => {
-            let numbers: Vec<_> = toks
-                .iter()
-                .filter(|r| text[r.start..r.end].starts_with(|c: char| c.is_ascii_digit()))
-                .collect();
-            if numbers.is_empty() {
+            let Some(number) = pick_token(text, *a, true) else {
                 return;
-            }
+            };
             let mut out = text.clone();
-            out.replace_range(numbers[a.index(numbers.len())].clone(), with);
+            out.replace_range(number, with);
             out
         }
         Edit::InsertToken(at, b) => {
             let with = text[token(b)].to_string();
             let mut out = text.clone();
-            out.insert_str(position(text, at), &with);
+            out.insert_str(position(text, *at), &with);
             out
         }
         Edit::ChangeCase(a, case) => {
@@ -285,12 +329,12 @@ fn apply(text: &mut String, edit: &Edit) {
         }
         Edit::InsertWhitespace(at, ws) => {
             let mut out = text.clone();
-            out.insert_str(position(text, at), ws);
+            out.insert_str(position(text, *at), ws);
             out
         }
         Edit::FlipChar(_, _) if text.is_empty() => return,
         Edit::FlipChar(at, c) => {
-            let mut p = position(text, at);
+            let mut p = position(text, *at);
             if p == text.len() {
                 p = text.char_indices().last().map_or(0, |(i, _)| i);
             }
@@ -401,7 +445,9 @@ mod tests {
     #[test]
     fn edits_do_what_they_say() {
         let text = "MemTotal: 8 kB\nsome avg10=0.00\n";
+        // Lines: 15 and 16 bytes; tokens: MemTotal, 8, kB / some, avg10, 0.00.
         let i = Index::of;
+        let in_line = Index::of2;
         assert_eq!(edited(text, Edit::DeleteLine(i(1, 2))), "MemTotal: 8 kB\n");
         assert_eq!(
             edited(text, Edit::DuplicateLine(i(0, 2))),
@@ -411,57 +457,70 @@ mod tests {
             edited(text, Edit::SwapLines(i(0, 2), i(1, 2))),
             "some avg10=0.00\nMemTotal: 8 kB\n"
         );
-        assert_eq!(edited(text, Edit::Truncate(i(4, text.len() + 1))), "MemT");
-        // Tokens: MemTotal, 8, kB, some, avg10, 0.00.
-        assert_eq!(tokens(text).len(), 6);
+        // Positions: a line of the two or the end of the text, then a byte of the line.
+        assert_eq!(edited(text, Edit::Truncate(in_line(0, 3, 4, 15))), "MemT");
         assert_eq!(
-            edited(text, Edit::ReplaceToken(i(1, 6), i(4, 6))),
+            edited(text, Edit::Truncate(in_line(1, 3, 0, 16))),
+            "MemTotal: 8 kB\n"
+        );
+        assert_eq!(edited(text, Edit::Truncate(in_line(2, 3, 0, 1))), text);
+        assert_eq!(
+            edited(
+                text,
+                Edit::ReplaceToken(in_line(0, 2, 1, 3), in_line(1, 2, 1, 3))
+            ),
             "MemTotal: avg10 kB\nsome avg10=0.00\n"
         );
         assert_eq!(
             edited(
                 text,
-                Edit::ReplaceTokenWith(i(5, 6), "18446744073709551616")
+                Edit::ReplaceTokenWith(in_line(1, 2, 2, 3), "18446744073709551616")
             ),
             "MemTotal: 8 kB\nsome avg10=18446744073709551616\n"
         );
+        // Numbers: 8 / 10, 0.00.
         assert_eq!(
-            edited(text, Edit::ReplaceNumberWith(i(1, 2), "-1")),
-            "MemTotal: 8 kB\nsome avg10=-1\n"
-        );
-        assert_eq!(
-            edited(text, Edit::InsertToken(i(0, text.len() + 1), i(3, 6))),
-            format!("some{text}")
+            edited(text, Edit::ReplaceNumberWith(in_line(1, 2, 0, 2), "-1")),
+            "MemTotal: 8 kB\nsome avg-1=0.00\n"
         );
         assert_eq!(
             edited(
                 text,
-                Edit::InsertWhitespace(i(text.len(), text.len() + 1), "\t")
+                Edit::InsertToken(in_line(0, 3, 0, 15), in_line(1, 2, 0, 3))
             ),
+            format!("some{text}")
+        );
+        assert_eq!(
+            edited(text, Edit::InsertWhitespace(in_line(2, 3, 0, 1), "\t")),
             format!("{text}\t")
         );
         assert_eq!(
-            edited(text, Edit::FlipChar(i(8, text.len() + 1), '=')),
+            edited(text, Edit::FlipChar(in_line(0, 3, 8, 15), '=')),
             "MemTotal= 8 kB\nsome avg10=0.00\n"
         );
         assert_eq!(
-            edited(text, Edit::ChangeCase(i(0, 6), Case::Lower)),
+            edited(text, Edit::ChangeCase(in_line(0, 2, 0, 3), Case::Lower)),
             "memtotal: 8 kB\nsome avg10=0.00\n"
         );
         assert_eq!(
-            edited(text, Edit::ChangeCase(i(3, 6), Case::ToggleFirst)),
+            edited(
+                text,
+                Edit::ChangeCase(in_line(1, 2, 0, 3), Case::ToggleFirst)
+            ),
             "MemTotal: 8 kB\nSome avg10=0.00\n"
         );
         for edit in [
             Edit::DeleteLine(i(0, 1)),
             Edit::ReplaceToken(i(0, 1), i(0, 1)),
+            Edit::ReplaceNumberWith(i(0, 1), "0"),
             Edit::FlipChar(i(0, 1), 'x'),
             Edit::Truncate(i(0, 1)),
         ] {
             assert_eq!(edited("", edit), "");
         }
-        // A flip at the end of the text replaces its last character, even a multi-byte one.
-        assert_eq!(edited("aé", Edit::FlipChar(i(3, 4), 'x')), "ax");
-        assert_eq!(edited("aé", Edit::Truncate(i(2, 4))), "a");
+        // A flip at the end of the text replaces its last character, even a multi-byte one;
+        // positions inside a character move back to its start.
+        assert_eq!(edited("aé", Edit::FlipChar(i(1, 2), 'x')), "ax");
+        assert_eq!(edited("aé", Edit::Truncate(in_line(0, 2, 2, 3))), "a");
     }
 }
