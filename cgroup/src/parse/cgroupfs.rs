@@ -221,7 +221,9 @@ pub fn parse_psi(text: &str) -> ParseResult<Psi> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::fixture;
+    use crate::testutil::{
+        appears, check_fixture_mutants, check_mutants, fixture, fixture_mutations, non_blank_lines,
+    };
     use proptest::prelude::*;
 
     #[test]
@@ -358,18 +360,308 @@ mod tests {
         assert!(parse_psi("some avg10=NaN avg60=0 avg300=0 total=0\n").is_err());
     }
 
-    proptest! {
-        #[test]
-        fn never_panic(text in "[0-9a-z:= .\n-]{0,80}") {
-            let _ = parse_u64(&text);
-            let _ = parse_limit(&text);
-            let _ = parse_v1_quota(&text);
-            let _ = parse_flat_keyed(&text);
-            let _ = parse_cpu_max(&text);
-            let _ = parse_usage_all(&text);
-            let _ = parse_io_stat(&text);
-            let _ = parse_blkio(&text, &text);
-            let _ = parse_psi(&text);
-        }
+    /// Files holding one unsigned number.
+    const NUMBER_FILES: &[&str] = &[
+        "v1/6.18/memory.limit_in_bytes",
+        "v1/6.18/memory.usage_in_bytes",
+        "v1/6.18/memory.failcnt",
+        "v1/6.18/cpu.cfs_period_us",
+        "v1/6.18/cpu.shares",
+        "v1/6.18/cpuacct.usage",
+        "v1/6.18/pids.current",
+        "v2/6.1/memory.current",
+        "v2/6.1/memory.swap.current",
+        "v2/6.1/cpu.weight",
+        "v2/6.1/pids.current",
+    ];
+
+    #[test]
+    fn mutated_numbers() {
+        check_fixture_mutants("parse_u64", NUMBER_FILES, |text| {
+            let parsed = parse_u64(text);
+            if let Ok(v) = &parsed {
+                prop_assert!(appears(text, v), "{v} not in {text:?}");
+            }
+            Ok(parsed.map(drop))
+        });
+    }
+
+    #[test]
+    fn mutated_limits() {
+        let files = [
+            "v2/6.1/memory.max",
+            "v2/6.1/memory.high",
+            "v2/6.1/memory.swap.max",
+            "v2/6.1/pids.max",
+            "v1/6.18/pids.max",
+        ];
+        check_fixture_mutants("parse_limit", &files, |text| {
+            let parsed = parse_limit(text);
+            match &parsed {
+                Ok(None) => prop_assert_eq!(text.trim(), "max"),
+                Ok(Some(v)) => prop_assert!(appears(text, v), "{v} not in {text:?}"),
+                Err(_) => {}
+            }
+            Ok(parsed.map(drop))
+        });
+    }
+
+    #[test]
+    fn mutated_v1_quota() {
+        check_fixture_mutants("parse_v1_quota", &["v1/6.18/cpu.cfs_quota_us"], |text| {
+            let parsed = parse_v1_quota(text);
+            match &parsed {
+                Ok(None) => prop_assert_eq!(text.trim(), "-1"),
+                Ok(Some(v)) => prop_assert!(appears(text, v), "{v} not in {text:?}"),
+                Err(_) => {}
+            }
+            Ok(parsed.map(drop))
+        });
+    }
+
+    #[test]
+    fn mutated_flat_keyed() {
+        let files = [
+            "v1/6.18/memory.stat",
+            "v1/6.18/cpu.stat",
+            "v1/6.18/cpuacct.stat",
+            "v1/6.18/memory.oom_control",
+            "v2/6.1/memory.stat",
+            "v2/6.1/cpu.stat",
+            "v2/6.1/memory.events",
+            "v2/6.1/root-cpu.stat",
+        ];
+        check_fixture_mutants("parse_flat_keyed", &files, |text| {
+            let parsed = parse_flat_keyed(text);
+            if let Ok(map) = &parsed {
+                // One entry per distinct key, each from a line "key value".
+                let lines = non_blank_lines(text);
+                let keys: std::collections::BTreeSet<&str> = lines
+                    .iter()
+                    .filter_map(|l| l.split_whitespace().next())
+                    .collect();
+                prop_assert_eq!(map.len(), keys.len());
+                for (key, value) in map {
+                    prop_assert!(
+                        lines
+                            .iter()
+                            .any(|l| l.split_whitespace().next() == Some(key) && appears(l, value)),
+                        "{key} {value} not in {text:?}"
+                    );
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+        let events = fixture("v2/6.1/memory.events");
+        let events = parse_flat_keyed(&events).unwrap();
+        let expected = [
+            ("high", 68),
+            ("low", 0),
+            ("max", 0),
+            ("oom", 0),
+            ("oom_group_kill", 0),
+            ("oom_kill", 0),
+        ];
+        assert_eq!(events.into_iter().collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn mutated_cpu_max() {
+        check_fixture_mutants("parse_cpu_max", &["v2/6.1/cpu.max"], |text| {
+            let parsed = parse_cpu_max(text);
+            if let Ok(max) = &parsed {
+                prop_assert!(max.period_us > 0);
+                prop_assert!(appears(text, max.period_us));
+                match max.quota_us {
+                    None => prop_assert!(text.contains("max")),
+                    Some(quota) => prop_assert!(appears(text, quota)),
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+    }
+
+    #[test]
+    fn mutated_usage_all() {
+        check_fixture_mutants("parse_usage_all", &["v1/6.18/cpuacct.usage_all"], |text| {
+            let parsed = parse_usage_all(text);
+            if let Ok(rows) = &parsed {
+                // One row per line after the header, with that line's numbers.
+                let lines = non_blank_lines(text);
+                prop_assert_eq!(rows.len() + 1, lines.len());
+                for (row, line) in rows.iter().zip(&lines[1..]) {
+                    prop_assert!(
+                        appears(line, row.cpu)
+                            && appears(line, row.user_ns)
+                            && appears(line, row.system_ns),
+                        "{row:?} from {line:?}"
+                    );
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+        let rows = parse_usage_all(&fixture("v1/6.18/cpuacct.usage_all")).unwrap();
+        assert_eq!(
+            rows,
+            [
+                PerCpuUsage {
+                    cpu: 0,
+                    user_ns: 539825937,
+                    system_ns: 159907407
+                },
+                PerCpuUsage {
+                    cpu: 1,
+                    user_ns: 0,
+                    system_ns: 0
+                }
+            ]
+        );
+    }
+
+    /// The fields of an `IoDeviceStat` with the io.stat key of each.
+    fn io_fields(stat: &IoDeviceStat) -> [(&'static str, u64); 6] {
+        [
+            ("rbytes", stat.read_bytes),
+            ("wbytes", stat.write_bytes),
+            ("rios", stat.read_ios),
+            ("wios", stat.write_ios),
+            ("dbytes", stat.discard_bytes),
+            ("dios", stat.discard_ios),
+        ]
+    }
+
+    #[test]
+    fn mutated_io_stat() {
+        let files = ["v2/6.1/io.stat", "v2/6.1/root-io.stat"];
+        check_fixture_mutants("parse_io_stat", &files, |text| {
+            let parsed = parse_io_stat(text);
+            if let Ok(rows) = &parsed {
+                // One row per line; a field is 0 unless its "key=value" is on the line.
+                let lines = non_blank_lines(text);
+                prop_assert_eq!(rows.len(), lines.len());
+                for (row, line) in rows.iter().zip(&lines) {
+                    prop_assert!(appears(line, row.major) && appears(line, row.minor));
+                    for (key, value) in io_fields(row) {
+                        prop_assert!(
+                            value == 0
+                                || (line.contains(&format!("{key}=")) && appears(line, value)),
+                            "{key} {value} from {line:?}"
+                        );
+                    }
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+        let rows = parse_io_stat(&fixture("v2/6.1/io.stat")).unwrap();
+        assert_eq!(
+            rows,
+            [IoDeviceStat {
+                major: 254,
+                minor: 0,
+                read_bytes: 16777216,
+                write_bytes: 16777216,
+                read_ios: 16,
+                write_ios: 16,
+                discard_bytes: 0,
+                discard_ios: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn mutated_blkio() {
+        let bytes = "v1/6.18/blkio.throttle.io_service_bytes";
+        let ios = "v1/6.18/blkio.throttle.io_serviced";
+        let rows = parse_blkio(&fixture(bytes), &fixture(ios)).unwrap();
+        assert_eq!(
+            rows,
+            [IoDeviceStat {
+                major: 254,
+                minor: 0,
+                read_bytes: 20971520,
+                write_bytes: 20975616,
+                read_ios: 40,
+                write_ios: 41,
+                discard_bytes: 0,
+                discard_ios: 0
+            }]
+        );
+        let inputs = (fixture_mutations(&[bytes]), fixture_mutations(&[ios]));
+        check_mutants("parse_blkio", inputs, |(bytes, ios)| {
+            let parsed = parse_blkio(&bytes, &ios);
+            if let Ok(rows) = &parsed {
+                // Byte counts come from the first file, operation counts from the second.
+                for row in rows {
+                    let both = format!("{bytes}{ios}");
+                    prop_assert!(appears(&both, row.major) && appears(&both, row.minor));
+                    for (text, values) in [
+                        (&bytes, [row.read_bytes, row.write_bytes, row.discard_bytes]),
+                        (&ios, [row.read_ios, row.write_ios, row.discard_ios]),
+                    ] {
+                        for value in values {
+                            prop_assert!(
+                                value == 0 || appears(text, value),
+                                "{value} not in {text:?}"
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+    }
+
+    #[test]
+    fn mutated_psi() {
+        let files = [
+            "v2/6.1/cpu.pressure",
+            "v2/6.1/memory.pressure",
+            "v2/6.1/io.pressure",
+            "v2/6.1/proc-pressure-cpu",
+            "v2/6.1/proc-pressure-memory",
+            "v2/6.1/proc-pressure-io",
+        ];
+        check_fixture_mutants("parse_psi", &files, |text| {
+            let parsed = parse_psi(text);
+            if let Ok(psi) = &parsed {
+                // "full" is there if and only if the text has a full line; totals come from
+                // the lines of their kind, averages are finite percentages.
+                let kind = |kind: &str| -> Vec<&str> {
+                    non_blank_lines(text)
+                        .into_iter()
+                        .filter(|l| l.split_whitespace().next() == Some(kind))
+                        .collect()
+                };
+                prop_assert_eq!(psi.full.is_some(), !kind("full").is_empty());
+                for (line, lines) in [(Some(psi.some), kind("some")), (psi.full, kind("full"))] {
+                    let Some(line) = line else { continue };
+                    prop_assert!(lines.iter().any(|l| appears(l, line.total_us)));
+                    for avg in [line.avg10, line.avg60, line.avg300] {
+                        prop_assert!(avg.is_finite() && avg >= 0.0);
+                    }
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+        let psi = parse_psi(&fixture("v2/6.1/cpu.pressure")).unwrap();
+        let some = PsiLine {
+            avg10: 30.34,
+            avg60: 8.15,
+            avg300: 1.82,
+            total_us: 5607054,
+        };
+        let full = PsiLine {
+            avg10: 29.17,
+            avg60: 7.92,
+            avg300: 1.77,
+            total_us: 5460261,
+        };
+        assert_eq!(
+            psi,
+            Psi {
+                some,
+                full: Some(full)
+            }
+        );
     }
 }

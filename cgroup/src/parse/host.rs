@@ -280,7 +280,7 @@ pub fn parse_diskstats_names(text: &str) -> ParseResult<Vec<DiskName>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::fixture;
+    use crate::testutil::{appears, check_fixture_mutants, fixture, non_blank_lines};
     use proptest::prelude::*;
 
     #[test]
@@ -314,6 +314,7 @@ mod tests {
             );
         }
         assert!(parse_stat("cpu0 1 2 3 4\n").is_err());
+        assert!(parse_stat("cpu 1 2 3 4\ncpu4294967296 1 2 3 4\n").is_err());
         assert!(parse_stat("cpu 1 2\n").is_err());
     }
 
@@ -330,6 +331,8 @@ mod tests {
             assert!(c.blocks[0].rest.contains("model name"));
         }
         assert!(parse_cpuinfo("Processor\t: AArch64\n").is_err());
+        assert!(parse_cpuinfo("processor\t: 4294967296\n").is_err());
+        assert!(parse_cpuinfo("\n\n\n").is_err());
     }
 
     #[test]
@@ -342,14 +345,116 @@ mod tests {
         assert!(parse_diskstats_names("8 0\n").is_err());
     }
 
-    proptest! {
-        #[test]
-        fn never_panic(text in "[0-9a-z:_ .\n\t]{0,120}") {
-            let _ = parse_meminfo(&text);
-            let _ = parse_stat(&text);
-            let _ = parse_cpuinfo(&text);
-            let _ = parse_uptime(&text);
-            let _ = parse_diskstats_names(&text);
-        }
+    #[test]
+    fn mutated_meminfo() {
+        let files = ["v1/6.18/proc-meminfo", "v2/6.1/proc-meminfo"];
+        check_fixture_mutants("parse_meminfo", &files, |text| {
+            let parsed = parse_meminfo(text);
+            if let Ok(m) = &parsed {
+                // One entry per line: "key:" starts the line, the value is on it, " kB" ends it.
+                let lines = non_blank_lines(text);
+                prop_assert_eq!(m.lines.len(), lines.len());
+                for (entry, line) in m.lines.iter().zip(&lines) {
+                    let key = format!("{}:", entry.key);
+                    prop_assert!(line.starts_with(&key), "{key} from {line:?}");
+                    prop_assert!(appears(line, entry.value), "{entry:?} from {line:?}");
+                    prop_assert_eq!(entry.in_kb, line.trim_end().ends_with("kB"));
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+    }
+
+    #[test]
+    fn mutated_stat() {
+        let files = ["v1/6.18/proc-stat", "v2/6.1/proc-stat"];
+        check_fixture_mutants("parse_stat", &files, |text| {
+            let parsed = parse_stat(text);
+            if let Ok(s) = &parsed {
+                // Every line is the aggregate row, a cpuN row or kept verbatim; the numbers of
+                // the rows come from the text.
+                let lines = non_blank_lines(text);
+                let aggregate = lines
+                    .iter()
+                    .filter(|l| l.split_whitespace().next() == Some("cpu"))
+                    .count();
+                prop_assert!(aggregate >= 1);
+                prop_assert_eq!(aggregate + s.cpus.len() + s.other_lines.len(), lines.len());
+                for line in &s.other_lines {
+                    prop_assert!(lines.contains(line) && !line.trim_start().starts_with("cpu"));
+                }
+                prop_assert!(appears(text, s.total.user) && appears(text, s.total.idle));
+                for (n, times) in &s.cpus {
+                    prop_assert!(appears(text, n) && appears(text, times.system));
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+    }
+
+    #[test]
+    fn mutated_cpuinfo() {
+        let files = ["v1/6.18/proc-cpuinfo", "v2/6.1/proc-cpuinfo"];
+        check_fixture_mutants("parse_cpuinfo", &files, |text| {
+            let parsed = parse_cpuinfo(text);
+            if let Ok(c) = &parsed {
+                // One block per blank-line-separated paragraph, its lines from the text.
+                let paragraphs = text.split("\n\n").filter(|b| !b.trim().is_empty()).count();
+                prop_assert_eq!(c.blocks.len(), paragraphs);
+                for block in &c.blocks {
+                    prop_assert!(appears(text, block.processor));
+                    for line in block.rest.lines() {
+                        prop_assert!(text.contains(line), "{line:?} not in the text");
+                    }
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+    }
+
+    #[test]
+    fn mutated_uptime() {
+        let files = ["v1/6.18/proc-uptime", "v2/6.1/proc-uptime"];
+        check_fixture_mutants("parse_uptime", &files, |text| {
+            let parsed = parse_uptime(text);
+            if let Ok(u) = &parsed {
+                prop_assert!(u.uptime_secs.is_finite() && u.uptime_secs >= 0.0);
+                prop_assert!(u.idle_secs.is_finite() && u.idle_secs >= 0.0);
+            }
+            Ok(parsed.map(drop))
+        });
+        let u = parse_uptime(&fixture("v2/6.1/proc-uptime")).unwrap();
+        assert_eq!(
+            u,
+            Uptime {
+                uptime_secs: 17.70,
+                idle_secs: 21.89
+            }
+        );
+    }
+
+    #[test]
+    fn mutated_diskstats() {
+        let files = ["v1/6.18/proc-diskstats", "v2/6.1/proc-diskstats"];
+        check_fixture_mutants("parse_diskstats_names", &files, |text| {
+            let parsed = parse_diskstats_names(text);
+            if let Ok(names) = &parsed {
+                // One device per line, named by its third column.
+                let lines = non_blank_lines(text);
+                prop_assert_eq!(names.len(), lines.len());
+                for (disk, line) in names.iter().zip(&lines) {
+                    prop_assert_eq!(line.split_whitespace().nth(2), Some(disk.name.as_str()));
+                    prop_assert!(appears(line, disk.major) && appears(line, disk.minor));
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+        let names = parse_diskstats_names(&fixture("v1/6.18/proc-diskstats")).unwrap();
+        let vda = DiskName {
+            major: 254,
+            minor: 0,
+            name: "vda".into(),
+        };
+        assert!(names.contains(&vda));
     }
 }

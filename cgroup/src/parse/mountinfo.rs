@@ -71,6 +71,7 @@ pub fn unescape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{check_fixture_mutants, fixture, non_blank_lines};
     use proptest::prelude::*;
 
     #[test]
@@ -98,10 +99,63 @@ mod tests {
         assert!(parse_mountinfo("1 2 3\n").is_err());
     }
 
+    #[test]
+    fn v2_fixture() {
+        let mounts = parse_mountinfo(&fixture("v2/6.1/proc-self-mountinfo")).unwrap();
+        assert_eq!(mounts.len(), 6);
+        assert_eq!(
+            mounts[5],
+            MountInfo {
+                root: "/".into(),
+                mount_point: "/sys/fs/cgroup".into(),
+                fs_type: "cgroup2".into(),
+                super_options: "rw,nsdelegate,memory_recursiveprot".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn mutated_fixtures() {
+        let files = ["v1/6.18/proc-self-mountinfo", "v2/6.1/proc-self-mountinfo"];
+        check_fixture_mutants("parse_mountinfo", &files, |text| {
+            let parsed = parse_mountinfo(text);
+            if let Ok(mounts) = &parsed {
+                // One mount per line; its fields are on the line (decoded paths only compare
+                // when the line has no escapes).
+                let lines = non_blank_lines(text);
+                prop_assert_eq!(mounts.len(), lines.len());
+                for (mount, line) in mounts.iter().zip(&lines) {
+                    let after = line.split_once(" - ").map(|(_, r)| r).unwrap_or("");
+                    prop_assert!(after.starts_with(&mount.fs_type), "{mount:?} from {line:?}");
+                    prop_assert!(after.contains(&mount.super_options));
+                    if !line.contains('\\') {
+                        for path in [&mount.root, &mount.mount_point] {
+                            let field = format!(" {path} ");
+                            prop_assert!(line.contains(&field), "{path:?} from {line:?}");
+                        }
+                    }
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+    }
+
+    /// The kernel's escaping of a mountinfo path field.
+    fn escape(path: &str) -> String {
+        let mut out = String::new();
+        for c in path.chars() {
+            match c {
+                ' ' | '\t' | '\n' | '\\' => out.push_str(&format!("\\{:03o}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
     proptest! {
         #[test]
-        fn never_panics(text in "(.{0,30}( - )?.{0,30}\n){0,4}") {
-            let _ = parse_mountinfo(&text);
+        fn unescape_inverts_the_kernel_escaping(path in ".{0,20}( |\t|\n|\\\\)?[0-7\\\\]{0,4}") {
+            prop_assert_eq!(unescape(&escape(&path)), path);
         }
     }
 }

@@ -117,7 +117,7 @@ pub fn parse_proc_status(text: &str) -> ParseResult<ProcStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::fixture;
+    use crate::testutil::{appears, check_fixture_mutants, fixture};
     use proptest::prelude::*;
 
     #[test]
@@ -183,14 +183,78 @@ mod tests {
             );
         }
         assert!(parse_proc_status("Name:\tx\n").is_err());
+        assert!(parse_proc_status("NSpid:\n").is_err());
+        assert!(parse_proc_status("NSpid:\t1\tx\n").is_err());
     }
 
-    proptest! {
-        #[test]
-        fn never_panics(text in "[0-9a-z:/() ,=\n]{0,80}") {
-            let _ = parse_pid_cgroup(&text);
-            let _ = parse_proc_stat(&text);
-            let _ = parse_proc_status(&text);
+    #[test]
+    fn mutated_pid_cgroup() {
+        let files = ["v1/6.18/proc-pid-cgroup", "v2/6.1/proc-pid-cgroup"];
+        check_fixture_mutants("parse_pid_cgroup", &files, |text| {
+            let parsed = parse_pid_cgroup(text);
+            if let Ok(lines) = &parsed {
+                // One entry per line, which ends in ":controllers:path".
+                let text_lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+                prop_assert_eq!(lines.len(), text_lines.len());
+                for (entry, line) in lines.iter().zip(&text_lines) {
+                    let tail = format!(":{}:{}", entry.controllers.join(","), entry.path);
+                    prop_assert!(line.ends_with(&tail), "{entry:?} from {line:?}");
+                    prop_assert!(entry.path.starts_with('/'));
+                    prop_assert!(appears(line, entry.hierarchy_id));
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+    }
+
+    #[test]
+    fn mutated_proc_stat() {
+        let files = ["v1/6.18/proc-pid-stat", "v2/6.1/proc-pid-stat"];
+        check_fixture_mutants("parse_proc_stat", &files, |text| {
+            let parsed = parse_proc_stat(text);
+            if let Ok(stat) = &parsed {
+                // The fields come from after the last ')'.
+                let after = &text[text.rfind(')').unwrap_or(0)..];
+                prop_assert!(after.contains(stat.state));
+                prop_assert!(appears(after, stat.ppid) && appears(after, stat.start_time_ticks));
+            }
+            Ok(parsed.map(drop))
+        });
+        let expected = [
+            ("v1/6.18/proc-pid-stat", 4363, 21051),
+            ("v2/6.1/proc-pid-stat", 1, 445),
+        ];
+        for (name, ppid, start_time_ticks) in expected {
+            let stat = ProcStat {
+                state: 'S',
+                ppid,
+                start_time_ticks,
+            };
+            assert_eq!(parse_proc_stat(&fixture(name)).unwrap(), stat, "{name}");
+        }
+    }
+
+    #[test]
+    fn mutated_proc_status() {
+        let files = ["v1/6.18/proc-pid-status", "v2/6.1/proc-pid-status"];
+        check_fixture_mutants("parse_proc_status", &files, |text| {
+            let parsed = parse_proc_status(text);
+            if let Ok(status) = &parsed {
+                // The pids come from the first NSpid line.
+                let line = text.lines().find(|l| l.starts_with("NSpid:"));
+                prop_assert!(line.is_some());
+                for pid in &status.ns_pids {
+                    prop_assert!(appears(line.unwrap_or(""), pid));
+                }
+            }
+            Ok(parsed.map(drop))
+        });
+        // The workload's pid, as in cgroup.procs (a single pid namespace).
+        for (version, pid) in [("v1/6.18", 4380), ("v2/6.1", 108)] {
+            let status = parse_proc_status(&fixture(&format!("{version}/proc-pid-status")));
+            assert_eq!(status.unwrap().ns_pids, [pid]);
+            let procs = fixture(&format!("{version}/cgroup.procs"));
+            assert_eq!(procs.trim(), pid.to_string());
         }
     }
 }
