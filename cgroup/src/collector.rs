@@ -77,6 +77,30 @@ impl Collector {
         Ok(self.layout.cgroup_set(&lines))
     }
 
+    /// The cgroup at `path` (absolute, "/" the root) in every hierarchy that has a directory
+    /// there: a container named by its path rather than by a process in it. Fails with
+    /// `Vanished` when no hierarchy has it.
+    pub fn cgroup_at(&self, path: &str) -> Result<CgroupSet> {
+        let mut set = self.layout.set_at(path);
+        for (hierarchy, entry) in self.layout.hierarchies.iter().zip(&mut set.paths) {
+            if let Some(p) = entry.as_deref() {
+                if !join_cgroup(&hierarchy.mount_point, p).is_dir() {
+                    *entry = None;
+                }
+            }
+        }
+        if set.paths.iter().all(Option::is_none) {
+            let dir = self
+                .layout
+                .hierarchies
+                .first()
+                .map(|h| join_cgroup(&h.mount_point, path))
+                .unwrap_or_else(|| PathBuf::from(path));
+            return Err(Error::Vanished { path: dir });
+        }
+        Ok(set)
+    }
+
     /// The directory of `set`'s cgroup in the hierarchy providing `controller`.
     pub fn dir(&self, set: &CgroupSet, controller: Controller) -> Option<(Version, PathBuf)> {
         self.layout.dir(set, controller)
@@ -142,9 +166,11 @@ impl Collector {
         }
         if parts.contains(Parts::PIDS) {
             if let Some((_, dir)) = self.dir(set, Controller::Pids) {
-                let current = edge.read(&dir, "pids.current")?;
-                let max = edge.optional(&dir, "pids.max")?;
-                snap.pids = Some(pids::pids(&current, max.as_ref())?);
+                // v2: absent where the parent does not enable pids for its children.
+                if let Some(current) = edge.optional(&dir, "pids.current")? {
+                    let max = edge.optional(&dir, "pids.max")?;
+                    snap.pids = Some(pids::pids(&current, max.as_ref())?);
+                }
             }
         }
         // Optional files read as absent could mean the cgroup went away mid-read: confirm.
@@ -180,7 +206,9 @@ impl Collector {
         let chain = self.chain(set, Controller::Memory);
         match version {
             Version::V2 => {
-                let files = v2::memory::MemoryFiles::read(edge, &chain, parts)?;
+                let Some(files) = v2::memory::MemoryFiles::read(edge, &chain, parts)? else {
+                    return Ok(());
+                };
                 if parts.contains(Parts::MEMORY) {
                     snap.memory = Some(v2::memory::memory(&files)?);
                 }
@@ -212,29 +240,36 @@ impl Collector {
             return Ok(());
         };
         if parts.contains(Parts::CPU_LIMITS) {
-            snap.cpuset = Some(match version {
-                Version::V2 => v2::cpuset::cpus(&edge.read(&dir, v2::cpuset::CPUS_FILE)?)?,
-                Version::V1 => v1::cpuset::list(&v1::cpuset::read(
+            snap.cpuset = match version {
+                // Absent where the parent does not enable cpuset for its children.
+                Version::V2 => edge
+                    .optional(&dir, v2::cpuset::CPUS_FILE)?
+                    .map(|file| v2::cpuset::cpus(&file))
+                    .transpose()?,
+                Version::V1 => Some(v1::cpuset::list(&v1::cpuset::read(
                     edge,
                     &dir,
                     "cpuset.effective_cpus",
                     "cpuset.cpus",
-                )?)?,
-            });
+                )?)?),
+            };
         }
         if parts.contains(Parts::CPU_DETAIL) {
             let mems = match version {
-                Version::V2 => v2::cpuset::mems(&edge.read(&dir, v2::cpuset::MEMS_FILE)?)?,
-                Version::V1 => v1::cpuset::list(&v1::cpuset::read(
+                Version::V2 => edge
+                    .optional(&dir, v2::cpuset::MEMS_FILE)?
+                    .map(|file| v2::cpuset::mems(&file))
+                    .transpose()?,
+                Version::V1 => Some(v1::cpuset::list(&v1::cpuset::read(
                     edge,
                     &dir,
                     "cpuset.effective_mems",
                     "cpuset.mems",
-                )?)?,
+                )?)?),
             };
             snap.cpu_detail
                 .get_or_insert_with(CpuDetail::default)
-                .cpuset_mems = Some(mems);
+                .cpuset_mems = mems;
         }
         Ok(())
     }

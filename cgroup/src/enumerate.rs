@@ -95,9 +95,10 @@ pub fn classify(path: &str) -> CgroupKind {
         };
         (rest.len() >= 8 && rest.chars().all(|c| c.is_ascii_hexdigit() || c == '-')).then_some(rest)
     };
+    // Usually at the top; below it under nested runtimes (kind, a test's own cgroup).
     let in_kubepods = components
-        .first()
-        .is_some_and(|c| *c == "kubepods" || *c == "kubepods.slice");
+        .iter()
+        .any(|c| *c == "kubepods" || *c == "kubepods.slice");
     if in_kubepods {
         if let Some(uid) = pod_uid(last) {
             return CgroupKind::KubePod { uid };
@@ -322,5 +323,11 @@ mod tests {
             }
         );
         assert_eq!(classify("/kubepods/podcast"), CgroupKind::Other);
+        assert_eq!(
+            classify(&format!("/pod{uid}")),
+            CgroupKind::Other,
+            "outside kubepods"
+        );
+        assert_eq!(classify(&format!("/test/kubepods/pod{uid}")), pod);
     }
 }

@@ -85,18 +85,9 @@ impl<'a> Edge<'a> {
         }
     }
 
-    /// Reads file `name` in each of `dirs` (a cgroup, then its ancestors): required in the
-    /// first, optional in the others.
+    /// Reads file `name` in each of `dirs` (a cgroup, then its ancestors); `None` where
+    /// absent (an ancestor that does not enable the controller sets no limit).
     pub(crate) fn chain(&self, dirs: &[PathBuf], name: &str) -> Result<Vec<Option<RawFile>>> {
-        dirs.iter()
-            .enumerate()
-            .map(|(i, dir)| {
-                if i == 0 {
-                    self.read(dir, name).map(Some)
-                } else {
-                    self.optional(dir, name)
-                }
-            })
-            .collect()
+        dirs.iter().map(|dir| self.optional(dir, name)).collect()
     }
 }

@@ -5,6 +5,8 @@
 
 // Whose view a caller gets: threads, hostPID pods, shared pid namespaces, nested cgroups.
 mod callers;
+// The collector library on real cgroups: enumeration, reading by path, exact values.
+mod collector;
 // Cgroups destroyed and recreated under the same paths while readers read.
 mod churn;
 // The daemon's command line, start-up, mount options and shutdown.

@@ -31,12 +31,19 @@ pub struct MemoryFiles {
 
 impl MemoryFiles {
     /// Reads the files `parts` need; `chain` is the cgroup's directory, then its ancestors'.
-    pub(crate) fn read(edge: Edge<'_>, chain: &[PathBuf], parts: Parts) -> Result<Self> {
+    /// `None` when the cgroup has no memory files: the root, or a cgroup whose parent does not
+    /// enable the memory controller for its children (its usage is then counted only in the
+    /// nearest ancestor that has them).
+    pub(crate) fn read(edge: Edge<'_>, chain: &[PathBuf], parts: Parts) -> Result<Option<Self>> {
         let Some(dir) = chain.first() else {
-            return Ok(MemoryFiles::default());
+            return Ok(None);
         };
+        let max = edge.chain(chain, "memory.max")?;
+        if max.first().is_none_or(Option::is_none) {
+            return Ok(None);
+        }
         let mut files = MemoryFiles {
-            max: edge.chain(chain, "memory.max")?,
+            max,
             swap_current: edge.optional(dir, "memory.swap.current")?,
             ..MemoryFiles::default()
         };
@@ -52,7 +59,7 @@ impl MemoryFiles {
             files.peak = edge.optional(dir, "memory.peak")?;
             files.events = edge.optional(dir, "memory.events")?;
         }
-        Ok(files)
+        Ok(Some(files))
     }
 }
 
