@@ -142,9 +142,19 @@ impl LoopProgress {
 
     /// Successful reads the loop completed so far (as of its latest round).
     pub fn reads(&self) -> Result<u64> {
-        let mut count = [0u8; 8];
-        self.file.read_exact_at(&mut count, 0)?;
-        Ok(u64::from_le_bytes(count))
+        // The probe may rewrite the count during a read, which could see part of each value:
+        // the count only grows, so two equal reads in a row are one value.
+        let read = || -> Result<u64> {
+            let mut count = [0u8; 8];
+            self.file.read_exact_at(&mut count, 0)?;
+            Ok(u64::from_le_bytes(count))
+        };
+        loop {
+            let first = read()?;
+            if read()? == first {
+                return Ok(first);
+            }
+        }
     }
 
     /// Ends the loop at the start of its next round.
