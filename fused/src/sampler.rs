@@ -600,13 +600,42 @@ mod tests {
         assert_eq!(running(), 0);
     }
 
+    /// Polls `condition` every millisecond until it holds; panics naming `what` after 20 s.
+    fn poll_until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !condition() {
+            assert!(Instant::now() < deadline, "no {what} within 20 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// True if thread `tid` of this process is blocked in the futex syscall (a condvar or
+    /// mutex wait), from `/proc/self/task/<tid>/syscall`.
+    fn blocked_in_futex(tid: libc::pid_t) -> bool {
+        let path = format!("/proc/self/task/{tid}/syscall");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.split_whitespace().next() == Some(&libc::SYS_futex.to_string())
+    }
+
     #[test]
     fn the_sampler_stops_promptly_when_asked() {
         let tracker = Arc::new(tracker());
         tracker.registry().touch(key(1), &id(1), monotonic_ns());
         let running = Arc::clone(&tracker);
-        let sampler = std::thread::spawn(move || running.run());
-        std::thread::sleep(Duration::from_millis(50));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let sampler = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            running.run()
+        });
+        let tid = tid_rx.recv().unwrap();
+        // The container falls due at its phase (within one interval); once sampled there, the
+        // next due time is a whole interval away, so only stop() can end the wait that follows.
+        let sampled = || tracker.shared.with_container(key(1), |s| s.tasks.is_some());
+        poll_until("first sample", sampled);
+        poll_until("sampler waiting for its next due time", || {
+            blocked_in_futex(tid)
+        });
         let asked = Instant::now();
         tracker.stop();
         sampler.join().unwrap();

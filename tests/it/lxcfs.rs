@@ -6,17 +6,14 @@
 //! shows instead; `docs/lxcfs-differences.md` lists those differences with the reasons.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use proclens_tests::parse;
 use proclens_tests::rig::{self, FusedDaemon, LxcfsDaemon, Probe, ProbeOptions, TempCgroup};
 
-use crate::util::{have_cpus, host_meminfo_kb, MIB};
+use crate::util::{have_cpus, host_meminfo_kb, read_1_mib_from_disk, MIB};
 
 /// The container's memory limit.
 const MEMORY_LIMIT: u64 = 256 * MIB;
@@ -974,62 +971,16 @@ fn diskstats(text: &str) -> Result<Vec<(String, Vec<u64>)>> {
         .collect()
 }
 
-/// The whole-disk device behind the filesystem of `path`, as (major:minor, name), if it is a
-/// block device (not tmpfs, say). The cgroup I/O statistics count the disk, not a partition.
-fn disk_of(path: &Path) -> Result<Option<(String, String)>> {
-    let dev = std::fs::metadata(path)?.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
-    let Ok(mut dir) = sys.canonicalize() else {
-        return Ok(None);
-    };
-    if dir.join("partition").exists() {
-        dir = dir
-            .parent()
-            .context("partition without a disk")?
-            .to_path_buf();
-    }
-    let dev = read_trimmed(&dir.join("dev"))?;
-    let name = dir
-        .file_name()
-        .context("disk dir name")?
-        .to_string_lossy()
-        .into_owned();
-    Ok(Some((dev, name)))
-}
-
-/// Writes `bytes` of data to a new file in `dir`, syncs it and drops it from the page cache,
-/// so that reading it goes to the disk.
-fn uncached_file(dir: &Path, bytes: usize) -> Result<PathBuf> {
-    let path = dir.join("data");
-    let mut file = std::fs::File::create(&path)?;
-    file.write_all(&vec![0x5a; bytes])?;
-    file.sync_all()?;
-    // SAFETY: plain syscall on an open fd; no pointers.
-    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    ensure!(rc == 0, "posix_fadvise(DONTNEED): errno {rc}");
-    Ok(path)
-}
-
 #[test]
 fn diskstats_lxcfs_shows_the_hosts() -> Result<()> {
     let mut r = Rig::new()?;
-    let dir = tempfile::Builder::new()
-        .prefix("proclens-test-io-")
-        .tempdir()?;
-    let disk = disk_of(dir.path())?;
     let blkio = r.cg.dir("blkio").context("no I/O cgroup")?;
     if blkio.join("blkio.io_serviced_recursive").exists() {
         eprintln!(
             "!!! this kernel has CFQ statistics: lxcfs computes diskstats here; not compared"
         );
     }
-    let file = uncached_file(dir.path(), MIB as usize)?;
-    if disk.is_some() {
-        r.probe.read(&file)?;
-    } else {
-        eprintln!("!!! SKIPPED the I/O part of diskstats_lxcfs_shows_the_hosts: {} is not on a block device", dir.path().display());
-    }
+    let disk = read_1_mib_from_disk(&r.cg, &mut r.probe, "diskstats_lxcfs_shows_the_hosts")?;
     until_agreed("diskstats", || {
         let before = diskstats(&host("/proc/diskstats")?)?;
         let l_text = r.lxcfs("proc/diskstats")?;

@@ -7,13 +7,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use proclens_tests::rig::{self, FusedDaemon, LoopReport, Probe, TempCgroup};
+use proclens_tests::rig::{self, FusedDaemon, LoopProgress, LoopReport, Probe, TempCgroup};
 
 use crate::util::{new_worker, probe_in, MIB};
 
 const CONTAINERS: usize = 20;
 const KILLS: usize = 10;
 const UPGRADES: usize = 10;
+/// Longest a reader's loop runs: the test stops the loops once done; this only bounds a hang.
+const LONGEST_RUN: Duration = Duration::from_secs(600);
+/// How long every reader may take to complete a read (a VM under TCG manages a few a second).
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(60);
 /// Serving threads of the daemon under test: a dying worker can fail at most this many reads.
 const THREADS: u64 = 2;
 
@@ -24,6 +28,59 @@ fn kernel_has_resend() -> Result<bool> {
     let major: u32 = parts.next().context("osrelease")?.parse()?;
     let minor: u32 = parts.next().context("osrelease")?.parse()?;
     Ok((major, minor) >= (6, 9))
+}
+
+/// Read counts of every reader around one worker kill or upgrade.
+struct EventMarks {
+    /// `kill` or `upgrade`.
+    kind: &'static str,
+    /// Successful reads of each reader when the event was fired.
+    fired: Vec<u64>,
+    /// Successful reads of each reader once the new worker was serving.
+    served: Vec<u64>,
+}
+
+/// Successful reads each reader completed so far.
+fn read_counts(progress: &[LoopProgress]) -> Result<Vec<u64>> {
+    progress.iter().map(LoopProgress::reads).collect()
+}
+
+/// Waits until every reader completed a read after `since` (its counts at some earlier
+/// moment); returns the counts then. Fails naming the counts if one stalls.
+fn until_all_read_past(progress: &[LoopProgress], since: &[u64], what: &str) -> Result<Vec<u64>> {
+    rig::poll(PROGRESS_TIMEOUT, what, || {
+        let now = read_counts(progress)?;
+        Ok(now.iter().zip(since).all(|(n, s)| n > s).then_some(now))
+    })
+    .with_context(|| format!("reads now {:?}, before {since:?}", read_counts(progress)))
+}
+
+/// Fires `KILLS` worker kills and `UPGRADES` upgrades (SIGHUP), alternating. Each is fired once
+/// every reader completed reads since the previous one's new worker was serving, and is over
+/// once its new worker serves; the last is followed by reads of every reader too.
+fn kill_and_upgrade(daemon: &FusedDaemon, progress: &[LoopProgress]) -> Result<Vec<EventMarks>> {
+    let mut marks = Vec::new();
+    let mut since = vec![0; progress.len()];
+    for event in 0..KILLS + UPGRADES {
+        let kind = if event % 2 == 0 { "kill" } else { "upgrade" };
+        let fired = until_all_read_past(progress, &since, &format!("reads before {kind} {event}"))?;
+        let workers = daemon.worker_pids()?;
+        anyhow::ensure!(workers.len() == 1, "expected one worker, found {workers:?}");
+        if kind == "kill" {
+            rig::process::signal(workers[0], libc::SIGKILL)?;
+        } else {
+            rig::process::signal(daemon.pid(), libc::SIGHUP)?;
+        }
+        new_worker(daemon, workers[0])?;
+        since = read_counts(progress)?;
+        marks.push(EventMarks {
+            kind,
+            fired,
+            served: since.clone(),
+        });
+    }
+    until_all_read_past(progress, &since, "reads after the last event")?;
+    Ok(marks)
 }
 
 #[test]
@@ -39,35 +96,32 @@ fn readers_survive_worker_kills_and_upgrades() -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let mut probes: Vec<Probe> = cgroups.iter().map(probe_in).collect::<Result<_>>()?;
-    let run_for = Duration::from_secs(15);
+    let progress: Vec<LoopProgress> = (0..CONTAINERS)
+        .map(|_| LoopProgress::new())
+        .collect::<Result<_>>()?;
     let events = KILLS + UPGRADES;
-    let spacing = run_for / (events as u32 + 2);
 
-    let reports: Vec<LoopReport> = std::thread::scope(|scope| -> Result<Vec<LoopReport>> {
+    let (reports, marks) = std::thread::scope(|scope| -> Result<_> {
         let readers: Vec<_> = probes
             .iter_mut()
-            .map(|probe| {
+            .zip(&progress)
+            .map(|(probe, progress)| {
                 let paths = &paths;
-                scope.spawn(move || probe.read_loop(run_for, paths))
+                scope.spawn(move || probe.read_loop_with_progress(LONGEST_RUN, progress, paths))
             })
             .collect();
-        for event in 0..events {
-            std::thread::sleep(spacing);
-            if event % 2 == 0 {
-                let workers = daemon.worker_pids()?;
-                anyhow::ensure!(workers.len() == 1, "expected one worker, found {workers:?}");
-                rig::process::signal(workers[0], libc::SIGKILL)?;
-            } else {
-                rig::process::signal(daemon.pid(), libc::SIGHUP)?;
-            }
+        let marks = kill_and_upgrade(&daemon, &progress);
+        for p in &progress {
+            p.stop()?;
         }
-        readers
+        let reports = readers
             .into_iter()
             .map(|r| {
                 r.join()
                     .map_err(|_| anyhow::anyhow!("reader thread panicked"))?
             })
-            .collect()
+            .collect::<Result<Vec<LoopReport>>>()?;
+        Ok((reports, marks?))
     })?;
 
     let total = |f: fn(&LoopReport) -> u64| reports.iter().map(f).sum::<u64>();
@@ -82,13 +136,25 @@ fn readers_survive_worker_kills_and_upgrades() -> Result<()> {
             .map(|r| r.errnos.clone())
             .collect::<Vec<_>>()
     );
-    // Every reader must have been reading all along, through the kills and upgrades (a VM under
-    // TCG manages a few reads a second per reader; the host thousands).
-    for r in &reports {
-        assert!(
-            r.reads >= events as u64,
-            "a reader read too little to prove anything: {r:?}"
-        );
+    // Every reader read all along: between each event's new worker and the next event, and
+    // after the last. So reads went on right up to each kill or upgrade and on past it.
+    assert_eq!(marks.len(), events);
+    let last = read_counts(&progress)?;
+    for (i, m) in marks.iter().enumerate() {
+        let before = i.checked_sub(1).map(|p| &marks[p].served);
+        let after = marks.get(i + 1).map_or(&last, |next| &next.fired);
+        for r in 0..CONTAINERS {
+            assert!(
+                m.fired[r] > before.map_or(0, |b| b[r]),
+                "reader {r} completed no read before {} {i}",
+                m.kind
+            );
+            assert!(
+                after[r] > m.served[r],
+                "reader {r} completed no read after {} {i}",
+                m.kind
+            );
+        }
     }
     assert_eq!(total(|r| r.enotconn), 0, "ENOTCONN seen: {reports:?}");
     assert_eq!(
@@ -159,22 +225,31 @@ impl Install {
     }
 }
 
-/// Reads in one container for `duration` while `event` runs; returns the reader's report.
-fn reading_through(
-    daemon: &FusedDaemon,
-    duration: Duration,
-    event: impl FnOnce() -> Result<()>,
-) -> Result<LoopReport> {
+/// Reads in one container while `event` replaces the daemon's worker: fires `event` once the
+/// reader has completed reads, waits for the new worker and for reads it served, then ends the
+/// reader and returns its report.
+fn reading_through(daemon: &FusedDaemon, event: impl FnOnce() -> Result<()>) -> Result<LoopReport> {
     let cg = TempCgroup::builder().memory_limit(256 * MIB).create()?;
     let mut probe = probe_in(&cg)?;
     let paths = vec![daemon.path("proc/meminfo"), daemon.path("proc/stat")];
+    let progress = [LoopProgress::new()?];
+    let old = daemon.worker_pids()?[0];
     std::thread::scope(|scope| {
-        let reader = scope.spawn(|| probe.read_loop(duration, &paths));
-        std::thread::sleep(duration / 3);
-        event()?;
-        reader
+        let reader =
+            scope.spawn(|| probe.read_loop_with_progress(LONGEST_RUN, &progress[0], &paths));
+        let overlapped = (|| {
+            until_all_read_past(&progress, &[0], "reads before the event")?;
+            event()?;
+            new_worker(daemon, old)?;
+            let served = read_counts(&progress)?;
+            until_all_read_past(&progress, &served, "reads served by the new worker")
+        })();
+        progress[0].stop()?;
+        let report = reader
             .join()
-            .map_err(|_| anyhow::anyhow!("reader panicked"))?
+            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        overlapped?;
+        Ok(report)
     })
 }
 
@@ -183,19 +258,16 @@ fn sighup_serves_with_the_binary_now_on_disk() -> Result<()> {
     rig::preflight()?;
     let install = Install::new()?;
     let daemon = FusedDaemon::start_binary(&install.binary(), &[])?;
-    let old = daemon.worker_pids()?[0];
-    let report = reading_through(&daemon, Duration::from_secs(3), || {
+    let report = reading_through(&daemon, || {
         install.upgrade()?;
         rig::process::signal(daemon.pid(), libc::SIGHUP)
     })?;
-    new_worker(&daemon, old)?;
     assert!(
         install.marker().exists(),
         "the new worker did not come from the new binary; daemon log:\n{}",
         daemon.stderr()
     );
     assert_eq!(report.failed, 0, "{report:?}");
-    assert!(report.reads > 10, "{report:?}");
     Ok(())
 }
 
@@ -204,12 +276,10 @@ fn broken_upgrade_falls_back_to_the_running_image() -> Result<()> {
     rig::preflight()?;
     let install = Install::new()?;
     let daemon = FusedDaemon::start_binary(&install.binary(), &[])?;
-    let old = daemon.worker_pids()?[0];
-    let report = reading_through(&daemon, Duration::from_secs(3), || {
+    let report = reading_through(&daemon, || {
         install.replace_with_script("echo 'broken build' >&2; exit 1")?;
         rig::process::signal(daemon.pid(), libc::SIGHUP)
     })?;
-    new_worker(&daemon, old)?;
     assert_eq!(report.failed, 0, "{report:?}");
     // The log reaches the test through a pipe drained by another thread: wait for the line.
     rig::poll(Duration::from_secs(10), "the fallback in the log", || {
@@ -229,12 +299,10 @@ fn supervisor_reexec_keeps_the_mount() -> Result<()> {
     let install = Install::new()?;
     let daemon = FusedDaemon::start_binary(&install.binary(), &[])?;
     let mount_before = daemon.mount()?.context("no mount")?;
-    let old = daemon.worker_pids()?[0];
-    let report = reading_through(&daemon, Duration::from_secs(3), || {
+    let report = reading_through(&daemon, || {
         install.upgrade()?;
         rig::process::signal(daemon.pid(), libc::SIGUSR2)
     })?;
-    new_worker(&daemon, old)?;
     assert!(
         install.marker().exists(),
         "the supervisor did not re-execute the new binary"

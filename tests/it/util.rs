@@ -1,8 +1,12 @@
 //! Helpers shared by the test modules.
 
+use std::io::Write as _;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use proclens_tests::parse;
 use proclens_tests::rig::{self, FusedDaemon, Probe, ProbeOptions, TempCgroup};
 
@@ -95,4 +99,76 @@ pub fn set_memory_limit(cg: &TempCgroup, bytes: u64) -> Result<()> {
         v2
     };
     std::fs::write(&file, bytes.to_string()).with_context(|| format!("write {}", file.display()))
+}
+
+/// Has `probe`, a reader inside `cg`, read 1 MiB from a block device, the way a container's
+/// disk I/O shows in its diskstats: the data is written to a temp dir (`TMPDIR`), dropped from
+/// the page cache, and the kernel is made to count `cg`'s I/O on its disk
+/// ([`TempCgroup::count_io_on`]). Fails unless the kernel's own statistics of `cg` then show
+/// the 1 MiB read, so a rig that did no counted I/O is never blamed on a daemon. Returns the
+/// disk as (major:minor, name); `None`, said loudly as a skip of `test`'s I/O part, where the
+/// temp dir is not on a block device (tmpfs, say).
+pub fn read_1_mib_from_disk(
+    cg: &TempCgroup,
+    probe: &mut Probe,
+    test: &str,
+) -> Result<Option<(String, String)>> {
+    let dir = tempfile::Builder::new()
+        .prefix("proclens-test-io-")
+        .tempdir()?;
+    let Some((dev, name)) = disk_of(dir.path())? else {
+        eprintln!(
+            "!!! SKIPPED the I/O part of {test}: {} is not on a block device",
+            dir.path().display()
+        );
+        return Ok(None);
+    };
+    cg.count_io_on(&dev)?;
+    let file = uncached_file(dir.path(), MIB as usize)?;
+    let before = cg.io_read_bytes(&dev)?;
+    probe.read(&file)?;
+    let counted = cg.io_read_bytes(&dev)? - before;
+    ensure!(
+        counted >= MIB,
+        "rig: the reader read 1 MiB from {name} ({dev}), but the kernel counted {counted} bytes \
+         read for its cgroup"
+    );
+    Ok(Some((dev, name)))
+}
+
+/// The whole-disk device behind the filesystem of `path`, as (major:minor, name), if it is a
+/// block device (not tmpfs, say). The cgroup I/O statistics count the disk, not a partition.
+fn disk_of(path: &Path) -> Result<Option<(String, String)>> {
+    let dev = std::fs::metadata(path)?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    let Ok(mut dir) = sys.canonicalize() else {
+        return Ok(None);
+    };
+    if dir.join("partition").exists() {
+        dir = dir
+            .parent()
+            .context("partition without a disk")?
+            .to_path_buf();
+    }
+    let dev = std::fs::read_to_string(dir.join("dev"))?.trim().to_string();
+    let name = dir
+        .file_name()
+        .context("disk dir name")?
+        .to_string_lossy()
+        .into_owned();
+    Ok(Some((dev, name)))
+}
+
+/// Writes `bytes` of data to a new file in `dir`, syncs it and drops it from the page cache,
+/// so that reading it goes to the disk.
+fn uncached_file(dir: &Path, bytes: usize) -> Result<PathBuf> {
+    let path = dir.join("data");
+    let mut file = std::fs::File::create(&path)?;
+    file.write_all(&vec![0x5a; bytes])?;
+    file.sync_all()?;
+    // SAFETY: plain syscall on an open fd; no pointers.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    ensure!(rc == 0, "posix_fadvise(DONTNEED): errno {rc}");
+    Ok(path)
 }

@@ -7,7 +7,8 @@ use proclens_tests::parse;
 use proclens_tests::rig::{self, process, FusedDaemon, Probe, TempCgroup};
 
 use crate::util::{
-    container_cgroup, have_cpus, host_meminfo_kb, probe_in, probe_on_host, MIB, PROC_FILES,
+    container_cgroup, have_cpus, host_meminfo_kb, probe_in, probe_on_host, read_1_mib_from_disk,
+    MIB, PROC_FILES,
 };
 
 /// Slack for values the kernel counts in clock ticks (10 ms) and prints with two decimals.
@@ -453,7 +454,13 @@ fn byte_by_byte_reads_serve_the_rendering_of_offset_0() -> Result<()> {
 
 #[test]
 fn every_proc_file_reads_in_the_kernel_format() -> Result<()> {
-    let (_cg, daemon, mut probe) = setup(&[])?;
+    let (cg, daemon, mut probe) = setup(&[])?;
+    // A container that did no block I/O has no diskstats rows, and no row's format to check.
+    let disk = read_1_mib_from_disk(
+        &cg,
+        &mut probe,
+        "every_proc_file_reads_in_the_kernel_format",
+    )?;
     let listed = probe.list(&daemon.path("proc"))?;
     for file in PROC_FILES {
         assert!(
@@ -465,6 +472,15 @@ fn every_proc_file_reads_in_the_kernel_format() -> Result<()> {
             .read_string(&path)
             .with_context(|| format!("read proc/{file}"))?;
         check_format(file, &text).with_context(|| format!("proc/{file}:\n{text}"))?;
+        if let (Some((_, disk)), "diskstats") = (&disk, file) {
+            let has_row = text
+                .lines()
+                .any(|l| l.split_whitespace().nth(2) == Some(disk));
+            assert!(
+                has_row,
+                "no {disk} row after the reader read 1 MiB from it:\n{text}"
+            );
+        }
     }
     Ok(())
 }

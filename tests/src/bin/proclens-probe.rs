@@ -35,9 +35,12 @@
 //! | `forkjoin FILE...`       | fork; the child writes its pid to each FILE (joins  |         |
 //! |                          | those cgroups) and serves all later commands, the   |         |
 //! |                          | parent waits for it (a service under an init)       |         |
-//! | `loop MS PATH...`        | for MS ms, open+read+close each PATH in turn; count | report  |
+//! | `loop MS FILE PATH...`   | for MS ms, open+read+close each PATH in turn; count | report  |
 //! |                          | reads, failures by errno, `stat` counters going     |         |
-//! |                          | backwards, and the slowest read                     |         |
+//! |                          | backwards, and the slowest read. FILE is `-` or a   |         |
+//! |                          | progress file: before each round its bytes 0-7 get  |         |
+//! |                          | the count of successful reads (u64 LE); a nonzero   |         |
+//! |                          | byte 8 (set by the test) ends the loop              |         |
 //! | `exit`                   | exit 0                                              |         |
 
 use std::collections::HashMap;
@@ -255,9 +258,13 @@ impl State {
                 }
                 Ok(String::new())
             }
-            ["loop", ms, paths @ ..] => {
+            ["loop", ms, progress, paths @ ..] => {
                 let ms: u64 = ms.parse().map_err(|_| invalid("bad loop duration"))?;
-                Ok(read_loop(Duration::from_millis(ms), paths))
+                let progress = match *progress {
+                    "-" => None,
+                    path => Some(OpenOptions::new().read(true).write(true).open(path)?),
+                };
+                read_loop(Duration::from_millis(ms), progress.as_ref(), paths)
             }
             ["free"] => {
                 self.memory = Vec::new();
@@ -327,15 +334,23 @@ fn stat_rows(text: &str) -> Vec<Vec<u64>> {
         .collect()
 }
 
-/// The `loop` command: reads `paths` round-robin for `duration`; returns
+/// The `loop` command: reads `paths` round-robin for `duration`, or until byte 8 of `progress`
+/// is set, publishing the count of successful reads in `progress` before each round; returns
 /// `reads=N failed=N enotconn=N backwards=N max_us=N errnos=E:N,...`.
-fn read_loop(duration: Duration, paths: &[&str]) -> String {
+fn read_loop(duration: Duration, progress: Option<&File>, paths: &[&str]) -> io::Result<String> {
     let deadline = Instant::now() + duration;
     let (mut reads, mut failed, mut enotconn, mut backwards, mut max_us) =
         (0u64, 0u64, 0u64, 0u64, 0u128);
     let mut errnos: std::collections::BTreeMap<i32, u64> = std::collections::BTreeMap::new();
     let mut last_stat: HashMap<&str, Vec<Vec<u64>>> = HashMap::new();
+    let mut stop = [0u8];
     while Instant::now() < deadline {
+        if let Some(file) = progress {
+            file.write_all_at(&(reads - failed).to_le_bytes(), 0)?;
+            if file.read_at(&mut stop, 8)? == 1 && stop[0] != 0 {
+                break;
+            }
+        }
         for path in paths {
             let started = Instant::now();
             let result = File::open(path).and_then(|mut f| read_to_eof(&mut f, 65536));
@@ -364,8 +379,8 @@ fn read_loop(duration: Duration, paths: &[&str]) -> String {
         }
     }
     let errnos: Vec<String> = errnos.iter().map(|(e, n)| format!("{e}:{n}")).collect();
-    format!(
+    Ok(format!(
         "reads={reads} failed={failed} enotconn={enotconn} backwards={backwards} max_us={max_us} errnos={}",
         errnos.join(",")
-    )
+    ))
 }

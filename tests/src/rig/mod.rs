@@ -24,7 +24,7 @@ pub use cgroup::{hierarchies, root_procs_files, Hierarchy, TempCgroup, TempCgrou
 pub use fused::{FusedDaemon, MountDir};
 pub use lxcfs::LxcfsDaemon;
 pub use peers::{BindMount, FloorDaemon};
-pub use probe::{Handle, LoopReport, PidNs, Probe, ProbeError, ProbeOptions};
+pub use probe::{Handle, LoopProgress, LoopReport, PidNs, Probe, ProbeError, ProbeOptions};
 pub use runc::RuncContainer;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);

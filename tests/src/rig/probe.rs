@@ -2,6 +2,7 @@
 //! namespace (protocol in `src/bin/proclens-probe.rs`).
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -101,6 +102,65 @@ impl LoopReport {
             }
         }
         Ok(report)
+    }
+}
+
+/// Where a probe's read loop ([`Probe::read_loop_with_progress`]) publishes how many reads it
+/// completed, so a test can see it progress while it runs, and can end it. A temp file: bytes
+/// 0-7 the count (u64 LE, written by the probe), byte 8 the stop flag (written by the test).
+pub struct LoopProgress {
+    file: std::fs::File,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopProgress {
+    /// A new progress file: no reads, not stopped.
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("proclens-test-progress-")
+            .tempdir()?;
+        let path = dir.path().join("progress");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        file.write_all_at(&[0; 9], 0)?;
+        Ok(Self {
+            file,
+            path,
+            _dir: dir,
+        })
+    }
+
+    /// The file's path, as the probe opens it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Successful reads the loop completed so far (as of its latest round).
+    pub fn reads(&self) -> Result<u64> {
+        // The probe may rewrite the count during a read, which could see part of each value:
+        // the count only grows, so two equal reads in a row are one value.
+        let read = || -> Result<u64> {
+            let mut count = [0u8; 8];
+            self.file.read_exact_at(&mut count, 0)?;
+            Ok(u64::from_le_bytes(count))
+        };
+        loop {
+            let first = read()?;
+            if read()? == first {
+                return Ok(first);
+            }
+        }
+    }
+
+    /// Ends the loop at the start of its next round.
+    pub fn stop(&self) -> Result<()> {
+        self.file.write_all_at(&[1], 8)?;
+        Ok(())
     }
 }
 
@@ -257,9 +317,34 @@ impl Probe {
     /// Reads `paths` round-robin (open+read+close each) for `duration`, inside the probe, and
     /// reports what happened.
     pub fn read_loop(&mut self, duration: Duration, paths: &[PathBuf]) -> Result<LoopReport> {
+        self.loop_command(duration, "-", paths)
+    }
+
+    /// [`Self::read_loop`] that publishes its count of successful reads in `progress` while it
+    /// runs, and ends early once [`LoopProgress::stop`] is called; `duration` is the longest run.
+    pub fn read_loop_with_progress(
+        &mut self,
+        duration: Duration,
+        progress: &LoopProgress,
+        paths: &[PathBuf],
+    ) -> Result<LoopReport> {
+        let file = progress
+            .path()
+            .to_str()
+            .context("progress path is not UTF-8")?;
+        self.loop_command(duration, file, paths)
+    }
+
+    /// Sends `loop` with progress file `file` (`-` for none) and parses the report.
+    fn loop_command(
+        &mut self,
+        duration: Duration,
+        file: &str,
+        paths: &[PathBuf],
+    ) -> Result<LoopReport> {
         let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         let reply = self.request_with_timeout(
-            &format!("loop {} {}", duration.as_millis(), list.join(" ")),
+            &format!("loop {} {file} {}", duration.as_millis(), list.join(" ")),
             duration + REPLY_TIMEOUT,
         )?;
         LoopReport::parse(&reply)
