@@ -562,6 +562,21 @@ fn cgroup_cpu_usage_ns(cg: &TempCgroup) -> Result<u64> {
     Ok(usec * 1000)
 }
 
+/// Nanoseconds per /proc/stat tick (USER_HZ 100).
+const NS_PER_TICK: u64 = 10_000_000;
+
+/// The host's elapsed time of CPU 0 in /proc/stat ticks: the sum of its row's first 8 fields
+/// (guest time is already in user).
+fn host_cpu0_ticks() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    let rows = parse::stat_cpu_times(&text)?;
+    let (_, cpu0) = rows
+        .iter()
+        .find(|(name, _)| name == "cpu0")
+        .context("no cpu0 row in /proc/stat")?;
+    Ok(cpu0.iter().take(8).sum())
+}
+
 #[test]
 fn stat_shows_the_containers_share_of_a_contended_cpu() -> Result<()> {
     // A container limited to half a CPU on CPU 0, busy, next to a busy neighbour on CPU 0.
@@ -580,9 +595,11 @@ fn stat_shows_the_containers_share_of_a_contended_cpu() -> Result<()> {
         })?;
         let h = probe.open(&daemon.path("proc/stat"))?;
         let (usage_before, wall_before) = (cgroup_cpu_usage_ns(&cg)?, Instant::now());
+        let host_before = host_cpu0_ticks()?;
         let before = parse::stat_cpu_times(&probe.reread(h)?)?;
         std::thread::sleep(Duration::from_millis(2500));
         let after = parse::stat_cpu_times(&probe.reread(h)?)?;
+        let host_elapsed_ticks = host_cpu0_ticks()? - host_before;
         let (usage_after, wall) = (cgroup_cpu_usage_ns(&cg)?, wall_before.elapsed());
         busy.join()
             .map_err(|_| anyhow::anyhow!("spinner panicked"))??;
@@ -605,11 +622,21 @@ fn stat_shows_the_containers_share_of_a_contended_cpu() -> Result<()> {
         let busy_ticks = d[0] + d[1] + d[2] + d[5] + d[6] + d[7];
         let total_ticks: u64 = d.iter().take(8).sum();
         let shown = 100.0 * busy_ticks as f64 / total_ticks.max(1) as f64;
-        let real = 100.0 * (usage_after - usage_before) as f64 / wall.as_nanos() as f64;
-        eprintln!("cpu0 busy as shown: {shown:.1}%, real usage: {real:.1}% (quota 50%)");
+        let used_ns = (usage_after - usage_before) as f64;
+        let real = 100.0 * used_ns / wall.as_nanos() as f64;
+        // The view's idle is the host's own elapsed time of the CPU minus the container's busy
+        // time, so the share it shows is the container's usage over the time the kernel counted
+        // for that CPU. On hardware that is the wall-clock time; in a VM under TCG on a busy
+        // machine the guest's tick counts fall behind the clock (seen: 1.3 s counted in 2.5 s).
+        let counted_ns = (host_elapsed_ticks * NS_PER_TICK) as f64;
+        let real_of_counted = 100.0 * used_ns / counted_ns.max(1.0);
+        eprintln!(
+            "cpu0 busy as shown: {shown:.1}%, real usage: {real:.1}% of the wall clock, \
+             {real_of_counted:.1}% of the host's counted time (quota 50%)"
+        );
         assert!(
-            (shown - real).abs() <= 5.0,
-            "shown {shown:.1}% vs real {real:.1}%: {d:?}"
+            (shown - real_of_counted.min(100.0)).abs() <= 5.0,
+            "shown {shown:.1}% vs real {real_of_counted:.1}% of the counted time: {d:?}"
         );
         // The quota caps the container at 50%; a busy machine (the VM stage under TCG while
         // the rest of the suite runs) can hold the spinner well below it, which still makes a
