@@ -14,6 +14,7 @@ pub mod parse;
 pub mod reader;
 #[cfg(test)]
 mod testutil;
+pub mod write;
 
 pub use error::{Error, ParseError, Result};
 pub use layout::{CgroupSet, Controller, HostPaths, Layout, Version};
