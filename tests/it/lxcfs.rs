@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use proclens_cgroup::parse::cpulist::parse_cpulist;
 use proclens_tests::parse;
 use proclens_tests::rig::{self, FusedDaemon, LxcfsDaemon, Probe, ProbeOptions, TempCgroup};
 
@@ -190,7 +191,7 @@ impl Rig {
             lxcfs,
             cg,
             layout,
-            cpus: parse::cpulist(&cpulist)?,
+            cpus: parse_cpulist(&cpulist)?,
             swap_accounted,
         })
     }
