@@ -26,6 +26,7 @@ pub mod tasks;
 mod testutil;
 pub mod v1;
 pub mod v2;
+pub mod write;
 
 pub use collector::{Collector, ContainerId};
 pub use enumerate::{classify, CgroupKind, Discovery, FoundCgroup};

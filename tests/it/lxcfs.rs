@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use proclens_cgroup::parse::cpulist::parse_cpulist;
 use proclens_tests::parse;
 use proclens_tests::rig::{self, FusedDaemon, LxcfsDaemon, Probe, ProbeOptions, TempCgroup};
 
@@ -187,7 +188,7 @@ impl Rig {
             lxcfs,
             cg,
             layout,
-            cpus: parse::cpulist(&cpulist)?,
+            cpus: parse_cpulist(&cpulist)?,
             swap_accounted,
         })
     }

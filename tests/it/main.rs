@@ -33,3 +33,5 @@ mod util;
 mod vm;
 // What a reader in a limited cgroup and its own pid namespace sees in each file.
 mod views;
+// The cgroup write path (proclens_cgroup::write) on real v1 and v2 cgroups.
+mod write;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use proclens_cgroup::write::{apply, Limit, LimitUpdate};
+use proclens_cgroup::{HostPaths, Layout};
 use proclens_tests::parse;
 use proclens_tests::rig::{self, FusedDaemon, Probe, ProbeOptions, TempCgroup};
 
@@ -81,24 +83,24 @@ pub fn have_cpus(n: usize, test: &str) -> Result<bool> {
     Ok(false)
 }
 
-/// Sets the memory limit of `cg` (v1 `memory.limit_in_bytes`, v2 `memory.max`). On v2 the
-/// memory controller is first enabled in the parent's `cgroup.subtree_control` if `cg` lacks
-/// memory files.
+/// Sets the memory limit of `cg` (v1 `memory.limit_in_bytes`, v2 `memory.max`) with
+/// `proclens_cgroup`'s write path. On v2 the memory controller is first enabled in the parent's
+/// `cgroup.subtree_control` if `cg` lacks memory files.
 pub fn set_memory_limit(cg: &TempCgroup, bytes: u64) -> Result<()> {
     let dir = cg.dir("memory").context("no memory hierarchy")?;
-    let v1 = dir.join("memory.limit_in_bytes");
-    let file = if v1.exists() {
-        v1
-    } else {
-        let v2 = dir.join("memory.max");
-        if !v2.exists() {
-            let parent = dir.parent().context("cgroup without parent")?;
-            std::fs::write(parent.join("cgroup.subtree_control"), "+memory")
-                .with_context(|| format!("enable memory below {}", parent.display()))?;
-        }
-        v2
+    if !dir.join("memory.limit_in_bytes").exists() && !dir.join("memory.max").exists() {
+        let parent = dir.parent().context("cgroup without parent")?;
+        std::fs::write(parent.join("cgroup.subtree_control"), "+memory")
+            .with_context(|| format!("enable memory below {}", parent.display()))?;
+    }
+    let layout = Layout::discover(&HostPaths::default())?;
+    let update = LimitUpdate {
+        memory_max: Some(Limit::Bytes(bytes)),
+        ..LimitUpdate::default()
     };
-    std::fs::write(&file, bytes.to_string()).with_context(|| format!("write {}", file.display()))
+    apply(&layout, &layout.set_at(cg.name()), &update)
+        .with_context(|| format!("set the memory limit of {}", cg.name()))?;
+    Ok(())
 }
 
 /// Has `probe`, a reader inside `cg`, read 1 MiB from a block device, the way a container's

@@ -135,27 +135,6 @@ pub fn stat_value(text: &str, key: &str) -> Result<u64> {
         .with_context(|| format!("{key} in stat"))
 }
 
-/// Expands a kernel cpulist (`0`, `0-3,8`, with a trailing newline) into CPU numbers.
-pub fn cpulist(text: &str) -> Result<Vec<u32>> {
-    let text = text.trim_end_matches('\n');
-    let mut out = Vec::new();
-    for part in text.split(',').filter(|p| !p.is_empty()) {
-        let bad = || format!("cpulist {text:?}");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (u32, u32) =
-                    (a.parse().with_context(bad)?, b.parse().with_context(bad)?);
-                if a > b {
-                    bail!("cpulist {text:?}: descending range");
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(part.parse().with_context(bad)?),
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,11 +164,8 @@ mod tests {
     }
 
     #[test]
-    fn uptime_and_cpulist() {
+    fn uptime_fields() {
         assert_eq!(uptime("12.50 3.25\n").unwrap(), (12.5, 3.25));
         assert!(uptime("12.50\n").is_err());
-        assert_eq!(cpulist("0-2,5\n").unwrap(), [0, 1, 2, 5]);
-        assert_eq!(cpulist("0\n").unwrap(), [0]);
-        assert!(cpulist("2-1").is_err());
     }
 }

@@ -6,10 +6,14 @@ use crate::error::ParseError;
 /// One line of mountinfo, with the fields proclens uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
+    /// `major:minor` of the mounted filesystem (field 3): one per superblock.
+    pub device: String,
     /// Root of the mount within its filesystem (field 4), e.g. "/" or "/docker/abc".
     pub root: String,
     /// Mount point (field 5), octal escapes decoded.
     pub mount_point: String,
+    /// Per-mount options (field 6), e.g. "ro,nosuid,nodev,relatime".
+    pub mount_options: String,
     /// Filesystem type after the " - " separator, e.g. "cgroup", "cgroup2", "fuse.proclens".
     pub fs_type: String,
     /// Super block options, e.g. "rw,memory" (v1 cgroup lists its controllers here).
@@ -36,8 +40,10 @@ fn parse_line(line: &str) -> ParseResult<MountInfo> {
     let _source = right.next().ok_or_else(bad)?;
     let super_options = right.next().unwrap_or("");
     Ok(MountInfo {
+        device: fields[2].to_string(),
         root: unescape(fields[3]),
         mount_point: unescape(fields[4]),
+        mount_options: fields[5].to_string(),
         fs_type: fs_type.to_string(),
         super_options: super_options.to_string(),
     })
@@ -83,6 +89,8 @@ mod tests {
         assert_eq!(mounts[0].mount_point, "/sys/fs/cgroup/cpu");
         assert_eq!(mounts[0].fs_type, "cgroup");
         assert_eq!(mounts[0].super_options, "rw,cpu");
+        assert_eq!(mounts[0].device, "0:29");
+        assert_eq!(mounts[0].mount_options, "rw,relatime");
         assert_eq!(mounts[1].fs_type, "cgroup2");
         assert_eq!(mounts[1].root, "/");
     }
@@ -106,8 +114,10 @@ mod tests {
         assert_eq!(
             mounts[5],
             MountInfo {
+                device: "0:23".into(),
                 root: "/".into(),
                 mount_point: "/sys/fs/cgroup".into(),
+                mount_options: "rw,nosuid,nodev,noexec,relatime".into(),
                 fs_type: "cgroup2".into(),
                 super_options: "rw,nsdelegate,memory_recursiveprot".into(),
             }

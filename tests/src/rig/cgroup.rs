@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-
-use super::mountinfo;
+use proclens_cgroup::parse::cpulist::parse_cpulist;
+use proclens_cgroup::write::{apply as apply_limits, CpuBandwidth, Limit, LimitUpdate};
+use proclens_cgroup::{HostPaths, Layout, Version};
 
 /// v1 controllers a container view reads; a hierarchy carrying any of them gets a directory.
 const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "cpuset", "blkio", "pids"];
@@ -41,55 +42,19 @@ impl Hierarchy {
     }
 }
 
-/// Every cgroup hierarchy mounted in this mount namespace, one per superblock, from
-/// `/proc/self/mountinfo` (mounts of a subtree are skipped).
+/// Every cgroup hierarchy mounted in this mount namespace, as `proclens_cgroup`'s
+/// [`Layout::discover`] finds them from `/proc/self/mountinfo` (one per hierarchy, the first
+/// mount of each).
 pub fn hierarchies() -> Result<Vec<Hierarchy>> {
-    let subsystems = v1_subsystems()?;
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for m in mountinfo::mounts()? {
-        if m.root != "/" || !seen.insert(m.device.clone()) {
-            continue;
-        }
-        match m.fstype.as_str() {
-            "cgroup" => {
-                let controllers = m
-                    .super_options
-                    .iter()
-                    .filter(|o| o.starts_with("name=") || subsystems.contains(o.as_str()))
-                    .cloned()
-                    .collect();
-                out.push(Hierarchy {
-                    mount: m.mountpoint,
-                    controllers,
-                    unified: false,
-                });
-            }
-            "cgroup2" => {
-                let path = m.mountpoint.join("cgroup.controllers");
-                let text = fs::read_to_string(&path)
-                    .with_context(|| format!("read {}", path.display()))?;
-                let controllers = text.split_whitespace().map(str::to_string).collect();
-                out.push(Hierarchy {
-                    mount: m.mountpoint,
-                    controllers,
-                    unified: true,
-                });
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
-/// Controller names the kernel knows, from `/proc/cgroups`.
-fn v1_subsystems() -> Result<BTreeSet<String>> {
-    let text = fs::read_to_string("/proc/cgroups").context("read /proc/cgroups")?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
+    let layout = Layout::discover(&HostPaths::default()).context("discover cgroup hierarchies")?;
+    Ok(layout
+        .hierarchies
+        .into_iter()
+        .map(|h| Hierarchy {
+            mount: h.mount_point,
+            controllers: h.controllers,
+            unified: h.version == Version::V2,
+        })
         .collect())
 }
 
@@ -130,8 +95,8 @@ impl TempCgroupBuilder {
         self
     }
 
-    /// Creates the cgroup directories and writes the limits. On any error the directories
-    /// already created are removed again.
+    /// Creates the cgroup directories and writes the limits with `proclens_cgroup`'s write
+    /// path. On any error the directories already created are removed again.
     pub fn create(self) -> Result<TempCgroup> {
         let all = hierarchies()?;
         let v1: Vec<&Hierarchy> = all
@@ -142,6 +107,19 @@ impl TempCgroupBuilder {
             name: super::unique_name(),
             dirs: Vec::new(),
         };
+        let mut update = LimitUpdate {
+            memory_max: self.memory_bytes.map(Limit::Bytes),
+            cpu_max: self.cfs.map(|(quota_us, period_us)| CpuBandwidth {
+                quota_us: Some(quota_us),
+                period_us,
+            }),
+            cpuset_cpus: self
+                .cpus
+                .as_deref()
+                .map(|cpus| parse_cpulist(cpus).with_context(|| format!("cpulist {cpus:?}")))
+                .transpose()?,
+            ..LimitUpdate::default()
+        };
         if !v1.is_empty() {
             for h in v1 {
                 let path = h.mount.join(&cg.name);
@@ -151,7 +129,20 @@ impl TempCgroupBuilder {
                     hierarchy: h.clone(),
                 });
             }
-            self.apply_v1(&cg)?;
+            // A new v1 cpuset needs cpuset.cpus and cpuset.mems before a task can join.
+            if let Some(dir) = cg.dir("cpuset") {
+                let parent = dir.parent().context("cpuset dir has a parent")?;
+                let parent_list = |file: &str| -> Result<Vec<u32>> {
+                    let text = read_trimmed(&parent.join(file))?;
+                    parse_cpulist(&text).with_context(|| format!("{file} {text:?}"))
+                };
+                if update.cpuset_cpus.is_none() {
+                    update.cpuset_cpus = Some(parent_list("cpuset.cpus")?);
+                }
+                update.cpuset_mems = Some(parent_list("cpuset.mems")?);
+            } else if self.cpus.is_some() {
+                bail!("cpuset limit requested but no v1 cpuset hierarchy is mounted");
+            }
         } else {
             let h = all
                 .iter()
@@ -164,55 +155,11 @@ impl TempCgroupBuilder {
                 path,
                 hierarchy: h.clone(),
             });
-            self.apply_v2(&cg)?;
         }
+        let layout = Layout::discover(&HostPaths::default())?;
+        apply_limits(&layout, &layout.set_at(&cg.name), &update)
+            .with_context(|| format!("set the limits of {}", cg.name))?;
         Ok(cg)
-    }
-
-    /// Writes the limits into v1 hierarchies. A new cpuset needs `cpuset.cpus` and
-    /// `cpuset.mems` before a task can join, so both are always written.
-    fn apply_v1(&self, cg: &TempCgroup) -> Result<()> {
-        if let Some(dir) = cg.dir("cpuset") {
-            let parent = dir.parent().context("cpuset dir has a parent")?;
-            let cpus = match &self.cpus {
-                Some(cpus) => cpus.clone(),
-                None => read_trimmed(&parent.join("cpuset.cpus"))?,
-            };
-            write(&dir.join("cpuset.cpus"), &cpus)?;
-            write(
-                &dir.join("cpuset.mems"),
-                &read_trimmed(&parent.join("cpuset.mems"))?,
-            )?;
-        } else if self.cpus.is_some() {
-            bail!("cpuset limit requested but no v1 cpuset hierarchy is mounted");
-        }
-        if let Some(bytes) = self.memory_bytes {
-            let dir = cg
-                .dir("memory")
-                .context("no v1 memory hierarchy is mounted")?;
-            write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
-        }
-        if let Some((quota, period)) = self.cfs {
-            let dir = cg.dir("cpu").context("no v1 cpu hierarchy is mounted")?;
-            write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
-            write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// Writes the limits into the cgroup v2 directory.
-    fn apply_v2(&self, cg: &TempCgroup) -> Result<()> {
-        let dir = &cg.dirs[0].path;
-        if let Some(cpus) = &self.cpus {
-            write(&dir.join("cpuset.cpus"), cpus)?;
-        }
-        if let Some(bytes) = self.memory_bytes {
-            write(&dir.join("memory.max"), &bytes.to_string())?;
-        }
-        if let Some((quota, period)) = self.cfs {
-            write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
-        }
-        Ok(())
     }
 }
 

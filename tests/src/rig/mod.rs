@@ -94,7 +94,7 @@ pub fn find_binary(var: &str, name: &str) -> Result<PathBuf> {
 pub fn host_cpus() -> Result<Vec<u32>> {
     let path = "/sys/devices/system/cpu/online";
     let text = std::fs::read_to_string(path).with_context(|| format!("read {path}"))?;
-    crate::parse::cpulist(&text)
+    proclens_cgroup::parse::cpulist::parse_cpulist(&text).with_context(|| format!("parse {path}"))
 }
 
 /// Calls `check` every 10 ms until it returns `Some`, or fails after `timeout` naming `what`.

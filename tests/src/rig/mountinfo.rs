@@ -1,8 +1,10 @@
-//! `/proc/self/mountinfo`, parsed just enough to find cgroup hierarchies and FUSE mounts.
+//! `/proc/self/mountinfo`, parsed by `proclens_cgroup::parse::mountinfo`, with the options split
+//! into lists for the tests' checks on FUSE mounts.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use proclens_cgroup::parse::mountinfo::{parse_mountinfo, MountInfo};
 
 /// One line of `/proc/self/mountinfo`.
 #[derive(Clone, Debug)]
@@ -21,10 +23,25 @@ pub struct MountEntry {
     pub super_options: Vec<String>,
 }
 
+impl From<MountInfo> for MountEntry {
+    fn from(m: MountInfo) -> Self {
+        let options = |s: &str| s.split(',').map(str::to_string).collect();
+        MountEntry {
+            mount_options: options(&m.mount_options),
+            super_options: options(&m.super_options),
+            device: m.device,
+            root: m.root,
+            mountpoint: PathBuf::from(m.mount_point),
+            fstype: m.fs_type,
+        }
+    }
+}
+
 /// Every mount visible to this process, in mountinfo order.
 pub fn mounts() -> Result<Vec<MountEntry>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
-    text.lines().map(parse_line).collect()
+    let mounts = parse_mountinfo(&text).context("parse /proc/self/mountinfo")?;
+    Ok(mounts.into_iter().map(MountEntry::from).collect())
 }
 
 /// The topmost mount at `path` (the last one listed there), if any.
@@ -32,65 +49,25 @@ pub fn mount_at(path: &Path) -> Result<Option<MountEntry>> {
     Ok(mounts()?.into_iter().rev().find(|m| m.mountpoint == path))
 }
 
-/// Parses one mountinfo line: `id parent maj:min root mountpoint options [tags…] - type source
-/// super_options`.
-fn parse_line(line: &str) -> Result<MountEntry> {
-    let bad = || format!("mountinfo line {line:?}");
-    let (left, right) = line.split_once(" - ").with_context(bad)?;
-    let left: Vec<&str> = left.split(' ').collect();
-    let right: Vec<&str> = right.split(' ').collect();
-    let field = |fields: &[&str], i: usize| fields.get(i).map(|s| s.to_string()).with_context(bad);
-    let options = |s: String| s.split(',').map(str::to_string).collect();
-    Ok(MountEntry {
-        device: field(&left, 2)?,
-        root: unescape(&field(&left, 3)?),
-        mountpoint: PathBuf::from(unescape(&field(&left, 4)?)),
-        mount_options: options(field(&left, 5)?),
-        fstype: field(&right, 0)?,
-        super_options: options(field(&right, 2)?),
-    })
-}
-
-/// Decodes mountinfo's `\ooo` octal escapes (space, tab, newline, backslash).
-fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let digits = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], digits) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_fuse_and_cgroup_lines() {
-        let m = parse_line(
+    fn splits_fuse_mount_options() {
+        let text =
             "90 31 0:50 / /tmp/a\\040b/mnt ro,nosuid,nodev,relatime shared:7 - fuse.proclens \
-             proclens rw,user_id=0,group_id=0,allow_other",
-        )
-        .unwrap();
+                    proclens rw,user_id=0,group_id=0,allow_other\n";
+        let m = MountEntry::from(parse_mountinfo(text).unwrap().remove(0));
         assert_eq!(m.mountpoint, Path::new("/tmp/a b/mnt"));
-        assert_eq!(m.fstype, "fuse.proclens");
-        assert!(m.mount_options.contains(&"ro".to_string()));
-        assert!(m.super_options.contains(&"allow_other".to_string()));
-        let c = parse_line("32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu")
-            .unwrap();
-        assert_eq!((c.device.as_str(), c.fstype.as_str()), ("0:29", "cgroup"));
+        assert_eq!(
+            (m.device.as_str(), m.fstype.as_str()),
+            ("0:50", "fuse.proclens")
+        );
+        assert_eq!(m.mount_options, ["ro", "nosuid", "nodev", "relatime"]);
+        assert_eq!(
+            m.super_options,
+            ["rw", "user_id=0", "group_id=0", "allow_other"]
+        );
     }
 }
