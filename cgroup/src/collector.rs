@@ -10,6 +10,7 @@ use crate::model::{ContainerSnapshot, CpuDetail, Parts};
 use crate::parse::proc_pid::parse_pid_cgroup;
 use crate::raw::{Edge, RawFile};
 use crate::{pids, v1, v2};
+use std::cell::Cell;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -136,7 +137,8 @@ impl Collector {
     /// Reads the `parts` of `set`'s state, each kernel file once. A cgroup that vanishes during
     /// the read is `Vanished`, never a snapshot mixing absent files with present ones.
     pub fn snapshot(&self, set: &CgroupSet, parts: Parts) -> Result<ContainerSnapshot> {
-        let edge = Edge::new(&self.files);
+        let absent = Cell::new(false);
+        let edge = Edge::new(&self.files, &absent);
         let mut snap = ContainerSnapshot::default();
         if parts.contains(Parts::MEMORY) || parts.contains(Parts::MEMORY_DETAIL) {
             self.read_memory(edge, set, parts, &mut snap)?;
@@ -173,8 +175,11 @@ impl Collector {
                 }
             }
         }
-        // Optional files read as absent could mean the cgroup went away mid-read: confirm.
-        self.inodes(set)?;
+        // A file that may be absent and was could mean the cgroup went away mid-read: confirm
+        // (only then: the check costs a path lookup per hierarchy).
+        if absent.get() {
+            self.inodes(set)?;
+        }
         Ok(snap)
     }
 

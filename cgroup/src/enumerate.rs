@@ -8,9 +8,14 @@
 
 use crate::collector::Collector;
 use crate::error::{Error, Result};
-use crate::layout::{join_cgroup, CgroupSet, Controller};
+use crate::layout::{join_cgroup, CgroupSet, Controller, Version};
 use std::collections::HashSet;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Where and how deep to look for containers.
@@ -156,6 +161,30 @@ impl Collector {
             .find_map(|c| self.layout().hierarchy_for(c))
     }
 
+    /// Whether cgroup `path` has processes of its own. A v1 leaf with a pids hierarchy: its
+    /// pids.current, a value file read through a kept descriptor (a leaf's count is its own).
+    /// v2: cgroup.procs through a kept descriptor (a read at offset 0 lists the cgroup afresh).
+    /// Otherwise v1 cgroup.procs through a fresh descriptor: v1 keeps a pid list per open file
+    /// and hands it out again for a second.
+    fn has_processes(&self, identity: usize, path: &str, leaf: bool) -> bool {
+        let hierarchies = &self.layout().hierarchies;
+        let pids = self.layout().hierarchy_for(Controller::Pids);
+        if let Some(pids) = pids.filter(|&i| leaf && hierarchies[i].version == Version::V1) {
+            let file = join_cgroup(&hierarchies[pids].mount_point, path).join("pids.current");
+            if let Ok(text) = self.read(&file) {
+                return text.trim() != "0";
+            }
+        }
+        let procs = join_cgroup(&hierarchies[identity].mount_point, path).join("cgroup.procs");
+        if hierarchies[identity].version == Version::V2 {
+            return self.read(&procs).is_ok_and(|text| !text.trim().is_empty());
+        }
+        let mut buf = [0u8; 16];
+        File::open(procs)
+            .and_then(|mut f| f.read(&mut buf))
+            .is_ok_and(|n| n > 0)
+    }
+
     /// Every cgroup under `discovery`'s roots that holds processes of its own, and every
     /// Kubernetes pod cgroup, sorted by path. Cgroups removed during the walk are skipped.
     pub fn list(&self, discovery: &Discovery) -> Result<Vec<FoundCgroup>> {
@@ -164,16 +193,15 @@ impl Collector {
         };
         let hierarchies = &self.layout().hierarchies;
         let mut found = Vec::new();
-        let mut in_hierarchy: Vec<Option<HashSet<String>>> = vec![None; hierarchies.len()];
         for root in &discovery.roots {
             let root = format!("/{}", root.trim_matches('/'));
             let mount = &hierarchies[identity].mount_point;
-            let mut paths = Vec::new();
-            walk(mount, &root, discovery, &mut paths)?;
-            for path in paths {
+            let mut walked = Vec::new();
+            walk(mount, &root, discovery, &mut walked)?;
+            for Walked { path, leaf } in walked {
                 let kind = classify(&path);
                 let listed = matches!(kind, CgroupKind::KubePod { .. })
-                    || (path != "/" && has_processes(&join_cgroup(mount, &path)));
+                    || (path != "/" && self.has_processes(identity, &path, leaf));
                 if listed {
                     found.push((path, kind));
                 }
@@ -181,17 +209,32 @@ impl Collector {
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         found.dedup_by(|a, b| a.0 == b.0);
-        // Which of those paths exist in each other hierarchy: one walk each, only if needed.
-        for (index, hierarchy) in hierarchies.iter().enumerate() {
-            if index == identity || hierarchy.controllers.iter().all(|c| c.starts_with("name=")) {
+        // Which of those paths exist in each other hierarchy the collector reads: one listing
+        // of each distinct parent directory (runtimes keep their containers side by side).
+        let mut parents: Vec<&str> = found.iter().map(|(path, _)| parent_of(path)).collect();
+        parents.sort_unstable();
+        parents.dedup();
+        let readable = [
+            Controller::Memory,
+            Controller::Cpu,
+            Controller::Cpuacct,
+            Controller::Cpuset,
+            Controller::Io,
+            Controller::Pids,
+        ];
+        let mut in_hierarchy: Vec<Option<HashSet<String>>> = vec![None; hierarchies.len()];
+        for controller in readable {
+            let Some(index) = self.layout().hierarchy_for(controller) else {
+                continue;
+            };
+            if index == identity || in_hierarchy[index].is_some() {
                 continue;
             }
-            let mut paths = Vec::new();
-            for root in &discovery.roots {
-                let root = format!("/{}", root.trim_matches('/'));
-                walk(&hierarchy.mount_point, &root, discovery, &mut paths)?;
+            let mut present = HashSet::new();
+            for parent in &parents {
+                children(&hierarchies[index].mount_point, parent, &mut present)?;
             }
-            in_hierarchy[index] = Some(paths.into_iter().collect());
+            in_hierarchy[index] = Some(present);
         }
         Ok(found
             .into_iter()
@@ -215,25 +258,77 @@ impl Collector {
     }
 }
 
+/// The parent of cgroup path `path` ("/" for a top-level cgroup).
+fn parent_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// Adds the paths of the cgroups directly below `parent` in the hierarchy at `mount` to `out`.
+/// A missing parent adds nothing.
+fn children(mount: &Path, parent: &str, out: &mut HashSet<String>) -> Result<()> {
+    let dir = join_cgroup(mount, parent);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return match Error::io(&dir, e) {
+                Error::Vanished { .. } => Ok(()),
+                other => Err(other),
+            }
+        }
+    };
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if let Some(name) = entry.file_name().to_str() {
+            out.insert(if parent == "/" {
+                format!("/{name}")
+            } else {
+                format!("{parent}/{name}")
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A cgroup found by [`walk`].
+struct Walked {
+    /// Its path below the mount.
+    path: String,
+    /// Whether it has no sub-cgroups (kernfs counts a directory's links as 2 + its
+    /// subdirectories): a leaf is not listed, which saves the walk its largest cost.
+    leaf: bool,
+}
+
 /// Collects `root` and the cgroups below it (paths relative to `mount`), depth-first, up to the
 /// discovery's depth and count bounds. A missing root yields nothing.
-fn walk(mount: &Path, root: &str, discovery: &Discovery, out: &mut Vec<String>) -> Result<()> {
-    let dir = join_cgroup(mount, root);
-    if !dir.is_dir() {
+fn walk(mount: &Path, root: &str, discovery: &Discovery, out: &mut Vec<Walked>) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(join_cgroup(mount, root)) else {
+        return Ok(());
+    };
+    if !meta.is_dir() {
         return Ok(());
     }
-    let mut stack = vec![(root.to_string(), 0usize)];
-    while let Some((path, depth)) = stack.pop() {
+    let mut stack = vec![(root.to_string(), 0usize, meta.nlink() == 2)];
+    while let Some((path, depth, leaf)) = stack.pop() {
         if out.len() >= discovery.max_cgroups {
             break;
         }
-        let dir = join_cgroup(mount, &path);
-        out.push(path.clone());
-        if depth >= discovery.max_depth {
+        let listed = !leaf && depth < discovery.max_depth;
+        out.push(Walked {
+            path: path.clone(),
+            leaf,
+        });
+        if !listed {
             continue;
         }
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
+        let dir = join_cgroup(mount, &path);
+        let opened = std::fs::read_dir(&dir).and_then(|entries| Ok((entries, File::open(&dir)?)));
+        let (entries, handle) = match opened {
+            Ok(opened) => opened,
             Err(e) => match Error::io(&dir, e) {
                 Error::Vanished { .. } => continue,
                 other => return Err(other),
@@ -244,25 +339,40 @@ fn walk(mount: &Path, root: &str, discovery: &Discovery, out: &mut Vec<String>) 
                 continue;
             }
             let name = entry.file_name();
+            let Some(links) = links_of(&handle, &name) else {
+                continue;
+            };
             let Some(name) = name.to_str() else { continue };
             let child = if path == "/" {
                 format!("/{name}")
             } else {
                 format!("{path}/{name}")
             };
-            stack.push((child, depth + 1));
+            stack.push((child, depth + 1, links == 2));
         }
     }
     Ok(())
 }
 
-/// Whether the cgroup at `dir` has processes of its own (`cgroup.procs` not empty). Read
-/// through a fresh descriptor: v1 keeps a pid list per open file.
-fn has_processes(dir: &Path) -> bool {
-    let mut buf = [0u8; 16];
-    std::fs::File::open(dir.join("cgroup.procs"))
-        .and_then(|mut f| f.read(&mut buf))
-        .is_ok_and(|n| n > 0)
+/// The link count of directory entry `name` of the open directory `dir` (one path component
+/// looked up, not the whole path); `None` when it is gone.
+fn links_of(dir: &File, name: &OsStr) -> Option<u64> {
+    let name = CString::new(name.as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `dir` is an open descriptor, `name` a NUL-terminated string and `stat` writable
+    // memory of the right size, which fstatat fills when it returns 0.
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            stat.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    // nlink_t is u64 on x86_64, u32 elsewhere: the conversion is for the others.
+    #[allow(clippy::useless_conversion)]
+    // SAFETY: filled by the successful fstatat above.
+    (rc == 0).then(|| u64::from(unsafe { stat.assume_init() }.st_nlink))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::files::FileCache;
 use crate::parse::ParseResult;
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 /// A kernel file's text, as read.
@@ -56,16 +57,18 @@ pub(crate) fn min_limit(
     Ok(min)
 }
 
-/// Reads files through the collector's kept descriptors.
+/// Reads files through the collector's kept descriptors, noting whether a file that may be
+/// absent was (which can also mean its cgroup was removed during the read).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Edge<'a> {
     files: &'a FileCache,
+    absent: &'a Cell<bool>,
 }
 
 impl<'a> Edge<'a> {
-    /// Reads through `files`.
-    pub(crate) fn new(files: &'a FileCache) -> Self {
-        Edge { files }
+    /// Reads through `files`; `absent` is set when an optional file was not there.
+    pub(crate) fn new(files: &'a FileCache, absent: &'a Cell<bool>) -> Self {
+        Edge { files, absent }
     }
 
     /// Reads `dir/name`; absent is `Vanished`.
@@ -80,7 +83,10 @@ impl<'a> Edge<'a> {
     pub(crate) fn optional(&self, dir: &Path, name: &str) -> Result<Option<RawFile>> {
         match self.read(dir, name) {
             Ok(file) => Ok(Some(file)),
-            Err(Error::Vanished { .. }) => Ok(None),
+            Err(Error::Vanished { .. }) => {
+                self.absent.set(true);
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }

@@ -47,7 +47,13 @@ impl MemoryFiles {
             files.stat = Some(stat);
             files.usage = Some(edge.read(dir, "memory.usage_in_bytes")?);
         }
-        let limit_chain = if own_only { &chain[..1] } else { chain };
+        // The limit files: the whole chain without the kernel's minimum, the cgroup's own for
+        // the detail, none otherwise.
+        let limit_chain = match (own_only, parts.contains(Parts::MEMORY_DETAIL)) {
+            (false, _) => chain,
+            (true, true) => &chain[..1],
+            (true, false) => &[],
+        };
         files.limit = edge.chain(limit_chain, "memory.limit_in_bytes")?;
         files.memsw_usage = edge.optional(dir, "memory.memsw.usage_in_bytes")?;
         if files.memsw_usage.is_some() {

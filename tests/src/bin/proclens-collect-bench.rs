@@ -1,0 +1,311 @@
+//! The collector benchmark: how long `proclens-cgroup` takes to list every container of a host
+//! and read a full snapshot ([`Parts::ALL`]) of each, at 1,000 and 5,000 live cgroups (each with
+//! one sleeping process, limits in every v1 hierarchy or in v2), against the floor of reading
+//! the same files with one open+read+close each and nothing else. Run as root:
+//!
+//!     cargo run --release -p proclens-tests --bin proclens-collect-bench -- [--cgroups 1000,5000] [--rounds 20] [--kept-only]
+//!
+//! Prints a Markdown table (median and p90 over the rounds, per collection and per container).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use proclens_cgroup::files::FileCache;
+use proclens_cgroup::{Collector, Discovery, HostPaths, Parts};
+use proclens_tests::rig::TempCgroup;
+
+/// Command-line options.
+struct Options {
+    cgroups: Vec<usize>,
+    rounds: usize,
+    /// Only the run with kept descriptors (for a profiler).
+    kept_only: bool,
+}
+
+fn parse_args() -> Result<Options> {
+    let mut options = Options {
+        cgroups: vec![1000, 5000],
+        rounds: 20,
+        kept_only: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--cgroups" => {
+                options.cgroups = value()?
+                    .split(',')
+                    .map(|n| n.parse().context("--cgroups: numbers separated by commas"))
+                    .collect::<Result<_>>()?
+            }
+            "--rounds" => options.rounds = value()?.parse().context("--rounds: a number")?,
+            "--kept-only" => options.kept_only = true,
+            other => bail!(
+                "unknown option {other:?} (options: --cgroups N[,N...] --rounds N --kept-only)"
+            ),
+        }
+    }
+    Ok(options)
+}
+
+/// Sleeping processes, killed on drop (before their cgroups are removed).
+struct Sleepers(Vec<Child>);
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The files a full snapshot reads for one cgroup (its own directory only; ancestors' limit
+/// files come on top), by hierarchy version: the floor reads these.
+fn snapshot_files(collector: &Collector, path: &str) -> Vec<PathBuf> {
+    let v1 = [
+        "memory.stat",
+        "memory.usage_in_bytes",
+        "memory.limit_in_bytes",
+        "memory.memsw.usage_in_bytes",
+        "memory.memsw.limit_in_bytes",
+        "memory.max_usage_in_bytes",
+        "memory.failcnt",
+        "memory.oom_control",
+        "cpuset.effective_cpus",
+        "cpuset.effective_mems",
+        "cpu.cfs_quota_us",
+        "cpu.cfs_period_us",
+        "cpu.shares",
+        "cpu.stat",
+        "cpuacct.usage_all",
+        "blkio.throttle.io_service_bytes_recursive",
+        "blkio.throttle.io_serviced_recursive",
+        "pids.current",
+        "pids.max",
+    ];
+    let v2 = [
+        "memory.max",
+        "memory.current",
+        "memory.swap.current",
+        "memory.swap.max",
+        "memory.stat",
+        "memory.high",
+        "memory.events",
+        "cpuset.cpus.effective",
+        "cpuset.mems.effective",
+        "cpu.max",
+        "cpu.weight",
+        "cpu.stat",
+        "io.stat",
+        "cpu.pressure",
+        "memory.pressure",
+        "io.pressure",
+        "pids.current",
+        "pids.max",
+    ];
+    let mut files = Vec::new();
+    for h in &collector.layout().hierarchies {
+        let dir = h.mount_point.join(path.trim_start_matches('/'));
+        let names: &[&str] = match h.version {
+            proclens_cgroup::Version::V1 => &v1,
+            proclens_cgroup::Version::V2 => &v2,
+        };
+        for name in names {
+            let file = dir.join(name);
+            if file.exists() {
+                files.push(file);
+            }
+        }
+    }
+    files
+}
+
+/// Median and 90th percentile of `samples`.
+fn p50_p90(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.9))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn us(d: Duration, n: usize) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6 / n.max(1) as f64)
+}
+
+fn raise_nofile() -> Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            bail!("getrlimit: {}", std::io::Error::last_os_error());
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            bail!("setrlimit: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
+    let rounds = options.rounds;
+    eprintln!("creating {n} cgroups with one sleeper each");
+    let top = TempCgroup::builder()
+        .memory_limit(64 << 30)
+        .cfs_quota(400_000, 100_000)
+        .create()?;
+    if let Some(dir) = top.dir("memory") {
+        let control = dir.join("cgroup.subtree_control");
+        if control.exists() {
+            let offered = std::fs::read_to_string(dir.join("cgroup.controllers"))?;
+            for c in offered.split_whitespace() {
+                std::fs::write(&control, format!("+{c}"))?;
+            }
+        }
+    }
+    let mut children = Vec::with_capacity(n);
+    let mut sleepers = Sleepers(Vec::with_capacity(n));
+    for i in 0..n {
+        let child = top.child(&format!("c{i}"))?;
+        let sleeper = Command::new("sleep")
+            .arg("3600")
+            .stdin(Stdio::null())
+            .spawn()
+            .context("spawn sleep")?;
+        child.add_pid(sleeper.id())?;
+        sleepers.0.push(sleeper);
+        children.push(child);
+    }
+    let discovery = Discovery {
+        roots: vec![top.name().to_string()],
+        ..Discovery::default()
+    };
+    let mut rows = Vec::new();
+    // Kept descriptors: as many as the snapshot files (what the exporter would configure),
+    // and none (every file opened for every read).
+    let files_per_cgroup = {
+        let probe = Collector::discover(HostPaths::default(), FileCache::new(0))?;
+        snapshot_files(&probe, &format!("/{}", children[0].name())).len()
+    };
+    let wanted = (files_per_cgroup + 4) * n;
+    let keep = wanted.min(nofile.saturating_sub(256) as usize);
+    let capacities: &[usize] = if options.kept_only {
+        &[keep]
+    } else {
+        &[keep, 0]
+    };
+    for &capacity in capacities {
+        let collector = Collector::discover(HostPaths::default(), FileCache::new(capacity))?;
+        let mut list_times = Vec::new();
+        let mut full_times = Vec::new();
+        for round in 0..=rounds {
+            let start = Instant::now();
+            let found = collector.list(&discovery)?;
+            let listed = start.elapsed();
+            if found.len() != n {
+                bail!("listed {} cgroups, created {n}", found.len());
+            }
+            for f in &found {
+                collector.snapshot(&f.set, Parts::ALL)?;
+            }
+            // Round 0 opens the descriptors: not counted.
+            if round > 0 {
+                list_times.push(listed);
+                full_times.push(start.elapsed());
+            }
+        }
+        let (list50, list90) = p50_p90(&mut list_times);
+        let (full50, full90) = p50_p90(&mut full_times);
+        rows.push(format!(
+            "| {n} | proclens, {capacity} kept descriptors | {} / {} | {} / {} | {} |",
+            ms(list50),
+            ms(list90),
+            ms(full50),
+            ms(full90),
+            us(full50, n)
+        ));
+    }
+    if options.kept_only {
+        return Ok(rows);
+    }
+    // The floor: open+read+close of each file of each cgroup, the list already known.
+    let probe = Collector::discover(HostPaths::default(), FileCache::new(0))?;
+    let files: Vec<PathBuf> = children
+        .iter()
+        .flat_map(|c| snapshot_files(&probe, &format!("/{}", c.name())))
+        .collect();
+    let mut floor_times = Vec::new();
+    for round in 0..=rounds {
+        let start = Instant::now();
+        for file in &files {
+            std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
+        }
+        if round > 0 {
+            floor_times.push(start.elapsed());
+        }
+    }
+    let (floor50, floor90) = p50_p90(&mut floor_times);
+    rows.push(format!(
+        "| {n} | floor: open+read+close of the same {} files, no parsing | – | {} / {} | {} |",
+        files.len(),
+        ms(floor50),
+        ms(floor90),
+        us(floor50, n)
+    ));
+    // The kept-descriptor floor: one pread at offset 0 of each file through a descriptor kept
+    // open, into one reused buffer: the kernel's own cost of generating the files.
+    if files.len() + 256 <= nofile as usize {
+        let kept: Vec<std::fs::File> = files
+            .iter()
+            .map(std::fs::File::open)
+            .collect::<std::io::Result<_>>()
+            .context("open the files")?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut pread_times = Vec::new();
+        for round in 0..=rounds {
+            let start = Instant::now();
+            for file in &kept {
+                std::os::unix::fs::FileExt::read_at(file, &mut buf, 0)?;
+            }
+            if round > 0 {
+                pread_times.push(start.elapsed());
+            }
+        }
+        let (kept50, kept90) = p50_p90(&mut pread_times);
+        rows.push(format!(
+            "| {n} | floor: pread of kept descriptors of the same files, no parsing | – | {} / {} | {} |",
+            ms(kept50),
+            ms(kept90),
+            us(kept50, n)
+        ));
+    }
+    drop(sleepers);
+    drop(children);
+    Ok(rows)
+}
+
+fn main() -> Result<()> {
+    let options = parse_args()?;
+    let nofile = raise_nofile()?;
+    let mut rows = vec![
+        "| cgroups | subject | list p50 / p90 | list + full snapshot p50 / p90 | per cgroup (p50) |"
+            .to_string(),
+        "|---|---|---|---|---|".to_string(),
+    ];
+    for &n in &options.cgroups {
+        rows.extend(run(n, &options, nofile)?);
+    }
+    println!("{}", rows.join("\n"));
+    Ok(())
+}
