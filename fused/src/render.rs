@@ -6,11 +6,11 @@ use crate::error::{Result, ViewError};
 use crate::recent::Recent;
 use crate::sampler::LoadTracker;
 use crate::shared::SharedState;
+use proclens_cgroup::model::host::{Cpuinfo, Meminfo};
 use proclens_cgroup::parse::cpulist::parse_cpulist;
 use proclens_cgroup::parse::host::{
     parse_cpuinfo, parse_diskstats_names, parse_meminfo, parse_stat, parse_uptime,
 };
-use proclens_cgroup::parse::host::{Cpuinfo, Meminfo};
 use proclens_cgroup::USER_HZ;
 use proclens_cgroup::{Collector, CpuQuota, CpuUsage, Error, MemorySnapshot, ParseError, Parts};
 use proclens_view::{cpuinfo, diskstats, loadavg, meminfo, pressure, stat, swaps, sys_cpu, uptime};

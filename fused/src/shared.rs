@@ -21,7 +21,7 @@
 //! - cells, 256 bytes each: content and stat rows.
 
 use crate::shm::Region;
-use proclens_cgroup::parse::host::CpuTimes;
+use proclens_cgroup::model::host::CpuTimes;
 use proclens_cgroup::TaskCounts;
 use proclens_view::loadavg::LoadAvg;
 use std::ops::Range;

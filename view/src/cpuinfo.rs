@@ -1,6 +1,6 @@
 //! /proc/cpuinfo: the host's blocks for the visible CPUs, renumbered from 0.
 
-use proclens_cgroup::parse::host::Cpuinfo;
+use proclens_cgroup::model::host::Cpuinfo;
 
 /// Renders the host blocks of `visible` host CPUs, in that order, as processors 0..n, keeping every
 /// other field of each block.

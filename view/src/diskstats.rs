@@ -1,7 +1,7 @@
 //! /proc/diskstats from the container's block I/O counters (v1 blkio, v2 io.stat).
 
+use proclens_cgroup::model::host::DiskName;
 use proclens_cgroup::model::IoDeviceStat;
-use proclens_cgroup::parse::host::DiskName;
 use std::fmt::Write;
 
 /// Renders one kernel-format line (20 fields) per device the container did I/O on and the host

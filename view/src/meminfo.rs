@@ -1,6 +1,6 @@
 //! /proc/meminfo from the container's memory cgroup (DESIGN §2).
 
-use proclens_cgroup::parse::host::Meminfo;
+use proclens_cgroup::model::host::Meminfo;
 use proclens_cgroup::MemorySnapshot;
 
 /// The container's swap size and use in kB, or `None` when the host's swap lines apply unchanged

@@ -1,7 +1,7 @@
 //! /proc/stat: `cpu`/`cpuN` rows for the visible CPUs from the container's CPU usage, host lines
 //! otherwise (DESIGN §2).
 
-use proclens_cgroup::parse::host::{CpuTimes, HostStat};
+use proclens_cgroup::model::host::{CpuTimes, HostStat};
 use proclens_cgroup::{CpuUsage, TaskCounts};
 use std::fmt::Write;
 

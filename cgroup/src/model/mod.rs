@@ -3,6 +3,7 @@
 //! and the control plane. No I/O and no file formats here.
 
 pub mod cpu;
+pub mod host;
 pub mod io;
 pub mod memory;
 pub mod pressure;
