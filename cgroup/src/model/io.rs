@@ -27,10 +27,10 @@ pub enum IoCoverage {
     /// Every block device: one not listed had no I/O from the container (v2 io.stat).
     #[default]
     AllDevices,
-    /// Only the devices listed; for any other device the kernel keeps no count, so its I/O is
-    /// unknown, not 0. v1 `blkio.throttle.*` counts a device's I/O only once throttling is
-    /// active on its queue: from Linux 6.9 that is after a throttle rule was first written for
-    /// the device (in any cgroup); before, from the device's first I/O.
+    /// Only the devices listed; for any other device the kernel may keep no count, so its I/O
+    /// is unknown, not 0. v1 `blkio.throttle.*` counts a device's I/O only while throttling is
+    /// active on its queue: on 6.18 (measured) from the moment a throttle rule is first written
+    /// for the device, in any cgroup, until the device goes.
     ListedDevices,
 }
 

@@ -2,10 +2,10 @@
 //! (the cgroup and its descendants, as v2 io.stat), or the non-recursive files on kernels
 //! without them.
 //!
-//! These count a device only while throttling is active on its queue: from Linux 6.9 that is
-//! once a throttle rule was first written for the device in any cgroup (the counts then start
-//! from 0 at that moment); before, from the device's first I/O. A device without a row is
-//! therefore unknown, not idle ([`IoCoverage::ListedDevices`]).
+//! These count a device only while throttling is active on its queue: on 6.18 (measured) from
+//! the moment a throttle rule is first written for the device in any cgroup (counts start from
+//! 0 then) until the device goes. A device without a row is therefore unknown, not idle
+//! ([`IoCoverage::ListedDevices`]).
 
 use crate::error::Result;
 use crate::model::{IoCoverage, IoSnapshot};
