@@ -376,10 +376,30 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CpuQuota, TaskCounts};
+    use crate::model::{CpuQuota, CpuWeight, TaskCounts};
     use crate::parse::mountinfo::parse_mountinfo;
     use crate::parse::proc_pid::parse_pid_cgroup;
     use crate::testutil::{copy_fixture_dir, fixture, FakeTree};
+
+    /// A collector over a v2 hierarchy mounted at `<tree>/cg` offering `controllers`, and the
+    /// set of a process whose /proc/<pid>/cgroup text is `pid_cgroup`.
+    fn v2_tree(
+        tree: &FakeTree,
+        controllers: &str,
+        pid_cgroup: &str,
+        paths: HostPaths,
+    ) -> (Collector, CgroupSet) {
+        let mountinfo = format!(
+            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
+            tree.path("cg").display()
+        );
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), controllers);
+        let reader = Collector::new(layout, paths, FileCache::new(0));
+        let set = reader
+            .layout()
+            .cgroup_set(&parse_pid_cgroup(pid_cgroup).unwrap());
+        (reader, set)
+    }
 
     /// Mountinfo lines of one v1 hierarchy per controller, mounted at `<tree>/cg/<controller>`.
     fn v1_mountinfo(tree: &FakeTree, controllers: &[&str]) -> String {
@@ -475,19 +495,25 @@ mod tests {
         let tree = FakeTree::new();
         copy_fixture_dir("v2/6.1", &tree.path("cg/fixture"));
         tree.write("cg/cgroup.controllers", "cpuset cpu io memory pids\n");
-        let mountinfo = format!(
-            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
-            tree.path("cg").display()
-        );
-        let layout = Layout::from_mounts(
-            &parse_mountinfo(&mountinfo).unwrap(),
-            "cpuset cpu io memory pids",
-        );
-        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
-        let set = reader
-            .layout()
-            .cgroup_set(&parse_pid_cgroup("0::/fixture\n").unwrap());
+        let controllers = "cpuset cpu io memory pids";
+        let (reader, set) = v2_tree(&tree, controllers, "0::/fixture\n", HostPaths::default());
         let snap = reader.snapshot(&set, Parts::ALL).unwrap();
+        let detail = snap.memory_detail.unwrap();
+        assert_eq!(detail.own_limit_bytes, Some(268435456));
+        assert_eq!(detail.high_bytes, Some(201326592));
+        assert_eq!(detail.events.high, Some(68));
+        let cpu = snap.cpu_detail.clone().unwrap();
+        assert_eq!(cpu.weight, Some(CpuWeight::Weight(100)));
+        assert_eq!(cpu.throttling.unwrap().throttled_periods, 110);
+        assert_eq!(cpu.cpuset_mems, Some(vec![0]));
+        assert_eq!(snap.pids.unwrap().current, 1);
+        // Only the parts asked for are read.
+        let memory_only = reader.snapshot(&set, Parts::MEMORY).unwrap();
+        assert!(memory_only.memory.is_some());
+        assert_eq!(
+            (memory_only.cpu_usage, memory_only.io, memory_only.pids),
+            (None, None, None)
+        );
         let memory = snap.memory.unwrap();
         assert_eq!(memory.limit_bytes, Some(268435456));
         assert_eq!(memory.swap_limit_bytes, Some(134217728));
@@ -510,15 +536,7 @@ mod tests {
     fn vanished_cgroup_is_reported() {
         let tree = FakeTree::new();
         copy_fixture_dir("v2/6.1", &tree.path("cg/fixture"));
-        let mountinfo = format!(
-            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
-            tree.path("cg").display()
-        );
-        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "memory cpu");
-        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
-        let set = reader
-            .layout()
-            .cgroup_set(&parse_pid_cgroup("0::/gone\n").unwrap());
+        let (reader, set) = v2_tree(&tree, "memory cpu", "0::/gone\n", HostPaths::default());
         let err = reader.snapshot(&set, Parts::ALL).unwrap_err();
         assert!(matches!(err, Error::Vanished { .. }), "{err}");
     }
@@ -529,15 +547,7 @@ mod tests {
         tree.write("cg/ctr/cgroup.threads", "10\n11\n");
         tree.write("cg/ctr/init.scope/cgroup.threads", "12\n");
         tree.write("cg/ctr/svc/a/cgroup.threads", "13\n14\n");
-        let mountinfo = format!(
-            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
-            tree.path("cg").display()
-        );
-        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "pids");
-        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
-        let set = reader
-            .layout()
-            .cgroup_set(&parse_pid_cgroup("0::/ctr\n").unwrap());
+        let (reader, set) = v2_tree(&tree, "pids", "0::/ctr\n", HostPaths::default());
         let mut ids = reader.thread_ids(&set).unwrap();
         ids.sort_unstable();
         assert_eq!(ids, vec![10, 11, 12, 13, 14]);
@@ -561,20 +571,11 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, bytes).unwrap();
         }
-        let mountinfo = format!(
-            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
-            tree.path("cg").display()
-        );
-        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "pids");
         let paths = HostPaths {
             proc_root: tree.path("proc"),
             sys_root: tree.path("sys"),
         };
-        let reader = Collector::new(layout, paths, FileCache::new(0));
-        let set = reader
-            .layout()
-            .cgroup_set(&parse_pid_cgroup("0::/ctr\n").unwrap());
-        (reader, set)
+        v2_tree(tree, "pids", "0::/ctr\n", paths)
     }
 
     #[test]
@@ -650,15 +651,7 @@ mod tests {
         let tree = FakeTree::new();
         copy_fixture_dir("v2/6.1", &tree.path("cg/fixture"));
         tree.write("cg/fixture/memory.current", "lots\n");
-        let mountinfo = format!(
-            "25 1 0:23 / {} rw - cgroup2 cgroup2 rw\n",
-            tree.path("cg").display()
-        );
-        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "memory");
-        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
-        let set = reader
-            .layout()
-            .cgroup_set(&parse_pid_cgroup("0::/fixture\n").unwrap());
+        let (reader, set) = v2_tree(&tree, "memory", "0::/fixture\n", HostPaths::default());
         let err = reader.snapshot(&set, Parts::MEMORY).unwrap_err();
         assert!(matches!(err, Error::Parse { .. }));
         assert!(err.to_string().contains("memory.current"), "{err}");
