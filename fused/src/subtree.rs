@@ -18,7 +18,9 @@
 //! inodes), so a container keeps its inodes across lookups by different pids and across worker
 //! restarts. A worker that meets an inode it did not hand out (after a restart, or once the
 //! table dropped the container) takes the container from the reader, and serves only a reader
-//! whose container has that key.
+//! whose container has that key. Until then the kernel still serves what its page cache holds,
+//! to any reader and without asking, while the attributes an earlier worker gave are valid (the
+//! maximum age, rounded up to clock ticks): that content is the container's too.
 
 use crate::caller::{ContainerCaller, Viewer};
 use crate::fs::{dir_attr, file_attr, proc_files, ProcFs, PROC_FILE_COUNT};
