@@ -388,12 +388,20 @@ impl Supervisor {
             Err(err) => {
                 tracing::error!(err = %format!("{err:#}"), path = %self.exe_path.display(),
                     "worker from the binary on disk failed; using the running image");
+                // A worker killed for not becoming ready may have read requests already (it
+                // serves before it says so): resend or end them, or they would wait for the
+                // next crash.
+                self.requeue_in_flight()?;
                 let own = PathBuf::from(format!(
                     "/proc/{}/fd/{}",
                     std::process::id(),
                     self.own_image.as_raw_fd()
                 ));
-                self.spawn(own)
+                let spawned = self.spawn(own);
+                if spawned.is_err() {
+                    self.requeue_in_flight()?;
+                }
+                spawned
             }
         }
     }

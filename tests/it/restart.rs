@@ -170,10 +170,17 @@ fn readers_survive_worker_kills_and_upgrades() -> Result<()> {
             "failed reads on a kernel with FUSE_NOTIFY_RESEND: {reports:?}"
         );
     } else {
-        let bound = KILLS as u64 * THREADS;
+        // One request per serving thread is lost each time a worker dies holding requests: the
+        // test's kills, and workers the supervisor itself ended (one too slow to become ready,
+        // as in a TCG VM on a loaded machine, or an old one that did not stop cleanly), which
+        // it logs.
+        let log = daemon.stderr();
+        let ended = log.matches("not ready").count() + log.matches("clean=false").count();
+        let bound = (KILLS + ended) as u64 * THREADS;
         assert!(
             failed <= bound,
-            "{failed} failed reads, documented bound {bound}: {reports:?}"
+            "{failed} failed reads, documented bound {bound} ({KILLS} kills and {ended} workers \
+             the supervisor ended): {reports:?}"
         );
     }
     // The daemon is still whole: one worker, and a read works.
