@@ -125,9 +125,9 @@ fn wait_for_request(fd: BorrowedFd<'_>, limit: Duration) -> io::Result<Wait> {
     }
 }
 
-/// Runs the loop on `fd` until the filesystem is unmounted, until `control.stop` is raised and a
-/// signal interrupts the wait (a request already read is always answered first), or, for a
-/// spare loop, until it has been idle for its limit.
+/// Runs the loop on `fd` until the filesystem is unmounted, until `control.stop` is raised (seen
+/// between requests, or when a signal interrupts the wait; a request already read is always
+/// answered first), or, for a spare loop, until it has been idle for its limit.
 pub fn serve<H: Handler>(
     fd: BorrowedFd<'_>,
     handler: &H,
@@ -141,6 +141,12 @@ pub fn serve<H: Handler>(
         if progress % 2 == 1 {
             progress += 1;
             control.progress.store(progress, Ordering::Relaxed);
+        }
+        // Between requests nothing is held: stop here once asked. Waiting for an interrupted
+        // read alone never stops a loop whose queue is never empty (a busy or slow machine: the
+        // signal lands while a request is handled, and the next read returns at once).
+        if control.stop.load(Ordering::Acquire) {
+            return Ok(Ended::Stopped);
         }
         if let Some(limit) = control.idle_limit {
             match wait_for_request(fd, limit)? {
