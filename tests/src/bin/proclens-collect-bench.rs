@@ -150,6 +150,20 @@ fn raise_nofile() -> Result<u64> {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             bail!("getrlimit: {}", std::io::Error::last_os_error());
         }
+        // Up to the kernel's per-process maximum where allowed: 5,000 cgroups keep ~100,000
+        // files.
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|t| t.trim().parse::<libc::rlim_t>().ok())
+            .unwrap_or(limit.rlim_max);
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max.max(nr_open),
+            rlim_max: limit.rlim_max.max(nr_open),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return Ok(raised.rlim_cur);
+        }
+        // Without CAP_SYS_RESOURCE: up to the hard limit.
         limit.rlim_cur = limit.rlim_max;
         if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
             bail!("setrlimit: {}", std::io::Error::last_os_error());
