@@ -296,23 +296,32 @@ impl Collector {
             }
             _ => None,
         };
+        // The CFS files of the cgroup and its ancestors (limits), or of the cgroup alone
+        // (detail): each read once, the cgroup's own shared by both.
+        let detail = parts.contains(Parts::CPU_DETAIL);
+        let chain = match (parts.contains(Parts::CPU_LIMITS), &cpu) {
+            (true, _) => self.chain(set, Controller::Cpu),
+            (false, Some((_, dir))) if detail => vec![dir.clone()],
+            _ => Vec::new(),
+        };
+        let (mut v1_cfs, mut v2_max) = (Vec::new(), Vec::new());
+        match cpu.as_ref().map(|(v, _)| *v) {
+            Some(Version::V2) => {
+                for dir in &chain {
+                    v2_max.push(edge.optional(dir, "cpu.max")?);
+                }
+            }
+            Some(Version::V1) => {
+                for (i, dir) in chain.iter().enumerate() {
+                    v1_cfs.push(v1::cpu::CfsFiles::read(edge, dir, i == 0 && detail)?);
+                }
+            }
+            None => {}
+        }
         if parts.contains(Parts::CPU_LIMITS) {
-            let chain = self.chain(set, Controller::Cpu);
             snap.cpu_quota = match cpu.as_ref().map(|(v, _)| *v) {
-                Some(Version::V2) => {
-                    let files = chain
-                        .iter()
-                        .map(|dir| edge.optional(dir, "cpu.max"))
-                        .collect::<Result<Vec<_>>>()?;
-                    v2::cpu::effective_quota(&files)?
-                }
-                Some(Version::V1) => {
-                    let files = chain
-                        .iter()
-                        .map(|dir| v1::cpu::CfsFiles::read(edge, dir))
-                        .collect::<Result<Vec<_>>>()?;
-                    v1::cpu::effective_quota(&files)?
-                }
+                Some(Version::V2) => v2::cpu::effective_quota(&v2_max)?,
+                Some(Version::V1) => v1::cpu::effective_quota(&v1_cfs)?,
                 None => None,
             };
         }
@@ -325,11 +334,11 @@ impl Collector {
                 _ => None,
             };
         }
-        if parts.contains(Parts::CPU_DETAIL) {
+        if detail {
             let detail = snap.cpu_detail.get_or_insert_with(CpuDetail::default);
             match cpu {
                 Some((Version::V2, dir)) => {
-                    detail.own_max = v2::cpu::own_max(edge.optional(&dir, "cpu.max")?.as_ref())?;
+                    detail.own_max = v2::cpu::own_max(v2_max.first().and_then(Option::as_ref))?;
                     detail.weight = v2::cpu::weight(edge.optional(&dir, "cpu.weight")?.as_ref())?;
                     detail.throttling = match &v2_stat {
                         Some(stat) => v2::cpu::throttling(stat)?,
@@ -337,9 +346,10 @@ impl Collector {
                     };
                 }
                 Some((Version::V1, dir)) => {
-                    detail.own_max = v1::cpu::CfsFiles::read(edge, &dir)?
-                        .map(|files| v1::cpu::own_max(&files))
-                        .transpose()?;
+                    detail.own_max = match v1_cfs.first().and_then(Option::as_ref) {
+                        Some(files) => v1::cpu::own_max(files)?,
+                        None => None,
+                    };
                     detail.weight = v1::cpu::weight(edge.optional(&dir, "cpu.shares")?.as_ref())?;
                     detail.throttling = edge
                         .optional(&dir, "cpu.stat")?

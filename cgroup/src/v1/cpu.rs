@@ -12,34 +12,46 @@ use std::path::Path;
 pub struct CfsFiles {
     /// cpu.cfs_quota_us ("-1" unlimited).
     pub quota: RawFile,
-    /// cpu.cfs_period_us.
-    pub period: RawFile,
+    /// cpu.cfs_period_us; not read for an unlimited quota unless asked for.
+    pub period: Option<RawFile>,
 }
 
 impl CfsFiles {
-    /// Reads the CFS files of `dir`; `None` when the cgroup has none.
-    pub(crate) fn read(edge: Edge<'_>, dir: &Path) -> Result<Option<Self>> {
+    /// Reads the CFS files of `dir`; `None` when the cgroup has none. The period is read only
+    /// when the quota is set, or when `always_period` (the cgroup's own setting is wanted):
+    /// the view of an unlimited container then costs one read less.
+    pub(crate) fn read(edge: Edge<'_>, dir: &Path, always_period: bool) -> Result<Option<Self>> {
         let Some(quota) = edge.optional(dir, "cpu.cfs_quota_us")? else {
             return Ok(None);
         };
-        let period = edge.read(dir, "cpu.cfs_period_us")?;
+        let limited = quota.parse(parse_v1_quota)?.is_some();
+        let period = if limited || always_period {
+            Some(edge.read(dir, "cpu.cfs_period_us")?)
+        } else {
+            None
+        };
         Ok(Some(CfsFiles { quota, period }))
     }
 }
 
-/// A cgroup's own CFS setting.
-pub fn own_max(files: &CfsFiles) -> Result<CpuMax> {
-    Ok(CpuMax {
+/// A cgroup's own CFS setting; `None` when its period was not read.
+pub fn own_max(files: &CfsFiles) -> Result<Option<CpuMax>> {
+    let Some(period) = &files.period else {
+        return Ok(None);
+    };
+    Ok(Some(CpuMax {
         quota_us: files.quota.parse(parse_v1_quota)?,
-        period_us: files.period.parse(parse_u64)?,
-    })
+        period_us: period.parse(parse_u64)?,
+    }))
 }
 
 /// The tightest quota over a chain (the cgroup first; `None` entries have no CFS files).
 pub fn effective_quota(chain: &[Option<CfsFiles>]) -> Result<Option<CpuQuota>> {
     let mut best: Option<CpuQuota> = None;
     for files in chain.iter().flatten() {
-        let max = own_max(files)?;
+        let Some(max) = own_max(files)? else {
+            continue;
+        };
         if let Some(quota) = max.quota().filter(|q| q.period_us > 0) {
             if best.is_none_or(|b| quota.is_tighter_than(&b)) {
                 best = Some(quota);
@@ -77,7 +89,7 @@ mod tests {
     fn cfs(quota: &str, period: &str) -> Option<CfsFiles> {
         Some(CfsFiles {
             quota: RawFile::new("cpu.cfs_quota_us", quota),
-            period: RawFile::new("cpu.cfs_period_us", period),
+            period: Some(RawFile::new("cpu.cfs_period_us", period)),
         })
     }
 
@@ -85,15 +97,20 @@ mod tests {
     fn quota_shares_and_throttling_from_a_real_kernel() {
         let own = CfsFiles {
             quota: raw("cpu.cfs_quota_us"),
-            period: raw("cpu.cfs_period_us"),
+            period: Some(raw("cpu.cfs_period_us")),
         };
         assert_eq!(
             own_max(&own).unwrap(),
-            CpuMax {
+            Some(CpuMax {
                 quota_us: Some(50000),
                 period_us: 100000
-            }
+            })
         );
+        let unread = CfsFiles {
+            period: None,
+            ..own.clone()
+        };
+        assert_eq!(own_max(&unread).unwrap(), None);
         assert_eq!(
             weight(Some(&raw("cpu.shares"))).unwrap(),
             Some(CpuWeight::Shares(
@@ -127,5 +144,16 @@ mod tests {
         );
         assert_eq!(effective_quota(&chain[..2]).unwrap(), None);
         assert!(effective_quota(&[cfs("-2\n", "100000\n")]).is_err());
+        // An unlimited cgroup whose period was not read sets no limit.
+        let unread = Some(CfsFiles {
+            quota: RawFile::new("cpu.cfs_quota_us", "-1\n"),
+            period: None,
+        });
+        assert_eq!(
+            effective_quota(&[unread, cfs("20000\n", "10000\n")])
+                .unwrap()
+                .map(|q| q.quota_us),
+            Some(20000)
+        );
     }
 }
