@@ -217,7 +217,7 @@ impl Collector {
                 if parts.contains(Parts::MEMORY) {
                     snap.memory = Some(v2::memory::memory(&files)?);
                 }
-                if parts.contains(Parts::MEMORY_DETAIL) {
+                if parts.contains(Parts::MEMORY_DETAIL) && files.own {
                     snap.memory_detail = Some(v2::memory::detail(&files)?);
                 }
             }
@@ -540,6 +540,21 @@ mod tests {
         assert!(usage.user_ns > 0 && usage.per_cpu.is_none());
         assert!(snap.pressure.unwrap().memory.is_some());
         assert_eq!(snap.io.unwrap().devices.len(), 1);
+    }
+
+    #[test]
+    fn a_v2_cgroup_without_memory_files_shows_its_nearest_ancestors() {
+        let tree = FakeTree::new();
+        copy_fixture_dir("v2/6.1", &tree.path("cg/parent"));
+        // The parent does not enable memory for its children: the child has only core files.
+        tree.write("cg/parent/child/cgroup.procs", "7\n");
+        let (reader, set) = v2_tree(&tree, "memory", "0::/parent/child\n", HostPaths::default());
+        let snap = reader
+            .snapshot(&set, Parts::MEMORY | Parts::MEMORY_DETAIL)
+            .unwrap();
+        let memory = snap.memory.unwrap();
+        assert_eq!(memory.limit_bytes, Some(268435456), "the parent's limit");
+        assert_eq!(snap.memory_detail, None, "no limits of its own to report");
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub struct MemoryFiles {
     pub peak: Option<RawFile>,
     /// memory.events ([`Parts::MEMORY_DETAIL`]).
     pub events: Option<RawFile>,
+    /// Whether these are the cgroup's own files; `false` when they are the nearest ancestor's
+    /// that has memory files (the parent does not enable memory for its children), which then
+    /// says nothing of the cgroup's own limits.
+    pub own: bool,
 }
 
 impl MemoryFiles {
@@ -35,16 +39,18 @@ impl MemoryFiles {
     /// enable the memory controller for its children (its usage is then counted only in the
     /// nearest ancestor that has them).
     pub(crate) fn read(edge: Edge<'_>, chain: &[PathBuf], parts: Parts) -> Result<Option<Self>> {
-        let Some(dir) = chain.first() else {
+        let mut max = edge.chain(chain, "memory.max")?;
+        // A cgroup whose parent does not enable memory for its children has no memory files:
+        // the kernel charges it to the nearest ancestor that has them, whose files stand in.
+        let Some(nearest) = max.iter().position(Option::is_some) else {
             return Ok(None);
         };
-        let max = edge.chain(chain, "memory.max")?;
-        if max.first().is_none_or(Option::is_none) {
-            return Ok(None);
-        }
+        let chain = &chain[nearest..];
+        let dir = &chain[0];
         let mut files = MemoryFiles {
-            max,
+            max: max.split_off(nearest),
             swap_current: edge.optional(dir, "memory.swap.current")?,
+            own: nearest == 0,
             ..MemoryFiles::default()
         };
         if files.swap_current.is_some() {
@@ -135,6 +141,7 @@ mod tests {
 
     fn fixture_files() -> MemoryFiles {
         MemoryFiles {
+            own: true,
             max: vec![raw("memory.max"), None],
             current: raw("memory.current"),
             swap_current: raw("memory.swap.current"),
