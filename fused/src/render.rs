@@ -122,7 +122,7 @@ impl Renderer {
         }
     }
 
-    /// The cgroup reader.
+    /// The collector the views read containers through.
     pub fn reader(&self) -> &Collector {
         &self.reader
     }
