@@ -29,17 +29,22 @@ pub fn parse_v1_quota(text: &str) -> ParseResult<Option<u64>> {
 
 /// Parses a flat keyed file ("key value" per line: memory.stat, cpu.stat, cpuacct.stat,
 /// memory.events) into a map whose keys borrow from `text` (no allocation per key). Values must
-/// be unsigned numbers.
+/// be unsigned numbers; a key given twice keeps its last value.
 pub fn parse_flat_keyed(text: &str) -> ParseResult<BTreeMap<&str, u64>> {
-    let mut map = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    flat_keyed_pairs(text).collect()
+}
+
+/// The pairs of a flat keyed file in file order, each checked as [`parse_flat_keyed`] checks
+/// it, without collecting them: for hot paths that pick their keys in one pass (no allocation
+/// per value).
+pub fn flat_keyed_pairs(text: &str) -> impl Iterator<Item = ParseResult<(&str, u64)>> {
+    text.lines().filter(|l| !l.trim().is_empty()).map(|line| {
         let mut parts = line.split_whitespace();
         let (Some(key), Some(value), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(ParseError::new(format!("keyed: malformed line {line:?}")));
         };
-        map.insert(key, number(value, key)?);
-    }
-    Ok(map)
+        Ok((key, number(value, key)?))
+    })
 }
 
 /// Parses v2 cpu.max ("max 100000" or "50000 100000").

@@ -4,10 +4,9 @@
 
 use crate::error::Result;
 use crate::model::{MemoryDetail, MemoryEvents, MemorySnapshot, MemoryStat, Parts};
-use crate::parse::cgroupfs::{parse_flat_keyed, parse_u64};
+use crate::parse::cgroupfs::{flat_keyed_pairs, parse_flat_keyed, parse_u64};
 use crate::parse::ParseResult;
 use crate::raw::{min_limit, parse_optional, Edge, RawFile};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The memory files of one cgroup, as read.
@@ -74,44 +73,67 @@ fn limit(text: &str) -> ParseResult<Option<u64>> {
     parse_u64(text).map(Some)
 }
 
-/// memory.stat keys, normalised: the hierarchical `total_*` keys, which include descendants.
-pub fn stat(keys: &BTreeMap<&str, u64>) -> MemoryStat {
-    let get = |k: &str| keys.get(k).copied().unwrap_or(0);
-    MemoryStat {
-        anon_bytes: get("total_rss"),
-        file_bytes: get("total_cache"),
-        active_anon_bytes: get("total_active_anon"),
-        inactive_anon_bytes: get("total_inactive_anon"),
-        active_file_bytes: get("total_active_file"),
-        inactive_file_bytes: get("total_inactive_file"),
-        unevictable_bytes: get("total_unevictable"),
-        shmem_bytes: get("total_shmem"),
-        mapped_file_bytes: get("total_mapped_file"),
-        dirty_bytes: get("total_dirty"),
-        writeback_bytes: get("total_writeback"),
-        slab_reclaimable_bytes: 0,
-        slab_unreclaimable_bytes: 0,
-        anon_thp_bytes: get("total_rss_huge"),
-        shmem_thp_bytes: 0,
-        file_thp_bytes: 0,
+/// What v1 memory.stat says: the breakdown (its hierarchical `total_*` keys, which include
+/// descendants) and the kernel's own minimum limits over the ancestors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatFile {
+    /// The breakdown.
+    pub stat: MemoryStat,
+    /// `hierarchical_memory_limit`, where the kernel prints it.
+    pub hierarchical_memory_limit: Option<u64>,
+    /// `hierarchical_memsw_limit`, with swap accounting.
+    pub hierarchical_memsw_limit: Option<u64>,
+}
+
+/// Parses v1 memory.stat in one pass over its lines (no map, no allocation).
+pub fn parse_stat(text: &str) -> ParseResult<StatFile> {
+    let mut file = StatFile::default();
+    let s = &mut file.stat;
+    for pair in flat_keyed_pairs(text) {
+        let (key, value) = pair?;
+        let field = match key {
+            "total_rss" => &mut s.anon_bytes,
+            "total_cache" => &mut s.file_bytes,
+            "total_active_anon" => &mut s.active_anon_bytes,
+            "total_inactive_anon" => &mut s.inactive_anon_bytes,
+            "total_active_file" => &mut s.active_file_bytes,
+            "total_inactive_file" => &mut s.inactive_file_bytes,
+            "total_unevictable" => &mut s.unevictable_bytes,
+            "total_shmem" => &mut s.shmem_bytes,
+            "total_mapped_file" => &mut s.mapped_file_bytes,
+            "total_dirty" => &mut s.dirty_bytes,
+            "total_writeback" => &mut s.writeback_bytes,
+            "total_rss_huge" => &mut s.anon_thp_bytes,
+            "hierarchical_memory_limit" => {
+                file.hierarchical_memory_limit = Some(value);
+                continue;
+            }
+            "hierarchical_memsw_limit" => {
+                file.hierarchical_memsw_limit = Some(value);
+                continue;
+            }
+            _ => continue,
+        };
+        *field = value;
     }
+    Ok(file)
 }
 
 /// Limits and usage. The hard limit is memory.stat's `hierarchical_memory_limit` when present
 /// (the kernel's minimum over the ancestors), else the minimum over the chain; the swap limit
 /// is the memsw limit minus the memory limit, swap usage memsw usage minus usage.
 pub fn memory(files: &MemoryFiles) -> Result<MemorySnapshot> {
-    let keys = parse_optional(files.stat.as_ref(), parse_flat_keyed)?.unwrap_or_default();
-    let limit_bytes = match keys.get("hierarchical_memory_limit") {
-        Some(&limit) => Some(limit),
+    let stat = parse_optional(files.stat.as_ref(), parse_stat)?.unwrap_or_default();
+    let limit_bytes = match stat.hierarchical_memory_limit {
+        Some(limit) => Some(limit),
         None => min_limit(&files.limit, limit)?,
     };
     let usage_bytes = parse_optional(files.usage.as_ref(), parse_u64)?.unwrap_or(0);
     let (swap_limit_bytes, swap_usage_bytes) = match &files.memsw_usage {
         Some(memsw_usage) => {
             let memsw_usage = memsw_usage.parse(parse_u64)?;
-            let memsw_limit = match keys.get("hierarchical_memsw_limit") {
-                Some(&limit) => Some(limit),
+            let memsw_limit = match stat.hierarchical_memsw_limit {
+                Some(limit) => Some(limit),
                 None => min_limit(&files.memsw_limit, limit)?,
             };
             let swap_limit = match (memsw_limit, limit_bytes) {
@@ -128,7 +150,7 @@ pub fn memory(files: &MemoryFiles) -> Result<MemorySnapshot> {
         swap_limit_bytes,
         swap_usage_bytes,
         swap_accounted: files.memsw_usage.is_some(),
-        stat: stat(&keys),
+        stat: stat.stat,
     })
 }
 
@@ -164,7 +186,8 @@ pub fn detail(files: &MemoryFiles) -> Result<MemoryDetail> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::fixture;
+    use crate::testutil::{check_fixture_mutants, fixture};
+    use proptest::prelude::*;
 
     fn raw(name: &str) -> Option<RawFile> {
         Some(RawFile::new(name, fixture(&format!("v1/6.18/{name}"))))
@@ -226,5 +249,30 @@ mod tests {
         assert_eq!(detail.events.max, number("memory.failcnt"));
         assert_eq!(detail.events.oom_kill, Some(0));
         assert_eq!(detail.events.oom, None);
+    }
+
+    #[test]
+    fn one_pass_stat_agrees_with_the_keyed_map_on_mutated_text() {
+        check_fixture_mutants("v1 memory parse_stat", &["v1/6.18/memory.stat"], |text| {
+            let (one_pass, keyed) = (parse_stat(text), parse_flat_keyed(text));
+            prop_assert_eq!(
+                one_pass.is_ok(),
+                keyed.is_ok(),
+                "both accept or both reject"
+            );
+            if let (Ok(parsed), Ok(keys)) = (&one_pass, &keyed) {
+                let get = |k: &str| keys.get(k).copied().unwrap_or(0);
+                prop_assert_eq!(parsed.stat.anon_bytes, get("total_rss"));
+                prop_assert_eq!(parsed.stat.file_bytes, get("total_cache"));
+                prop_assert_eq!(parsed.stat.inactive_file_bytes, get("total_inactive_file"));
+                prop_assert_eq!(parsed.stat.shmem_bytes, get("total_shmem"));
+                prop_assert_eq!(parsed.stat.anon_thp_bytes, get("total_rss_huge"));
+                prop_assert_eq!(
+                    parsed.hierarchical_memory_limit,
+                    keys.get("hierarchical_memory_limit").copied()
+                );
+            }
+            Ok(one_pass.map(|_| ()))
+        });
     }
 }

@@ -3,9 +3,9 @@
 
 use crate::error::Result;
 use crate::model::{MemoryDetail, MemoryEvents, MemorySnapshot, MemoryStat, Parts};
-use crate::parse::cgroupfs::{parse_flat_keyed, parse_limit, parse_u64};
+use crate::parse::cgroupfs::{flat_keyed_pairs, parse_flat_keyed, parse_limit, parse_u64};
+use crate::parse::ParseResult;
 use crate::raw::{min_limit, parse_optional, Edge, RawFile};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The memory files of one cgroup, as read.
@@ -69,41 +69,47 @@ impl MemoryFiles {
     }
 }
 
-/// memory.stat keys, normalised.
-pub fn stat(keys: &BTreeMap<&str, u64>) -> MemoryStat {
-    let get = |k: &str| keys.get(k).copied().unwrap_or(0);
-    MemoryStat {
-        anon_bytes: get("anon"),
-        file_bytes: get("file"),
-        active_anon_bytes: get("active_anon"),
-        inactive_anon_bytes: get("inactive_anon"),
-        active_file_bytes: get("active_file"),
-        inactive_file_bytes: get("inactive_file"),
-        unevictable_bytes: get("unevictable"),
-        shmem_bytes: get("shmem"),
-        mapped_file_bytes: get("file_mapped"),
-        dirty_bytes: get("file_dirty"),
-        writeback_bytes: get("file_writeback"),
-        slab_reclaimable_bytes: get("slab_reclaimable"),
-        slab_unreclaimable_bytes: get("slab_unreclaimable"),
-        anon_thp_bytes: get("anon_thp"),
-        shmem_thp_bytes: get("shmem_thp"),
-        file_thp_bytes: get("file_thp"),
+/// Parses v2 memory.stat in one pass over its lines (no map, no allocation).
+pub fn parse_stat(text: &str) -> ParseResult<MemoryStat> {
+    let mut s = MemoryStat::default();
+    for pair in flat_keyed_pairs(text) {
+        let (key, value) = pair?;
+        let field = match key {
+            "anon" => &mut s.anon_bytes,
+            "file" => &mut s.file_bytes,
+            "active_anon" => &mut s.active_anon_bytes,
+            "inactive_anon" => &mut s.inactive_anon_bytes,
+            "active_file" => &mut s.active_file_bytes,
+            "inactive_file" => &mut s.inactive_file_bytes,
+            "unevictable" => &mut s.unevictable_bytes,
+            "shmem" => &mut s.shmem_bytes,
+            "file_mapped" => &mut s.mapped_file_bytes,
+            "file_dirty" => &mut s.dirty_bytes,
+            "file_writeback" => &mut s.writeback_bytes,
+            "slab_reclaimable" => &mut s.slab_reclaimable_bytes,
+            "slab_unreclaimable" => &mut s.slab_unreclaimable_bytes,
+            "anon_thp" => &mut s.anon_thp_bytes,
+            "shmem_thp" => &mut s.shmem_thp_bytes,
+            "file_thp" => &mut s.file_thp_bytes,
+            _ => continue,
+        };
+        *field = value;
     }
+    Ok(s)
 }
 
 /// Limits and usage: limits are the minimum over the chain.
 pub fn memory(files: &MemoryFiles) -> Result<MemorySnapshot> {
     let usage_bytes = parse_optional(files.current.as_ref(), parse_u64)?.unwrap_or(0);
     let swap_accounted = files.swap_current.is_some();
-    let stat_keys = parse_optional(files.stat.as_ref(), parse_flat_keyed)?.unwrap_or_default();
+    let stat = parse_optional(files.stat.as_ref(), parse_stat)?.unwrap_or_default();
     Ok(MemorySnapshot {
         limit_bytes: min_limit(&files.max, parse_limit)?,
         usage_bytes,
         swap_limit_bytes: min_limit(&files.swap_max, parse_limit)?,
         swap_usage_bytes: parse_optional(files.swap_current.as_ref(), parse_u64)?.unwrap_or(0),
         swap_accounted,
-        stat: stat(&stat_keys),
+        stat,
     })
 }
 
@@ -133,7 +139,8 @@ pub fn detail(files: &MemoryFiles) -> Result<MemoryDetail> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::fixture;
+    use crate::testutil::{check_fixture_mutants, fixture};
+    use proptest::prelude::*;
 
     fn raw(name: &str) -> Option<RawFile> {
         Some(RawFile::new(name, fixture(&format!("v2/6.1/{name}"))))
@@ -207,5 +214,26 @@ mod tests {
         files.current = Some(RawFile::new("/cg/x/memory.current", "lots\n"));
         let err = memory(&files).unwrap_err();
         assert!(err.to_string().contains("/cg/x/memory.current"), "{err}");
+    }
+
+    #[test]
+    fn one_pass_stat_agrees_with_the_keyed_map_on_mutated_text() {
+        check_fixture_mutants("v2 memory parse_stat", &["v2/6.1/memory.stat"], |text| {
+            let (one_pass, keyed) = (parse_stat(text), parse_flat_keyed(text));
+            prop_assert_eq!(
+                one_pass.is_ok(),
+                keyed.is_ok(),
+                "both accept or both reject"
+            );
+            if let (Ok(parsed), Ok(keys)) = (&one_pass, &keyed) {
+                let get = |k: &str| keys.get(k).copied().unwrap_or(0);
+                prop_assert_eq!(parsed.anon_bytes, get("anon"));
+                prop_assert_eq!(parsed.file_bytes, get("file"));
+                prop_assert_eq!(parsed.inactive_file_bytes, get("inactive_file"));
+                prop_assert_eq!(parsed.slab_reclaimable_bytes, get("slab_reclaimable"));
+                prop_assert_eq!(parsed.file_thp_bytes, get("file_thp"));
+            }
+            Ok(one_pass.map(|_| ()))
+        });
     }
 }
