@@ -43,24 +43,6 @@ impl Drop for Sleeper {
     }
 }
 
-/// On v2, passes every controller `cg` has on to its children (v1 hierarchies have no
-/// cgroup.subtree_control: nothing to do).
-fn enable_children(cg: &TempCgroup) -> Result<()> {
-    let Some(dir) = cg.dir("memory") else {
-        return Ok(());
-    };
-    let control = dir.join("cgroup.subtree_control");
-    if !control.exists() {
-        return Ok(());
-    }
-    let offered = std::fs::read_to_string(dir.join("cgroup.controllers"))?;
-    for controller in offered.split_whitespace() {
-        std::fs::write(&control, format!("+{controller}"))
-            .with_context(|| format!("enable {controller} in {}", control.display()))?;
-    }
-    Ok(())
-}
-
 fn memory_version(collector: &Collector, path: &str) -> Result<Version> {
     let set = collector.cgroup_at(path)?;
     let (version, _) = collector
@@ -72,15 +54,15 @@ fn memory_version(collector: &Collector, path: &str) -> Result<Version> {
 #[test]
 fn lists_the_cgroups_with_processes_and_kubernetes_pods() -> Result<()> {
     let top = container_cgroup()?;
-    enable_children(&top)?;
+    top.enable_controllers_for_children()?;
     let app = top.child("app")?;
     let idle = top.child("idle")?;
     let kubepods = top.child("kubepods")?;
-    enable_children(&kubepods)?;
+    kubepods.enable_controllers_for_children()?;
     let burstable = kubepods.child("burstable")?;
-    enable_children(&burstable)?;
+    burstable.enable_controllers_for_children()?;
     let pod = burstable.child(&format!("pod{POD_UID}"))?;
-    enable_children(&pod)?;
+    pod.enable_controllers_for_children()?;
     let ctr = pod.child("c0ffee")?;
     let (_in_app, _in_ctr) = (Sleeper::start_in(&app)?, Sleeper::start_in(&ctr)?);
 
@@ -133,7 +115,7 @@ fn lists_the_cgroups_with_processes_and_kubernetes_pods() -> Result<()> {
 #[test]
 fn reads_a_cgroup_by_path_exactly() -> Result<()> {
     let top = container_cgroup()?;
-    enable_children(&top)?;
+    top.enable_controllers_for_children()?;
     let app = top.child("app")?;
     let _sleeper = Sleeper::start_in(&app)?;
     let collector = Collector::discover(HostPaths::default(), FileCache::new(64))?;

@@ -179,15 +179,7 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
         .memory_limit(64 << 30)
         .cfs_quota(400_000, 100_000)
         .create()?;
-    if let Some(dir) = top.dir("memory") {
-        let control = dir.join("cgroup.subtree_control");
-        if control.exists() {
-            let offered = std::fs::read_to_string(dir.join("cgroup.controllers"))?;
-            for c in offered.split_whitespace() {
-                std::fs::write(&control, format!("+{c}"))?;
-            }
-        }
-    }
+    top.enable_controllers_for_children()?;
     let mut children = Vec::with_capacity(n);
     let mut sleepers = Sleepers(Vec::with_capacity(n));
     for i in 0..n {

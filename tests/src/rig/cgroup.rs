@@ -163,7 +163,8 @@ impl TempCgroupBuilder {
     }
 }
 
-/// Enables the test controllers the v2 root offers in its `cgroup.subtree_control`.
+/// Enables the test controllers the v2 cgroup at `root` offers in its `cgroup.subtree_control`
+/// (for its children).
 fn enable_v2_controllers(root: &Path) -> Result<()> {
     let offered = read_trimmed(&root.join("cgroup.controllers"))?;
     let enabled = read_trimmed(&root.join("cgroup.subtree_control"))?;
@@ -225,6 +226,15 @@ impl TempCgroup {
             }
         }
         Ok(child)
+    }
+
+    /// On cgroup v2, passes the test controllers this cgroup has on to its children (a child
+    /// has memory, cpu, cpuset, io and pids files only then); nothing to do on v1.
+    pub fn enable_controllers_for_children(&self) -> Result<()> {
+        for d in self.dirs.iter().filter(|d| d.hierarchy.unified) {
+            enable_v2_controllers(&d.path)?;
+        }
+        Ok(())
     }
 
     /// The cgroup's directory in the hierarchy carrying `controller` (any directory on v2).
