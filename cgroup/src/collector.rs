@@ -287,12 +287,13 @@ impl Collector {
         snap: &mut ContainerSnapshot,
     ) -> Result<()> {
         let cpu = self.dir(set, Controller::Cpu);
+        let acct = self.dir(set, Controller::Cpuacct);
         // v2: cpu.stat is a core file of every cgroup; read once for usage and throttling.
-        let v2_stat = match self.dir(set, Controller::Cpuacct) {
+        let v2_stat = match &acct {
             Some((Version::V2, dir))
                 if parts.contains(Parts::CPU_USAGE) || parts.contains(Parts::CPU_DETAIL) =>
             {
-                Some(edge.read(&dir, "cpu.stat")?)
+                Some(edge.read(dir, "cpu.stat")?)
             }
             _ => None,
         };
@@ -326,10 +327,10 @@ impl Collector {
             };
         }
         if parts.contains(Parts::CPU_USAGE) {
-            snap.cpu_usage = match (&v2_stat, self.dir(set, Controller::Cpuacct)) {
+            snap.cpu_usage = match (&v2_stat, &acct) {
                 (Some(stat), _) => Some(v2::cpu::usage(stat)?),
                 (None, Some((Version::V1, dir))) => Some(v1::cpuacct::usage(
-                    &v1::cpuacct::UsageFile::read(edge, &dir)?,
+                    &v1::cpuacct::UsageFile::read(edge, dir)?,
                 )?),
                 _ => None,
             };

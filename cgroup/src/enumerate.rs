@@ -258,6 +258,15 @@ impl Collector {
     }
 }
 
+/// The path of cgroup `name` below cgroup `parent`.
+fn child_path(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
 /// The parent of cgroup path `path` ("/" for a top-level cgroup).
 fn parent_of(path: &str) -> &str {
     match path.rfind('/') {
@@ -284,11 +293,7 @@ fn children(mount: &Path, parent: &str, out: &mut HashSet<String>) -> Result<()>
             continue;
         }
         if let Some(name) = entry.file_name().to_str() {
-            out.insert(if parent == "/" {
-                format!("/{name}")
-            } else {
-                format!("{parent}/{name}")
-            });
+            out.insert(child_path(parent, name));
         }
     }
     Ok(())
@@ -343,12 +348,7 @@ fn walk(mount: &Path, root: &str, discovery: &Discovery, out: &mut Vec<Walked>) 
                 continue;
             };
             let Some(name) = name.to_str() else { continue };
-            let child = if path == "/" {
-                format!("/{name}")
-            } else {
-                format!("{path}/{name}")
-            };
-            stack.push((child, depth + 1, links == 2));
+            stack.push((child_path(&path, name), depth + 1, links == 2));
         }
     }
     Ok(())

@@ -57,6 +57,17 @@ pub(crate) fn min_limit(
     Ok(min)
 }
 
+/// The cgroup's own limit: the first file of its chain; `None` when it has none or "unlimited".
+pub(crate) fn own_limit(
+    chain: &[Option<RawFile>],
+    parse: fn(&str) -> ParseResult<Option<u64>>,
+) -> Result<Option<u64>> {
+    match chain.first() {
+        Some(Some(file)) => file.parse(parse),
+        _ => Ok(None),
+    }
+}
+
 /// Reads files through the collector's kept descriptors, noting whether a file that may be
 /// absent was (which can also mean its cgroup was removed during the read).
 #[derive(Debug, Clone, Copy)]

@@ -15,6 +15,15 @@ impl CpuQuota {
         self.quota_us.div_ceil(self.period_us.max(1)).max(1)
     }
 
+    /// The quota allowing the least CPU time per second (the first of equals): what a cgroup
+    /// gets under its own quota and its ancestors'.
+    pub fn tightest(quotas: impl IntoIterator<Item = CpuQuota>) -> Option<CpuQuota> {
+        quotas.into_iter().fold(None, |best, quota| match best {
+            Some(b) if !quota.is_tighter_than(&b) => Some(b),
+            _ => Some(quota),
+        })
+    }
+
     /// Whether this quota allows less CPU time per second than `other`.
     pub fn is_tighter_than(&self, other: &CpuQuota) -> bool {
         u128::from(self.quota_us) * u128::from(other.period_us)

@@ -47,16 +47,10 @@ pub fn own_max(files: &CfsFiles) -> Result<Option<CpuMax>> {
 
 /// The tightest quota over a chain (the cgroup first; `None` entries have no CFS files).
 pub fn effective_quota(chain: &[Option<CfsFiles>]) -> Result<Option<CpuQuota>> {
-    let mut best: Option<CpuQuota> = None;
+    let mut best = None;
     for files in chain.iter().flatten() {
-        let Some(max) = own_max(files)? else {
-            continue;
-        };
-        if let Some(quota) = max.quota().filter(|q| q.period_us > 0) {
-            if best.is_none_or(|b| quota.is_tighter_than(&b)) {
-                best = Some(quota);
-            }
-        }
+        let quota = own_max(files)?.and_then(|max| max.quota().filter(|q| q.period_us > 0));
+        best = CpuQuota::tightest(best.into_iter().chain(quota));
     }
     Ok(best)
 }

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::model::{MemoryDetail, MemoryEvents, MemorySnapshot, MemoryStat, Parts};
 use crate::parse::cgroupfs::{flat_keyed_pairs, parse_flat_keyed, parse_u64};
 use crate::parse::ParseResult;
-use crate::raw::{min_limit, parse_optional, Edge, RawFile};
+use crate::raw::{min_limit, own_limit, parse_optional, Edge, RawFile};
 use std::path::PathBuf;
 
 /// The memory files of one cgroup, as read.
@@ -157,14 +157,8 @@ pub fn memory(files: &MemoryFiles) -> Result<MemorySnapshot> {
 /// The cgroup's own limits, its peak and its event counts (failcnt counts limit hits; OOM
 /// kills come from memory.oom_control, Linux 4.13+).
 pub fn detail(files: &MemoryFiles) -> Result<MemoryDetail> {
-    let own = |chain: &[Option<RawFile>]| -> Result<Option<u64>> {
-        match chain.first() {
-            Some(Some(file)) => file.parse(limit),
-            _ => Ok(None),
-        }
-    };
-    let own_limit_bytes = own(&files.limit)?;
-    let own_swap_limit_bytes = match (own(&files.memsw_limit)?, own_limit_bytes) {
+    let own_limit_bytes = own_limit(&files.limit, limit)?;
+    let own_swap_limit_bytes = match (own_limit(&files.memsw_limit, limit)?, own_limit_bytes) {
         (Some(memsw), Some(memory)) => Some(memsw.saturating_sub(memory)),
         _ => None,
     };

@@ -9,13 +9,10 @@ use crate::raw::{parse_optional, RawFile};
 /// The tightest quota over a chain of cpu.max files (the cgroup first; `None` entries are
 /// cgroups without the cpu controller enabled).
 pub fn effective_quota(chain: &[Option<RawFile>]) -> Result<Option<CpuQuota>> {
-    let mut best: Option<CpuQuota> = None;
+    let mut best = None;
     for file in chain.iter().flatten() {
-        if let Some(quota) = file.parse(parse_cpu_max)?.quota() {
-            if best.is_none_or(|b| quota.is_tighter_than(&b)) {
-                best = Some(quota);
-            }
-        }
+        let quota = file.parse(parse_cpu_max)?.quota();
+        best = CpuQuota::tightest(best.into_iter().chain(quota));
     }
     Ok(best)
 }

@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::model::{MemoryDetail, MemoryEvents, MemorySnapshot, MemoryStat, Parts};
 use crate::parse::cgroupfs::{flat_keyed_pairs, parse_flat_keyed, parse_limit, parse_u64};
 use crate::parse::ParseResult;
-use crate::raw::{min_limit, parse_optional, Edge, RawFile};
+use crate::raw::{min_limit, own_limit, parse_optional, Edge, RawFile};
 use std::path::PathBuf;
 
 /// The memory files of one cgroup, as read.
@@ -115,17 +115,11 @@ pub fn memory(files: &MemoryFiles) -> Result<MemorySnapshot> {
 
 /// The cgroup's own limits, its peak and its event counts.
 pub fn detail(files: &MemoryFiles) -> Result<MemoryDetail> {
-    let own = |chain: &[Option<RawFile>]| -> Result<Option<u64>> {
-        match chain.first() {
-            Some(Some(file)) => file.parse(parse_limit),
-            _ => Ok(None),
-        }
-    };
     let events = parse_optional(files.events.as_ref(), parse_flat_keyed)?.unwrap_or_default();
     Ok(MemoryDetail {
-        own_limit_bytes: own(&files.max)?,
+        own_limit_bytes: own_limit(&files.max, parse_limit)?,
         high_bytes: parse_optional(files.high.as_ref(), parse_limit)?.flatten(),
-        own_swap_limit_bytes: own(&files.swap_max)?,
+        own_swap_limit_bytes: own_limit(&files.swap_max, parse_limit)?,
         peak_bytes: parse_optional(files.peak.as_ref(), parse_u64)?,
         events: MemoryEvents {
             high: events.get("high").copied(),
