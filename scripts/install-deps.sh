@@ -17,6 +17,12 @@ packages=(
   qemu-system-x86  # cgroup v2 VM rig
   cpio             # initramfs for the VM rig
   binutils         # strip: debug info out of the VM rig's initramfs
+  gcc              # static pause program for the containerd rig's sandbox image
+  libc6-dev        # its headers and static libc
+  containerd       # CRI labels for the exporter, the control plane's backend
+  containernetworking-plugins  # CNI bridge for the containerd rig's pods
+  protobuf-compiler  # protoc: the CRI and remote_write protos compile at build time
+  prometheus       # a real Prometheus scrapes the exporter and receives its remote_write
 )
 
 missing=()
