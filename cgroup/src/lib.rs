@@ -18,6 +18,7 @@ pub mod error;
 pub mod files;
 pub mod layout;
 pub mod model;
+pub mod network;
 pub mod parse;
 pub mod pids;
 pub mod raw;

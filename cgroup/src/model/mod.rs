@@ -6,12 +6,14 @@ pub mod cpu;
 pub mod host;
 pub mod io;
 pub mod memory;
+pub mod net;
 pub mod pressure;
 pub mod tasks;
 
 pub use cpu::{CpuDetail, CpuMax, CpuQuota, CpuThrottling, CpuUsage, CpuWeight, PerCpuUsage};
 pub use io::{IoCoverage, IoDeviceStat, IoSnapshot};
 pub use memory::{MemoryDetail, MemoryEvents, MemorySnapshot, MemoryStat};
+pub use net::{NetDevStat, NetworkSnapshot};
 pub use pressure::{PressureSnapshot, Psi, PsiLine};
 pub use tasks::{PidsSnapshot, TaskCounts};
 

@@ -1,11 +1,12 @@
 //! The host's own /proc files that containers' views are derived from: meminfo, stat, cpuinfo,
-//! uptime, diskstats.
+//! uptime, diskstats; and a network namespace's net/dev.
 
 use super::{number, ParseResult};
 use crate::error::ParseError;
 use crate::model::host::{
     CpuTimes, Cpuinfo, CpuinfoBlock, DiskName, HostStat, Meminfo, MeminfoLine, Uptime,
 };
+use crate::model::net::NetDevStat;
 
 /// Parses /proc/meminfo ("MemTotal:       24542432 kB").
 pub fn parse_meminfo(text: &str) -> ParseResult<Meminfo<'_>> {
@@ -150,6 +151,59 @@ pub fn parse_diskstats_names(text: &str) -> ParseResult<Vec<DiskName>> {
         .collect()
 }
 
+/// Parses /proc/net/dev (or /proc/<pid>/net/dev): every interface's row after the two header
+/// lines, receive columns then transmit columns.
+pub fn parse_net_dev(text: &str) -> ParseResult<Vec<NetDevStat>> {
+    let mut lines = text.lines();
+    for header in ["Inter-|", " face |"] {
+        match lines.next() {
+            Some(line) if line.starts_with(header) => {}
+            _ => {
+                return Err(ParseError::new(format!(
+                    "net/dev: no {header:?} header line"
+                )))
+            }
+        }
+    }
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let (name, counters) = line
+                .split_once(':')
+                .ok_or_else(|| ParseError::new(format!("net/dev: no ':' in {line:?}")))?;
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(ParseError::new(format!(
+                    "net/dev: no interface name in {line:?}"
+                )));
+            }
+            let mut values = [0u64; 16];
+            let mut count = 0;
+            for token in counters.split_whitespace() {
+                let slot = values
+                    .get_mut(count)
+                    .ok_or_else(|| ParseError::new(format!("net/dev: long row {line:?}")))?;
+                *slot = number(token, "net/dev counter")?;
+                count += 1;
+            }
+            if count != values.len() {
+                return Err(ParseError::new(format!("net/dev: short row {line:?}")));
+            }
+            Ok(NetDevStat {
+                interface: name.to_string(),
+                rx_bytes: values[0],
+                rx_packets: values[1],
+                rx_errors: values[2],
+                rx_dropped: values[3],
+                tx_bytes: values[8],
+                tx_packets: values[9],
+                tx_errors: values[10],
+                tx_dropped: values[11],
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +270,54 @@ mod tests {
         let names = parse_diskstats_names(&fixture("v2/6.1/proc-diskstats")).unwrap();
         assert!(!names.is_empty());
         assert!(parse_diskstats_names("8 0\n").is_err());
+    }
+
+    #[test]
+    fn net_dev_fixture() {
+        let rows = parse_net_dev(&fixture("v1/6.18/proc-net-dev")).unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.interface.as_str()).collect();
+        assert_eq!(names, ["lo", "plcap1"]);
+        let veth = &rows[1];
+        assert_eq!(
+            (
+                veth.rx_bytes,
+                veth.rx_packets,
+                veth.tx_bytes,
+                veth.tx_packets
+            ),
+            (7228, 12, 4884, 12)
+        );
+        assert_eq!(
+            (
+                veth.rx_errors,
+                veth.rx_dropped,
+                veth.tx_errors,
+                veth.tx_dropped
+            ),
+            (0, 0, 0, 0)
+        );
+        assert!(parse_net_dev("lo: 1 2\n").is_err(), "no header");
+    }
+
+    #[test]
+    fn mutated_net_dev() {
+        check_fixture_mutants("parse_net_dev", &["v1/6.18/proc-net-dev"], |text| {
+            let parsed = parse_net_dev(text);
+            if let Ok(rows) = &parsed {
+                // One row per line after the two headers, each value from its own line.
+                let lines = non_blank_lines(text);
+                prop_assert_eq!(rows.len() + 2, lines.len());
+                for (row, line) in rows.iter().zip(&lines[2..]) {
+                    let prefix = format!("{}:", row.interface);
+                    prop_assert!(
+                        line.trim_start().starts_with(&prefix),
+                        "{prefix} from {line:?}"
+                    );
+                    prop_assert!(appears(line, row.rx_bytes) && appears(line, row.tx_dropped));
+                }
+            }
+            Ok(parsed.map(drop))
+        });
     }
 
     #[test]
