@@ -1,0 +1,14 @@
+//! proclens's exporter: Prometheus metrics for every container on a host (cAdvisor's names
+//! where the meaning is the same, plus PSI), read through the collector at scrape time.
+//!
+//! Flow: [`scrape::Exporter::scrape`] lists the containers ([`proclens_cgroup::Collector::list`]),
+//! reads each one's [`proclens_cgroup::ContainerSnapshot`] with only the parts the enabled
+//! [`families`] need, and writes every family through the [`encode::Encoder`] in the format the
+//! scraper asked for. [`server`] serves it over HTTP.
+
+pub mod config;
+pub mod encode;
+pub mod families;
+pub mod filter;
+pub mod scrape;
+pub mod server;

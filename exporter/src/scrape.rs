@@ -1,0 +1,323 @@
+//! One scrape: list the containers, read each through the collector (only the parts the enabled
+//! families need), and write every family in the asked format.
+
+use crate::encode::{push_label, Encoder, Format, Kind, Value};
+use crate::families::{ContainerSample, Family, ScrapeContext, Source, FAMILIES};
+use crate::filter::MetricFilter;
+use proclens_cgroup::parse::cpulist::parse_cpulist;
+use proclens_cgroup::parse::host::{parse_diskstats_names, parse_meminfo};
+use proclens_cgroup::{CgroupKind, Collector, Discovery, Error as CgroupError, FoundCgroup, Parts};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+/// Labels a runtime knows for a cgroup (from CRI), beyond its `id`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeLabels {
+    /// `name`: the container's runtime name or id.
+    pub name: String,
+    /// `image`: the image reference.
+    pub image: String,
+    /// `namespace`: the Kubernetes namespace.
+    pub namespace: String,
+    /// `pod`: the pod name.
+    pub pod: String,
+    /// `container`: the container name in its pod (empty for a pod cgroup).
+    pub container: String,
+}
+
+/// Where runtime labels come from (CRI); [`NoRuntime`] when there is none.
+pub trait LabelSource: Send + Sync {
+    /// The labels of a listed cgroup, if the runtime knows it. Called once per container per
+    /// scrape: must answer from memory, never by a call to the runtime.
+    fn labels(&self, cgroup: &FoundCgroup) -> Option<Arc<RuntimeLabels>>;
+}
+
+/// No runtime: every series has only its `id` label.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoRuntime;
+
+impl LabelSource for NoRuntime {
+    fn labels(&self, _: &FoundCgroup) -> Option<Arc<RuntimeLabels>> {
+        None
+    }
+}
+
+/// The exporter's own counters, exposed as `proclens_exporter_*`.
+#[derive(Debug, Default)]
+pub struct ExporterStats {
+    scrapes: AtomicU64,
+    vanished: AtomicU64,
+    failed: AtomicU64,
+    last_containers: AtomicU64,
+    last_duration_us: AtomicU64,
+}
+
+/// Reads and writes every container's metrics.
+pub struct Exporter {
+    collector: Collector,
+    discovery: Discovery,
+    families: Vec<&'static Family>,
+    parts: Parts,
+    read_processes: bool,
+    read_network: bool,
+    read_start_time: bool,
+    labels: Arc<dyn LabelSource>,
+    stats: ExporterStats,
+    /// The last scrape's output size, so the next one allocates once.
+    last_len: Mutex<usize>,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter")
+            .field("discovery", &self.discovery)
+            .field("families", &self.families.len())
+            .field("parts", &self.parts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    /// An exporter over `collector`, finding containers with `discovery`, writing the families
+    /// `filter` lets through, labelled from `labels`.
+    pub fn new(
+        collector: Collector,
+        discovery: Discovery,
+        filter: &MetricFilter,
+        labels: Arc<dyn LabelSource>,
+    ) -> Self {
+        let families: Vec<&'static Family> =
+            FAMILIES.iter().filter(|f| filter.allows(f.name)).collect();
+        let mut parts = Parts::NONE;
+        let (mut processes, mut network, mut start) = (false, false, false);
+        for family in &families {
+            match family.source {
+                Source::Snapshot(p) => parts = parts | p,
+                Source::Processes => processes = true,
+                Source::Network => network = true,
+                Source::StartTime => start = true,
+                Source::Clock => {}
+            }
+        }
+        Exporter {
+            collector,
+            discovery,
+            families,
+            parts,
+            read_processes: processes || network,
+            read_network: network,
+            read_start_time: start,
+            labels,
+            stats: ExporterStats::default(),
+            last_len: Mutex::new(0),
+        }
+    }
+
+    /// The collector this exporter reads through.
+    pub fn collector(&self) -> &Collector {
+        &self.collector
+    }
+
+    /// Lists and reads every container, then writes the exposition. A container whose cgroup
+    /// vanishes (or cannot be read) during the scrape is left out of this scrape only. Fails
+    /// only when the host's cgroups cannot be listed at all.
+    pub fn scrape(&self, format: Format) -> Result<String, CgroupError> {
+        let started = Instant::now();
+        let found = self.collector.list(&self.discovery)?;
+        let host_netns = if self.read_network {
+            self.collector.host_netns_inode().ok()
+        } else {
+            None
+        };
+        let mut samples = Vec::with_capacity(found.len());
+        for cgroup in &found {
+            match self.sample(cgroup, host_netns) {
+                Ok(sample) => samples.push(sample),
+                Err(CgroupError::Vanished { .. }) => {
+                    self.stats.vanished.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(id = %cgroup.path, error = %e, "container left out of this scrape");
+                }
+            }
+        }
+        let context = self.context();
+        let capacity = *self.last_len.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::with_capacity(capacity + capacity / 8);
+        let mut encoder = Encoder::new(&mut out, format);
+        for family in &self.families {
+            encoder.family(family.name, family.help, family.kind);
+            for sample in &samples {
+                family.write(sample, &context, &mut encoder);
+            }
+        }
+        self.write_machine(&mut encoder);
+        self.stats.scrapes.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .last_containers
+            .store(samples.len() as u64, Ordering::Relaxed);
+        let elapsed = started.elapsed().as_micros();
+        self.stats.last_duration_us.store(
+            u64::try_from(elapsed).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.write_own(&mut encoder);
+        encoder.finish();
+        *self.last_len.lock().unwrap_or_else(|e| e.into_inner()) = out.len();
+        Ok(out)
+    }
+
+    /// Reads one container.
+    fn sample(
+        &self,
+        cgroup: &FoundCgroup,
+        host_netns: Option<u64>,
+    ) -> Result<ContainerSample, CgroupError> {
+        let snapshot = self.collector.snapshot(&cgroup.set, self.parts)?;
+        let mut sample = ContainerSample {
+            labels: self.label_list(cgroup),
+            snapshot,
+            ..ContainerSample::default()
+        };
+        if self.read_processes {
+            let pids = self.collector.process_ids(&cgroup.set)?;
+            sample.processes = Some(pids.len() as u64);
+            if let (true, Some(host), Some(&pid)) = (self.read_network, host_netns, pids.first()) {
+                // A process exiting between the listing and this read leaves the network out.
+                match self.collector.network_of(pid, host) {
+                    Ok(network) => sample.network = network.map(Arc::new),
+                    Err(CgroupError::Vanished { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if self.read_start_time {
+            sample.start_time_seconds = self
+                .collector
+                .created_at(&cgroup.set)?
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64());
+        }
+        Ok(sample)
+    }
+
+    /// The container's label list: `id`, then what the runtime knows (pod cgroups get `pod`
+    /// and `namespace`, no `container`), else the pod UID the path names.
+    fn label_list(&self, cgroup: &FoundCgroup) -> String {
+        let mut labels = String::with_capacity(cgroup.path.len() + 8);
+        push_label(&mut labels, "id", &cgroup.path);
+        if let Some(runtime) = self.labels.labels(cgroup) {
+            for (name, value) in [
+                ("name", &runtime.name),
+                ("image", &runtime.image),
+                ("namespace", &runtime.namespace),
+                ("pod", &runtime.pod),
+                ("container", &runtime.container),
+            ] {
+                if !value.is_empty() {
+                    push_label(&mut labels, name, value);
+                }
+            }
+        } else if let CgroupKind::Docker { id } = &cgroup.kind {
+            push_label(&mut labels, "name", id);
+        }
+        labels
+    }
+
+    /// The scrape's clock and the host's block device names.
+    fn context(&self) -> ScrapeContext {
+        let now_seconds = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let diskstats = self.collector.host_paths().proc_root.join("diskstats");
+        let devices = std::fs::read_to_string(&diskstats)
+            .ok()
+            .and_then(|text| parse_diskstats_names(&text).ok())
+            .map(|names| {
+                names
+                    .into_iter()
+                    .map(|d| ((d.major, d.minor), d.name))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ScrapeContext {
+            devices,
+            now_seconds,
+        }
+    }
+
+    /// `machine_cpu_cores` (online CPUs) and `machine_memory_bytes` (MemTotal), read now.
+    fn write_machine(&self, encoder: &mut Encoder<'_>) {
+        let paths = self.collector.host_paths();
+        let online = paths.sys_root.join("devices/system/cpu/online");
+        if let Some(cpus) = std::fs::read_to_string(&online)
+            .ok()
+            .and_then(|t| parse_cpulist(t.trim()).ok())
+        {
+            encoder.family(
+                "machine_cpu_cores",
+                "Number of logical CPU cores online.",
+                Kind::Gauge,
+            );
+            encoder.sample("", &[], Value::Int(cpus.len() as u64));
+        }
+        let meminfo = paths.proc_root.join("meminfo");
+        if let Some(total_kb) = std::fs::read_to_string(&meminfo)
+            .ok()
+            .and_then(|t| parse_meminfo(&t).ok().and_then(|m| m.get("MemTotal")))
+        {
+            encoder.family(
+                "machine_memory_bytes",
+                "Amount of memory installed, in bytes.",
+                Kind::Gauge,
+            );
+            encoder.sample("", &[], Value::Int(total_kb.saturating_mul(1024)));
+        }
+    }
+
+    /// The exporter's own numbers.
+    fn write_own(&self, encoder: &mut Encoder<'_>) {
+        let s = &self.stats;
+        let counters: [(&'static str, &str, &AtomicU64); 3] = [
+            (
+                "proclens_exporter_scrapes_total",
+                "Scrapes served.",
+                &s.scrapes,
+            ),
+            (
+                "proclens_exporter_containers_vanished_total",
+                "Containers left out of a scrape because their cgroup vanished while it was read.",
+                &s.vanished,
+            ),
+            (
+                "proclens_exporter_container_errors_total",
+                "Containers left out of a scrape because a file could not be read or parsed.",
+                &s.failed,
+            ),
+        ];
+        for (name, help, value) in counters {
+            encoder.family(name, help, Kind::Counter);
+            encoder.sample("", &[], Value::Int(value.load(Ordering::Relaxed)));
+        }
+        encoder.family(
+            "proclens_exporter_containers",
+            "Containers in the last scrape.",
+            Kind::Gauge,
+        );
+        encoder.sample(
+            "",
+            &[],
+            Value::Int(s.last_containers.load(Ordering::Relaxed)),
+        );
+        encoder.family(
+            "proclens_exporter_collect_seconds",
+            "Time the last scrape took to list and read every container, in seconds.",
+            Kind::Gauge,
+        );
+        let us = s.last_duration_us.load(Ordering::Relaxed);
+        encoder.sample("", &[], Value::Float(us as f64 / 1e6));
+    }
+}
