@@ -330,7 +330,7 @@ impl Collector {
             snap.cpu_usage = match (&v2_stat, &acct) {
                 (Some(stat), _) => Some(v2::cpu::usage(stat)?),
                 (None, Some((Version::V1, dir))) => Some(v1::cpuacct::usage(
-                    &v1::cpuacct::UsageFile::read(edge, dir)?,
+                    &v1::cpuacct::UsageFiles::read(edge, dir)?,
                 )?),
                 _ => None,
             };

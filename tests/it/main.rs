@@ -13,6 +13,8 @@ mod churn;
 mod cli;
 // Real tools (free, top, vmstat, getconf, python, node, lscpu) inside runc containers.
 mod container;
+// proclens-exporter scraped by a real Prometheus: memory, CPU, throttling, formats.
+mod exporter;
 // Bad kernel input (unparsable or vanished cgroup files): EIO for that read only.
 mod errors;
 // Differential tests: the same reader reads proclens and lxcfs 5.0.3, every shared field compared.

@@ -65,7 +65,8 @@ pub struct PerCpuUsage {
 /// CPU time used by a container and its descendants.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CpuUsage {
-    /// All CPU time in ns (v1 the sum of cpuacct.usage_all, v2 cpu.stat usage_usec).
+    /// All CPU time in ns, exact (v1 cpuacct.usage, v2 cpu.stat usage_usec); user and system
+    /// are split from timer ticks by the kernel and need not add up to it.
     pub total_ns: u64,
     /// User time in ns.
     pub user_ns: u64,

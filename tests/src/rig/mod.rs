@@ -11,6 +11,7 @@ pub mod mountinfo;
 mod peers;
 mod probe;
 pub mod process;
+pub mod prometheus;
 mod runc;
 pub mod vm;
 
@@ -25,6 +26,7 @@ pub use fused::{FusedDaemon, MountDir};
 pub use lxcfs::LxcfsDaemon;
 pub use peers::{BindMount, FloorDaemon};
 pub use probe::{Handle, LoopProgress, LoopReport, PidNs, Probe, ProbeError, ProbeOptions};
+pub use prometheus::{ExporterDaemon, PrometheusOptions, PrometheusServer, Sample};
 pub use runc::RuncContainer;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
