@@ -194,7 +194,8 @@ fn prometheus_scrapes_memory_and_cpu_of_real_cgroups() -> Result<()> {
     );
     assert!(
         (rate - kernel_rate).abs() <= 0.5 * kernel_rate,
-        "{rate_expr} = {rate} cores, the kernel counted {kernel_rate}"
+        "{rate_expr} = {rate} cores, the kernel counted {kernel_rate}; samples: {}",
+        prometheus.query_raw(&format!("{counter}[15s]"))?
     );
     Ok(())
 }

@@ -187,8 +187,9 @@ impl PrometheusServer {
         self.stderr.text()
     }
 
-    /// Evaluates a PromQL expression now; an instant vector's samples.
-    pub fn query(&self, expr: &str) -> Result<Vec<Sample>> {
+    /// Evaluates a PromQL expression now; Prometheus's JSON answer, whatever its type (for
+    /// failure messages: a range selector shows the raw samples behind a rate).
+    pub fn query_raw(&self, expr: &str) -> Result<String> {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(30))
             .build();
@@ -196,16 +197,21 @@ impl PrometheusServer {
             .get(&format!("{}/api/v1/query", self.url()))
             .query("query", expr)
             .call();
-        let body = match response {
-            Ok(r) => r.into_string()?,
+        match response {
+            Ok(r) => Ok(r.into_string()?),
             Err(ureq::Error::Status(code, r)) => {
                 bail!(
                     "query {expr:?}: HTTP {code}: {}",
                     r.into_string().unwrap_or_default()
                 )
             }
-            Err(e) => return Err(e).with_context(|| format!("query {expr:?}")),
-        };
+            Err(e) => Err(e).with_context(|| format!("query {expr:?}")),
+        }
+    }
+
+    /// Evaluates a PromQL expression now; an instant vector's samples.
+    pub fn query(&self, expr: &str) -> Result<Vec<Sample>> {
+        let body = self.query_raw(expr)?;
         let json: serde_json::Value =
             serde_json::from_str(&body).with_context(|| format!("query answer {body:?}"))?;
         if json["status"] != "success" {
