@@ -8,6 +8,7 @@ packages=(
   runc             # real OCI containers in the integration tests
   procps           # free, top, vmstat inside the test containers
   util-linux       # unshare, lscpu, nsenter
+  iproute2         # ip netns and veth pairs for the exporter's network test
   python3          # os.cpu_count() check inside a container
   nodejs           # os.cpus()/os.totalmem() check inside a container
   busybox-static   # static shell for container rootfs and the v2 VM

@@ -58,13 +58,16 @@ impl Collector {
         Ok(Some(SystemTime::UNIX_EPOCH + since_epoch))
     }
 
-    /// The network namespace inode of the host (pid 1's), against which a container's is
-    /// compared to tell host-network containers apart.
+    /// The network namespace inode of the host, against which a container's is compared to tell
+    /// host-network containers apart: pid 1's, or this process's own where pid 1's cannot be
+    /// read (a sandboxed init; the exporter runs in the host's network namespace).
     pub fn host_netns_inode(&self) -> Result<u64> {
-        let path = self.host_paths().proc_root.join("1/ns/net");
-        std::fs::metadata(&path)
+        let proc_root = &self.host_paths().proc_root;
+        let init = proc_root.join("1/ns/net");
+        std::fs::metadata(&init)
+            .or_else(|_| std::fs::metadata(proc_root.join("self/ns/net")))
             .map(|m| m.ino())
-            .map_err(|e| Error::io(&path, e))
+            .map_err(|e| Error::io(&init, e))
     }
 
     /// The network counters of process `pid`'s namespace, `None` when it is `host_netns`

@@ -41,7 +41,7 @@ fn main() -> Result<()> {
         .clone()
         .or_else(|| config.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let files = FileCache::new(config.open_files.unwrap_or(DEFAULT_OPEN_FILES));
+    let files = FileCache::new(open_files(config.open_files));
     let collector = Collector::discover(HostPaths::default(), files)
         .context("cannot find the host's cgroups")?;
     let filter = MetricFilter::new(config.metrics.allow.clone(), config.metrics.deny.clone());
@@ -57,6 +57,41 @@ fn main() -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(exporter, listen))
+}
+
+/// Descriptors to keep for cgroup files: the configured number, else the default capped at half
+/// the open-file limit (raised to its hard maximum first), so sockets and fresh opens always
+/// have room.
+fn open_files(configured: Option<usize>) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read only the struct passed.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return configured.unwrap_or(0);
+        }
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            raised.rlim_cur
+        } else {
+            limit.rlim_cur
+        }
+    };
+    let half = usize::try_from(soft / 2).unwrap_or(usize::MAX);
+    let chosen = configured.unwrap_or_else(|| DEFAULT_OPEN_FILES.min(half));
+    if chosen > half {
+        tracing::warn!(
+            open_files = chosen,
+            nofile = soft,
+            "open_files is more than half the open-file limit: scrapes may fail with EMFILE"
+        );
+    }
+    chosen
 }
 
 async fn serve(exporter: Arc<Exporter>, listen: String) -> Result<()> {

@@ -175,9 +175,10 @@ impl Exporter {
         cgroup: &FoundCgroup,
         host_netns: Option<u64>,
     ) -> Result<ContainerSample, CgroupError> {
+        let labels = self.label_list(cgroup);
         let snapshot = self.collector.snapshot(&cgroup.set, self.parts)?;
         let mut sample = ContainerSample {
-            labels: self.label_list(cgroup),
+            labels,
             snapshot,
             ..ContainerSample::default()
         };

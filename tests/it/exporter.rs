@@ -5,9 +5,15 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use proclens_cgroup::files::FileCache;
+use proclens_cgroup::{Collector, Discovery, FoundCgroup, HostPaths};
+use proclens_exporter::encode::Format;
+use proclens_exporter::filter::MetricFilter;
+use proclens_exporter::scrape::{Exporter, LabelSource, RuntimeLabels};
 use proclens_tests::rig::prometheus::http_get;
 use proclens_tests::rig::{
     self, ExporterDaemon, PrometheusOptions, PrometheusServer, Sample, TempCgroup,
@@ -313,5 +319,346 @@ fn openmetrics_and_gzip_when_asked() -> Result<()> {
     );
     let health = http_get(&format!("{}/healthz", exporter.url()), &[])?;
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    Ok(())
+}
+
+/// The value of the series of `family` whose label list contains every `labels` pair, from an
+/// exposition in the 0.0.4 text format.
+fn value_in(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix(family))
+        .filter(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        .find(|rest| {
+            labels
+                .iter()
+                .all(|(name, value)| rest.contains(&format!("{name}=\"{value}\"")))
+        })
+        .and_then(|rest| rest.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A network namespace with a veth pair to the host (`<name>h` on the host, `<name>c` inside,
+/// 10.<a>.<b>.1 and .2 /30), removed on drop.
+struct VethNamespace {
+    name: String,
+    host_ip: String,
+    inner_ip: String,
+}
+
+impl VethNamespace {
+    fn create(index: u8) -> Result<Self> {
+        // A short unique name: interface names are limited to 15 bytes.
+        let name = format!("pl{}x{index}", std::process::id() % 100_000);
+        let subnet = format!(
+            "10.251.{}",
+            (std::process::id() % 60) * 4 + u32::from(index)
+        );
+        let ns = VethNamespace {
+            name: name.clone(),
+            host_ip: format!("{subnet}.1"),
+            inner_ip: format!("{subnet}.2"),
+        };
+        let (host_if, inner_if) = (format!("{name}h"), format!("{name}c"));
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), name.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                host_if.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                inner_if.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                inner_if.clone(),
+                "netns".into(),
+                name.clone(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("{}/30", ns.host_ip),
+                "dev".into(),
+                host_if.clone(),
+            ],
+            vec!["link".into(), "set".into(), host_if, "up".into()],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/30", ns.inner_ip),
+                "dev".into(),
+                inner_if.clone(),
+            ],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "link".into(),
+                "set".into(),
+                inner_if,
+                "up".into(),
+            ],
+        ];
+        for args in steps {
+            let out = rig::process::run(Command::new("ip").args(&args), Duration::from_secs(30))?;
+            if !out.status.success() {
+                bail!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(ns)
+    }
+
+    /// The interface inside the namespace.
+    fn inner_interface(&self) -> String {
+        format!("{}c", self.name)
+    }
+}
+
+impl Drop for VethNamespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn traffic_into_a_container_namespace_shows_in_its_network_counters() -> Result<()> {
+    rig::preflight()?;
+    let netns = VethNamespace::create(1)?;
+    let cg = TempCgroup::builder().create()?;
+    let host_cg = TempCgroup::builder().create()?;
+    // A UDP receiver inside the namespace (and the cgroup): it counts what arrives.
+    // It stops at 100 datagrams, or after 5 s without one (UDP may drop some on a busy host).
+    let script = format!(
+        "import socket, sys\nsys.stdin.readline()\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('{}', 9999))\ns.settimeout(5)\nprint('ready', flush=True)\nn = 0\n\
+         try:\n    while n < 100:\n        s.recv(2048)\n        n += 1\nexcept socket.timeout:\n    pass\n\
+         print(n, flush=True)\nsys.stdin.readline()\n",
+        netns.inner_ip
+    );
+    let mut receiver = Workload::start_in(
+        &cg,
+        "ip",
+        &["netns", "exec", &netns.name, "python3", "-c", &script],
+    )?;
+    let mut line = String::new();
+    receiver
+        .stdout
+        .as_mut()
+        .context("no stdout")?
+        .read_line(&mut line)?;
+    assert_eq!(line.trim(), "ready");
+    // A process of another cgroup on the host's network: it has no network series.
+    let _host_process = Workload::start_in(&host_cg, "sh", &["-c", "read _; read _"])?;
+    let exporter = ExporterDaemon::start(None, &[])?;
+    let id = id_of(&cg);
+    let interface = netns.inner_interface();
+    let labels = [("id", id.as_str()), ("interface", interface.as_str())];
+    let before = exporter.scrape()?;
+    let rx_bytes = value_in(&before, "container_network_receive_bytes_total", &labels)
+        .with_context(|| format!("no receive series for {labels:?} in\n{before}"))?;
+    let rx_packets = value_in(&before, "container_network_receive_packets_total", &labels)
+        .context("no receive packets series")?;
+
+    let socket = std::net::UdpSocket::bind(format!("{}:0", netns.host_ip))?;
+    let payload = [7u8; 1000];
+    for _ in 0..100 {
+        socket.send_to(&payload, format!("{}:9999", netns.inner_ip))?;
+    }
+    line.clear();
+    receiver
+        .stdout
+        .as_mut()
+        .context("no stdout")?
+        .read_line(&mut line)?;
+    let received: f64 = line
+        .trim()
+        .parse()
+        .with_context(|| format!("receiver said {line:?}"))?;
+    assert!(received >= 1.0, "the receiver got none of the datagrams");
+
+    let after = exporter.scrape()?;
+    let rx_bytes_after = value_in(&after, "container_network_receive_bytes_total", &labels)
+        .context("no receive series after the traffic")?;
+    let rx_packets_after = value_in(&after, "container_network_receive_packets_total", &labels)
+        .context("no receive packets series after")?;
+    // Every datagram received: 1000 bytes + UDP (8), IPv4 (20) and Ethernet (14) headers each.
+    assert!(
+        rx_packets_after - rx_packets >= received,
+        "receive packets went from {rx_packets} to {rx_packets_after}, {received} datagrams arrived"
+    );
+    assert!(
+        rx_bytes_after - rx_bytes >= received * 1042.0,
+        "receive bytes went from {rx_bytes} to {rx_bytes_after}, {received} datagrams arrived"
+    );
+    for family in [
+        "container_network_transmit_bytes_total",
+        "container_network_receive_errors_total",
+        "container_network_receive_packets_dropped_total",
+    ] {
+        assert!(
+            value_in(&after, family, &labels).is_some(),
+            "{family} for {labels:?}"
+        );
+    }
+    assert!(
+        value_in(
+            &after,
+            "container_network_receive_bytes_total",
+            &[("id", "/lo")]
+        )
+        .is_none()
+            && !after.contains("interface=\"lo\""),
+        "loopback is left out"
+    );
+    let host_id = id_of(&host_cg);
+    assert!(
+        value_in(
+            &after,
+            "container_network_receive_bytes_total",
+            &[("id", &host_id)]
+        )
+        .is_none(),
+        "a host-network process's cgroup has no network series"
+    );
+    assert!(
+        value_in(&after, "container_processes", &[("id", &host_id)]) == Some(1.0),
+        "but it is exported"
+    );
+    Ok(())
+}
+
+/// A label source that destroys one cgroup (its process killed, its directories removed) when
+/// the exporter asks for that cgroup's labels: between the listing and the reading of its
+/// files, the moment a container exiting mid-scrape hits.
+struct DestroyWhenAsked {
+    victim: String,
+    doomed: Mutex<Option<(Workload, TempCgroup)>>,
+}
+
+impl LabelSource for DestroyWhenAsked {
+    fn labels(&self, cgroup: &FoundCgroup) -> Option<Arc<RuntimeLabels>> {
+        if cgroup.path == self.victim {
+            // The process first, then the directories (Workload's drop waits for the exit).
+            if let Some((workload, cg)) = self.doomed.lock().unwrap().take() {
+                drop(workload);
+                drop(cg);
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn a_cgroup_vanishing_during_a_scrape_drops_only_its_series() -> Result<()> {
+    rig::preflight()?;
+    let parent = TempCgroup::builder().create()?;
+    parent.enable_controllers_for_children()?;
+    let stays = parent.child("stays")?;
+    let goes = parent.child("goes")?;
+    let _stays_process = Workload::start_in(&stays, "sh", &["-c", "read _; read _"])?;
+    let goes_process = Workload::start_in(&goes, "sh", &["-c", "read _; read _"])?;
+    let (stays_id, goes_id) = (id_of(&stays), id_of(&goes));
+    let hook = Arc::new(DestroyWhenAsked {
+        victim: goes_id.clone(),
+        doomed: Mutex::new(Some((goes_process, goes))),
+    });
+    let collector = Collector::discover(HostPaths::default(), FileCache::new(1000))?;
+    let discovery = Discovery {
+        roots: vec![id_of(&parent)],
+        ..Discovery::default()
+    };
+    let exporter = Exporter::new(collector, discovery, &MetricFilter::default(), hook.clone());
+
+    let text = exporter.scrape(Format::Text)?;
+    assert!(
+        hook.doomed.lock().unwrap().is_none(),
+        "the victim was listed and destroyed"
+    );
+    assert!(
+        !text.contains(&format!("id=\"{goes_id}\"")),
+        "no series of the vanished cgroup:\n{text}"
+    );
+    assert_eq!(
+        value_in(&text, "container_processes", &[("id", &stays_id)]),
+        Some(1.0),
+        "its sibling is still there:\n{text}"
+    );
+    assert_eq!(
+        value_in(&text, "proclens_exporter_containers_vanished_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_in(&text, "proclens_exporter_containers", &[]),
+        Some(1.0)
+    );
+    Ok(())
+}
+
+#[test]
+fn at_most_60_series_per_container() -> Result<()> {
+    rig::preflight()?;
+    // Everything a container can have: a memory and a CPU limit, a network namespace with one
+    // interface, block I/O on one device.
+    let netns = VethNamespace::create(2)?;
+    let cg = TempCgroup::builder()
+        .memory_limit(256 * MIB)
+        .cfs_quota(50_000, 100_000)
+        .create()?;
+    let dir = tempfile::Builder::new()
+        .prefix("proclens-test-io-")
+        .tempdir()?;
+    let (dev, _) = crate::util::disk_of(dir.path())?
+        .context("the temp dir is not on a block device: no I/O series to count")?;
+    cg.count_io_on(&dev)?;
+    let file = crate::util::uncached_file(dir.path(), MIB as usize)?;
+    let script = format!("read _; cat {} > /dev/null; read _", file.display());
+    let _process = Workload::start_in(
+        &cg,
+        "ip",
+        &["netns", "exec", &netns.name, "sh", "-c", &script],
+    )?;
+    let exporter = ExporterDaemon::start(None, &[])?;
+    let id = id_of(&cg);
+    let needle = format!("id=\"{id}\"");
+    let text = rig::poll(
+        Duration::from_secs(30),
+        "the container's network series",
+        || {
+            let text = exporter.scrape()?;
+            Ok(text
+                .contains(&format!("interface=\"{}\"", netns.inner_interface()))
+                .then_some(text))
+        },
+    )?;
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(&needle))
+        .collect();
+    assert!(
+        series.len() <= 60,
+        "{} series for one container (budget 60):\n{}",
+        series.len(),
+        series.join("\n")
+    );
+    // Not a vacuous bound: the families a v1 container has are all there.
+    assert!(
+        series.len() >= 35,
+        "only {} series:\n{}",
+        series.len(),
+        series.join("\n")
+    );
     Ok(())
 }

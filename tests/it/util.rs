@@ -140,7 +140,7 @@ pub fn read_1_mib_from_disk(
 
 /// The whole-disk device behind the filesystem of `path`, as (major:minor, name), if it is a
 /// block device (not tmpfs, say). The cgroup I/O statistics count the disk, not a partition.
-fn disk_of(path: &Path) -> Result<Option<(String, String)>> {
+pub fn disk_of(path: &Path) -> Result<Option<(String, String)>> {
     let dev = std::fs::metadata(path)?.dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
@@ -164,7 +164,7 @@ fn disk_of(path: &Path) -> Result<Option<(String, String)>> {
 
 /// Writes `bytes` of data to a new file in `dir`, syncs it and drops it from the page cache,
 /// so that reading it goes to the disk.
-fn uncached_file(dir: &Path, bytes: usize) -> Result<PathBuf> {
+pub fn uncached_file(dir: &Path, bytes: usize) -> Result<PathBuf> {
     let path = dir.join("data");
     let mut file = std::fs::File::create(&path)?;
     file.write_all(&vec![0x5a; bytes])?;
