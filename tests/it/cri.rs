@@ -1,0 +1,217 @@
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use proclens_cri::{ContainerLabels, CriClient, CriError, Inventory, PodLabels};
+use proclens_tests::rig::{self, ContainerSpec, ContainerdDaemon, PodSpec, BUSYBOX_IMAGE};
+
+/// Long enough that only the first refresh and lookup misses refresh during a test.
+const NEVER: Duration = Duration::from_secs(3600);
+
+/// How long a refresh may take to show a change.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A label map.
+fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+/// `sleep 3600` in busybox, with `labels`.
+fn sleeper(name: &str, labels: HashMap<String, String>) -> ContainerSpec {
+    ContainerSpec {
+        name: name.to_string(),
+        labels,
+        command: vec!["sleep".into(), "3600".into()],
+    }
+}
+
+/// Waits until `inventory` has finished `n` refreshes.
+fn refreshed(inventory: &Inventory, n: u64) -> Result<()> {
+    rig::poll(
+        REFRESH_TIMEOUT,
+        &format!("refresh {n} of the inventory"),
+        || Ok((inventory.refreshes() >= n).then_some(())),
+    )
+}
+
+#[test]
+fn inventory_follows_real_containerd_pods_and_containers() -> Result<()> {
+    rig::preflight()?;
+    let daemon = ContainerdDaemon::start()?;
+    let uid = format!("{}-uid", rig::unique_name());
+    let pod = PodSpec {
+        name: "web-0".into(),
+        namespace: "shop".into(),
+        uid: uid.clone(),
+        // What the kubelet puts on a sandbox.
+        labels: labels(&[
+            ("app", "web"),
+            ("io.kubernetes.pod.name", "web-0"),
+            ("io.kubernetes.pod.namespace", "shop"),
+            ("io.kubernetes.pod.uid", &uid),
+        ]),
+    };
+    let sandbox = daemon.run_pod(&pod)?;
+    let app = daemon.start_container(
+        &sandbox,
+        &sleeper(
+            "app",
+            labels(&[
+                ("io.kubernetes.container.name", "app"),
+                ("io.kubernetes.pod.name", "web-0"),
+                ("io.kubernetes.pod.namespace", "shop"),
+                ("io.kubernetes.pod.uid", &uid),
+            ]),
+        ),
+    )?;
+    // The container's cgroup is <parent>/<id>: the id is how the exporter looks it up.
+    let app_cgroup = daemon
+        .container_cgroup("memory", &app)
+        .context("no memory hierarchy")?;
+    let procs = std::fs::read_to_string(app_cgroup.join("cgroup.procs"))
+        .with_context(|| format!("read {}/cgroup.procs", app_cgroup.display()))?;
+    ensure!(
+        !procs.trim().is_empty(),
+        "no task in {}",
+        app_cgroup.display()
+    );
+
+    let inventory = {
+        let _runtime = daemon.runtime().enter();
+        Inventory::start(daemon.socket(), NEVER)?
+    };
+    refreshed(&inventory, 1)?;
+    ensure!(inventory.is_connected(), "{}", daemon.stderr());
+    assert_eq!(
+        inventory.lookup(&app).as_deref(),
+        Some(&ContainerLabels {
+            name: app.clone(),
+            image: BUSYBOX_IMAGE.into(),
+            namespace: "shop".into(),
+            pod: "web-0".into(),
+            container: "app".into(),
+            sandbox_id: sandbox.clone(),
+        })
+    );
+    assert_eq!(
+        inventory.lookup(&sandbox).as_deref(),
+        Some(&ContainerLabels {
+            name: sandbox.clone(),
+            image: String::new(),
+            namespace: "shop".into(),
+            pod: "web-0".into(),
+            container: String::new(),
+            sandbox_id: sandbox.clone(),
+        })
+    );
+    assert_eq!(
+        inventory.lookup_pod(&uid),
+        Some(Arc::new(PodLabels {
+            namespace: "shop".into(),
+            pod: "web-0".into(),
+            uid: uid.clone(),
+            sandbox_id: sandbox.clone(),
+        }))
+    );
+    assert_eq!(inventory.snapshot().len(), 2);
+
+    // A container started after the refresh, without kubelet labels: the first lookup misses,
+    // and that miss alone brings one refresh that finds it (names from the CRI metadata and
+    // the sandbox's labels).
+    let sidecar = daemon.start_container(&sandbox, &sleeper("sidecar", HashMap::new()))?;
+    let before = inventory.refreshes();
+    assert!(inventory.lookup(&sidecar).is_none());
+    let found = rig::poll(
+        REFRESH_TIMEOUT,
+        "the miss refresh to find the sidecar",
+        || Ok(inventory.lookup(&sidecar)),
+    )?;
+    assert_eq!(
+        *found,
+        ContainerLabels {
+            name: sidecar.clone(),
+            image: BUSYBOX_IMAGE.into(),
+            namespace: "shop".into(),
+            pod: "web-0".into(),
+            container: "sidecar".into(),
+            sandbox_id: sandbox.clone(),
+        }
+    );
+    assert_eq!(
+        inventory.refreshes(),
+        before + 1,
+        "one refresh per new id, not per lookup"
+    );
+
+    // A removed container is gone after the next refresh; the rest stays.
+    daemon.remove_container(&app)?;
+    daemon.block_on(inventory.refresh())?;
+    assert!(inventory.lookup(&app).is_none());
+    assert!(inventory.lookup(&sidecar).is_some());
+    assert!(inventory.lookup_pod(&uid).is_some());
+    assert_eq!(inventory.snapshot().len(), 2);
+
+    // Dropping the daemon leaves no shim, cgroup or socket of its behind.
+    let socket = daemon.socket().to_path_buf();
+    let parent = app_cgroup.parent().context("cgroup parent")?.to_path_buf();
+    drop(inventory);
+    drop(daemon);
+    ensure!(!parent.exists(), "{} left behind", parent.display());
+    ensure!(!socket.exists(), "{} left behind", socket.display());
+    let shims = shims_of(&socket)?;
+    ensure!(shims.is_empty(), "shims left running: {shims:?}");
+    Ok(())
+}
+
+#[test]
+fn absent_socket_gives_an_empty_inventory_and_a_clear_error() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("containerd.sock");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let err = runtime
+        .block_on(CriClient::connect(&socket))
+        .expect_err("nothing at the socket path");
+    assert!(matches!(err, CriError::SocketMissing { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&socket.display().to_string()),
+        "{err}"
+    );
+    let inventory = {
+        let _runtime = runtime.enter();
+        Inventory::start(&socket, NEVER)?
+    };
+    refreshed(&inventory, 1)?;
+    assert!(!inventory.is_connected());
+    assert!(inventory.lookup("0123456789abcdef").is_none());
+    assert!(inventory.lookup_pod("some-uid").is_none());
+    assert!(inventory.snapshot().is_empty());
+    Ok(())
+}
+
+/// Pids of processes whose command line names `socket` (containerd shims serving it).
+fn shims_of(socket: &Path) -> Result<Vec<u32>> {
+    let needle = socket.as_os_str().as_encoded_bytes();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if cmdline.windows(needle.len()).any(|w| w == needle) {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
