@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::fs;
 use std::future::Future;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -110,8 +110,16 @@ pub struct ContainerdDaemon {
     runtime: tokio::runtime::Runtime,
     client: CriClient,
     pods: Mutex<HashMap<String, PodSandboxConfig>>,
+    ran: Mutex<Vec<RanPod>>,
     host: HostBefore,
     cgroup: TempCgroup,
+}
+
+/// A sandbox this rig ran, and its network namespace's bind mount (under the daemon's
+/// directory): `Drop` removes their CNI cache entries if CRI could not.
+struct RanPod {
+    id: String,
+    netns: PathBuf,
 }
 
 /// What the host had before the daemon started, so `Drop` leaves it as found.
@@ -193,6 +201,7 @@ impl ContainerdDaemon {
             runtime,
             client,
             pods: Mutex::new(HashMap::new()),
+            ran: Mutex::new(Vec::new()),
             host,
             cgroup,
         };
@@ -288,7 +297,79 @@ impl ContainerdDaemon {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone(), config);
+        let netns = self.netns_of(&id)?;
+        self.ran
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(RanPod {
+                id: id.clone(),
+                netns,
+            });
         Ok(id)
+    }
+
+    /// The bind mount of sandbox `id`'s network namespace (under the CRI plugin's state
+    /// directory, not `/var/run/netns`: `netns_mounts_under_state_dir`), found by the namespace
+    /// inode of its pause process.
+    fn netns_of(&self, id: &str) -> Result<PathBuf> {
+        let netns_dir = self
+            .dir
+            .path()
+            .join("state/io.containerd.grpc.v1.cri/netns");
+        let procs = self
+            .container_cgroup("memory", id)
+            .context("no memory hierarchy")?
+            .join("cgroup.procs");
+        let text =
+            fs::read_to_string(&procs).with_context(|| format!("read {}", procs.display()))?;
+        let pid = text
+            .lines()
+            .next()
+            .with_context(|| format!("no pause process in {}", procs.display()))?;
+        let ns = fs::metadata(format!("/proc/{pid}/ns/net"))
+            .with_context(|| format!("network namespace of pause process {pid}"))?;
+        let entries =
+            fs::read_dir(&netns_dir).with_context(|| format!("read {}", netns_dir.display()))?;
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| fs::metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == (ns.dev(), ns.ino())))
+            .with_context(|| {
+                format!(
+                    "no bind mount of sandbox {id}'s netns in {}",
+                    netns_dir.display()
+                )
+            })
+    }
+
+    /// The network namespace bind mounts of the pods this rig ran (removed with their pod).
+    pub fn netns_paths(&self) -> Vec<PathBuf> {
+        let ran = self.ran.lock().unwrap_or_else(|e| e.into_inner());
+        ran.iter().map(|p| p.netns.clone()).collect()
+    }
+
+    /// The ids of the sandboxes this rig ran.
+    fn sandbox_ids(&self) -> Vec<String> {
+        let ran = self.ran.lock().unwrap_or_else(|e| e.into_inner());
+        ran.iter().map(|p| p.id.clone()).collect()
+    }
+
+    /// Kills containerd (SIGKILL) and waits for it, leaving its shims, containers, mounts and
+    /// network to `Drop`: what a crashed runtime leaves.
+    pub fn kill_containerd(&mut self) -> Result<()> {
+        self.child.kill().context("kill containerd")?;
+        self.child.wait().context("wait for containerd")?;
+        Ok(())
+    }
+
+    /// The daemon's directory (config, root, state, socket, CNI conf, images).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The name of the CNI bridge of the daemon's pod network.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
     }
 
     /// Creates and starts a container of [`BUSYBOX_IMAGE`] in sandbox `sandbox_id` (run by
@@ -516,8 +597,11 @@ impl ContainerdDaemon {
 impl Drop for ContainerdDaemon {
     fn drop(&mut self) {
         let mut problems = Vec::new();
-        if let Err(err) = self.remove_everything() {
-            problems.push(format!("CRI cleanup: {err:#}"));
+        // A daemon that already died (a test may kill it) cannot clean up through CRI.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            if let Err(err) = self.remove_everything() {
+                problems.push(format!("CRI cleanup: {err:#}"));
+            }
         }
         process::terminate(&mut self.child, "containerd", EXIT_TIMEOUT);
         for pid in self.shim_pids() {
@@ -542,7 +626,11 @@ impl Drop for ContainerdDaemon {
         if let Err(err) = remove_link(&self.bridge) {
             problems.push(format!("{err:#}"));
         }
-        remove_cni_cache(&self.network, self.host.cni_cache_existed);
+        remove_cni_cache(
+            &self.network,
+            &self.sandbox_ids(),
+            self.host.cni_cache_existed,
+        );
         remove_new_run_entries(&self.host.run_entries, self.host.run_existed);
         if let Some(before) = &self.host.ip_forward {
             if fs::read_to_string(IP_FORWARD).ok().as_ref() != Some(before) {
@@ -593,6 +681,7 @@ state = "{d}/state"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  netns_mounts_under_state_dir = true
 
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "{SNAPSHOTTER}"
@@ -697,17 +786,20 @@ fn remove_link(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Removes the CNI cache entries of `network` (`results/<network>-*`, `networks/<network>`),
-/// and the cache directories if they did not exist before and are now empty.
-fn remove_cni_cache(network: &str, existed: bool) {
+/// Removes the CNI cache entries of `network` and of the loopback network of `sandboxes`
+/// (`results/<network>-*`, `results/cni-loopback-<sandbox>-*`, `networks/<network>`), and the
+/// cache directories if they did not exist before and are now empty.
+fn remove_cni_cache(network: &str, sandboxes: &[String], existed: bool) {
     let cache = Path::new(CNI_CACHE);
     let results = cache.join("results");
+    let mut prefixes = vec![format!("{network}-")];
+    prefixes.extend(sandboxes.iter().map(|id| format!("cni-loopback-{id}-")));
     if let Ok(entries) = fs::read_dir(&results) {
         for entry in entries.flatten() {
             if entry
                 .file_name()
                 .to_str()
-                .is_some_and(|n| n.starts_with(&format!("{network}-")))
+                .is_some_and(|n| prefixes.iter().any(|p| n.starts_with(p.as_str())))
             {
                 let _ = fs::remove_file(entry.path());
             }
