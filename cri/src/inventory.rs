@@ -1,7 +1,7 @@
 //! [`Inventory`]: the labels of every container and pod the runtime lists, kept fresh by a
 //! background task, looked up without any CRI call.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,9 +19,15 @@ use crate::labels::{better_sandbox, ContainerLabels, ImageNames, PodLabels};
 /// Least time between two refreshes asked for by lookup misses.
 const MISS_REFRESH_GAP: Duration = Duration::from_secs(1);
 
-/// Most distinct missed keys remembered; past this the memory is cleared (each key may then
-/// ask for one more refresh).
+/// Most distinct missed keys remembered per kind; past this the memory is cleared (each key may
+/// then ask for refreshes again).
 const MAX_MISSES: usize = 4096;
+
+/// Most refreshes one missed key asks for. More than one, because a cgroup can appear before
+/// the runtime lists its container (containerd adds a sandbox to its list at the end of
+/// `RunPodSandbox`, after its cgroup exists); bounded, because most cgroups on a host (system
+/// services) never show up in CRI.
+const ASKS_PER_MISS: u8 = 3;
 
 /// The labels of everything one refresh listed: containers and sandboxes by id, pods by uid.
 ///
@@ -94,8 +100,9 @@ impl Snapshot {
 /// cgroups with, without a CRI call per container or per scrape.
 ///
 /// A background tokio task refreshes it (`ListContainers`, `ListPodSandbox` and `ListImages`,
-/// three calls) every interval, and soon after a lookup misses a key not missed before (at most
-/// one such refresh per second). Each refresh replaces the whole map, so it holds only what the
+/// three calls) every interval, and soon after a lookup misses an id or pod uid it does not hold
+/// (at most one such refresh per second; one key asks again only after a refresh that still
+/// did not find it, at most three times). Each refresh replaces the whole map, so it holds only what the
 /// runtime lists now. When the socket is absent or refuses, the inventory is empty, says so once
 /// in the log, and tries to connect again at each refresh.
 ///
@@ -111,11 +118,35 @@ pub struct Inventory {
 struct Shared {
     socket: PathBuf,
     snapshot: RwLock<Arc<Snapshot>>,
-    misses: Mutex<HashSet<String>>,
+    misses: Mutex<Misses>,
     wake: Notify,
     connection: tokio::sync::Mutex<Connection>,
     connected: AtomicBool,
     refreshes: AtomicU64,
+}
+
+/// Keys that lookups missed: for each, how many refreshes it asked for and how many refreshes
+/// had ended when it last asked.
+#[derive(Debug, Default)]
+struct Misses {
+    ids: HashMap<String, Asked>,
+    pods: HashMap<String, Asked>,
+}
+
+/// What a missed key names.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// A container or sandbox id.
+    Id,
+    /// A pod uid.
+    Pod,
+}
+
+/// What one missed key asked for.
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    times: u8,
+    after_refresh: u64,
 }
 
 /// The client, once connected, and what has been logged about failures.
@@ -141,15 +172,7 @@ impl Inventory {
     /// [`Self::refresh`] to wait for one). Fails only outside a tokio runtime.
     pub fn start(socket: &Path, interval: Duration) -> Result<Inventory, CriError> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| CriError::NoRuntime)?;
-        let shared = Arc::new(Shared {
-            socket: socket.to_path_buf(),
-            snapshot: RwLock::new(Arc::default()),
-            misses: Mutex::new(HashSet::new()),
-            wake: Notify::new(),
-            connection: tokio::sync::Mutex::new(Connection::default()),
-            connected: AtomicBool::new(false),
-            refreshes: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(socket));
         let task = handle.spawn(refresh_loop(Arc::clone(&shared), interval));
         Ok(Inventory {
             shared,
@@ -163,7 +186,7 @@ impl Inventory {
     pub fn lookup(&self, id: &str) -> Option<Arc<ContainerLabels>> {
         let found = self.snapshot().get(id).cloned();
         if found.is_none() {
-            self.shared.missed(id);
+            let _ = self.shared.missed(Kind::Id, id);
         }
         found
     }
@@ -173,7 +196,7 @@ impl Inventory {
     pub fn lookup_pod(&self, uid: &str) -> Option<Arc<PodLabels>> {
         let found = self.snapshot().pod(uid).cloned();
         if found.is_none() {
-            self.shared.missed(&format!("pod:{uid}"));
+            let _ = self.shared.missed(Kind::Pod, uid);
         }
         found
     }
@@ -212,17 +235,50 @@ impl Inventory {
 }
 
 impl Shared {
-    /// Remembers a missed key; wakes the task if it was not missed before.
-    fn missed(&self, key: &str) {
+    /// Empty, not connected, no refresh yet.
+    fn new(socket: &Path) -> Self {
+        Shared {
+            socket: socket.to_path_buf(),
+            snapshot: RwLock::new(Arc::default()),
+            misses: Mutex::new(Misses::default()),
+            wake: Notify::new(),
+            connection: tokio::sync::Mutex::new(Connection::default()),
+            connected: AtomicBool::new(false),
+            refreshes: AtomicU64::new(0),
+        }
+    }
+
+    /// Remembers a missed key of `kind`; wakes the task if the key is new, or if
+    /// a refresh ended since it last asked and it has asked fewer than [`ASKS_PER_MISS`] times.
+    /// Returns whether it woke the task.
+    fn missed(&self, kind: Kind, key: &str) -> bool {
+        let done = self.refreshes.load(Ordering::Acquire);
         let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
-        if misses.contains(key) {
-            return;
+        let map = match kind {
+            Kind::Id => &mut misses.ids,
+            Kind::Pod => &mut misses.pods,
+        };
+        match map.get_mut(key) {
+            Some(asked) if asked.times >= ASKS_PER_MISS || asked.after_refresh >= done => {
+                return false
+            }
+            Some(asked) => {
+                asked.times += 1;
+                asked.after_refresh = done;
+            }
+            None => {
+                if map.len() >= MAX_MISSES {
+                    map.clear();
+                }
+                let asked = Asked {
+                    times: 1,
+                    after_refresh: done,
+                };
+                map.insert(key.to_string(), asked);
+            }
         }
-        if misses.len() >= MAX_MISSES {
-            misses.clear();
-        }
-        misses.insert(key.to_string());
         self.wake.notify_one();
+        true
     }
 
     /// One refresh: connect if needed, list, replace the snapshot; logs the first failure of a
@@ -237,10 +293,10 @@ impl Shared {
                 }
                 conn.failing = false;
                 self.connected.store(true, Ordering::Release);
-                self.misses
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|k| snapshot.get(k).is_none());
+                let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
+                misses.ids.retain(|k, _| snapshot.get(k).is_none());
+                misses.pods.retain(|k, _| snapshot.pod(k).is_none());
+                drop(misses);
                 self.replace(Arc::clone(snapshot));
             }
             Err(err) => {
@@ -363,6 +419,30 @@ mod tests {
         }
         let snap = Snapshot::build(&[], &[newer_not_ready, newest_ready, old_ready], &[]);
         assert_eq!(snap.pod(uid).expect("pod").sandbox_id, "newest");
+    }
+
+    #[test]
+    fn a_missed_key_asks_again_only_after_a_refresh_and_at_most_three_times() {
+        let shared = Shared::new(Path::new("/nonexistent.sock"));
+        let ids = Kind::Id;
+        let pods = Kind::Pod;
+        assert!(shared.missed(ids, "a"));
+        assert!(!shared.missed(ids, "a"), "no refresh ended since");
+        assert!(shared.missed(ids, "b"), "another key");
+        assert!(shared.missed(pods, "a"), "pod uids are their own keys");
+        let mut asked = 1;
+        for _ in 0..5 {
+            shared.refreshes.fetch_add(1, Ordering::AcqRel);
+            if shared.missed(ids, "a") {
+                asked += 1;
+            }
+            assert!(!shared.missed(ids, "a"));
+        }
+        assert_eq!(asked, ASKS_PER_MISS);
+        for n in 0..MAX_MISSES {
+            shared.missed(ids, &n.to_string());
+        }
+        assert!(shared.missed(ids, "a"), "a full memory is cleared");
     }
 
     #[tokio::test]
