@@ -50,15 +50,32 @@ pub enum CriError {
 }
 
 impl CriError {
-    /// True for the errors that mean no runtime answers at the socket (missing or refusing),
-    /// as opposed to a runtime that answered with an error.
+    /// True for the errors that mean no runtime answers at the socket (missing, refusing, or
+    /// the connection broke during the call), as opposed to a runtime that answered with an
+    /// error.
     pub fn is_unavailable(&self) -> bool {
         match self {
             CriError::SocketMissing { .. } | CriError::Connect { .. } => true,
-            CriError::Call { status, .. } => status.code() == tonic::Code::Unavailable,
+            CriError::Call { status, .. } => {
+                status.code() == tonic::Code::Unavailable || broke_in_transport(status)
+            }
             CriError::MissingField { .. } | CriError::NoRuntime => false,
         }
     }
+}
+
+/// True if `status` came from the connection failing (a transport or I/O error in its source
+/// chain: containerd 1.6 dying mid-call gives `Unknown` with a connection reset inside), not
+/// from the runtime.
+fn broke_in_transport(status: &tonic::Status) -> bool {
+    let mut cur = std::error::Error::source(status);
+    while let Some(err) = cur {
+        if err.is::<tonic::transport::Error>() || err.is::<std::io::Error>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The innermost source of `err`, as text: what actually went wrong under a transport error.

@@ -227,8 +227,9 @@ impl Inventory {
         &self.shared.socket
     }
 
-    /// Refreshes now and waits for it, outside the task's schedule. Returns the refresh's error
-    /// (the inventory is then empty if the runtime is unavailable, else unchanged).
+    /// Refreshes now and waits for it, outside the task's schedule. Returns the refresh's error:
+    /// the inventory is then empty if no runtime answers ([`CriError::is_unavailable`]), else
+    /// unchanged, and the next refresh connects again.
     pub async fn refresh(&self) -> Result<(), CriError> {
         self.shared.refresh().await
     }
@@ -307,8 +308,9 @@ impl Shared {
                     );
                 }
                 conn.failing = true;
+                // Connect again next time: a broken connection does not always say so.
+                conn.client = None;
                 if err.is_unavailable() {
-                    conn.client = None;
                     self.connected.store(false, Ordering::Release);
                     self.replace(Arc::default());
                 }
@@ -471,6 +473,57 @@ mod tests {
         assert!(text.contains("refused"), "{text}");
         assert!(err.is_unavailable());
         std::fs::remove_dir_all(&dir).expect("remove temp dir");
+    }
+
+    #[test]
+    fn an_unavailable_runtime_is_logged_once() {
+        let log = Log::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let shared = Shared::new(Path::new("/nonexistent/containerd.sock"));
+        for _ in 0..3 {
+            assert!(runtime.block_on(shared.refresh()).is_err());
+        }
+        let text = log.text();
+        assert_eq!(text.matches("WARN").count(), 1, "{text}");
+        assert!(text.contains("/nonexistent/containerd.sock"), "{text}");
+        assert_eq!(shared.refreshes.load(Ordering::Acquire), 3);
+    }
+
+    /// A log sink for tests.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl Log {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("log lock")).into_owned()
+        }
+    }
+
+    impl std::io::Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
+        type Writer = Log;
+
+        fn make_writer(&'a self) -> Log {
+            self.clone()
+        }
     }
 
     #[test]

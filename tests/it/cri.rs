@@ -81,8 +81,13 @@ fn inventory_follows_real_containerd_pods_and_containers() -> Result<()> {
         app_cgroup.display()
     );
 
+    // The inventory's own runtime, as in the exporter: it outlives the daemon.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let inventory = {
-        let _runtime = daemon.runtime().enter();
+        let _runtime = runtime.enter();
         Inventory::start(daemon.socket(), NEVER)?
     };
     refreshed(&inventory, 1)?;
@@ -150,17 +155,24 @@ fn inventory_follows_real_containerd_pods_and_containers() -> Result<()> {
 
     // A removed container is gone after the next refresh; the rest stays.
     daemon.remove_container(&app)?;
-    daemon.block_on(inventory.refresh())?;
+    runtime.block_on(inventory.refresh())?;
     assert!(inventory.lookup(&app).is_none());
     assert!(inventory.lookup(&sidecar).is_some());
     assert!(inventory.lookup_pod(&uid).is_some());
     assert_eq!(inventory.snapshot().len(), 2);
 
-    // Dropping the daemon leaves no shim, cgroup or socket of its behind.
+    // Dropping the daemon leaves no shim, cgroup or socket of its behind, and an inventory
+    // whose runtime is gone is empty after its next refresh.
     let socket = daemon.socket().to_path_buf();
     let parent = app_cgroup.parent().context("cgroup parent")?.to_path_buf();
-    drop(inventory);
     drop(daemon);
+    let err = runtime
+        .block_on(inventory.refresh())
+        .expect_err("containerd is gone");
+    ensure!(err.is_unavailable(), "{err}");
+    ensure!(!inventory.is_connected());
+    ensure!(inventory.snapshot().is_empty());
+    ensure!(inventory.lookup(&sidecar).is_none());
     ensure!(!parent.exists(), "{} left behind", parent.display());
     ensure!(!socket.exists(), "{} left behind", socket.display());
     let shims = shims_of(&socket)?;
