@@ -1,5 +1,4 @@
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,7 +174,7 @@ fn inventory_follows_real_containerd_pods_and_containers() -> Result<()> {
     ensure!(inventory.lookup(&sidecar).is_none());
     ensure!(!parent.exists(), "{} left behind", parent.display());
     ensure!(!socket.exists(), "{} left behind", socket.display());
-    let shims = shims_of(&socket)?;
+    let shims = rig::shims_serving(&socket);
     ensure!(shims.is_empty(), "shims left running: {shims:?}");
     Ok(())
 }
@@ -206,24 +205,4 @@ fn absent_socket_gives_an_empty_inventory_and_a_clear_error() -> Result<()> {
     assert!(inventory.lookup_pod("some-uid").is_none());
     assert!(inventory.snapshot().is_empty());
     Ok(())
-}
-
-/// Pids of processes whose command line names `socket` (containerd shims serving it).
-fn shims_of(socket: &Path) -> Result<Vec<u32>> {
-    let needle = socket.as_os_str().as_encoded_bytes();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if cmdline.windows(needle.len()).any(|w| w == needle) {
-            pids.push(pid);
-        }
-    }
-    Ok(pids)
 }

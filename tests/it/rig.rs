@@ -161,6 +161,8 @@ fn containerd_rig_cleans_up_after_containerd_dies() -> Result<()> {
     let netns = daemon.netns_paths();
     ensure!(netns.len() == 1, "netns of the pod: {netns:?}");
     let (dir, bridge) = (daemon.dir().to_path_buf(), daemon.bridge().to_string());
+    let socket = daemon.socket().to_path_buf();
+    ensure!(!rig::shims_serving(&socket).is_empty(), "no shim found");
     ensure!(
         std::path::Path::new("/sys/class/net")
             .join(&bridge)
@@ -177,6 +179,8 @@ fn containerd_rig_cleans_up_after_containerd_dies() -> Result<()> {
             "container process {pid} survived"
         );
     }
+    let shims = rig::shims_serving(&socket);
+    ensure!(shims.is_empty(), "shims left running: {shims:?}");
     ensure!(!cgroup.exists(), "{} left behind", cgroup.display());
     ensure!(!netns[0].exists(), "{} left behind", netns[0].display());
     ensure!(

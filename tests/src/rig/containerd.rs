@@ -535,31 +535,6 @@ impl ContainerdDaemon {
         result
     }
 
-    /// Pids of the shims serving this daemon (`containerd-shim… -address <socket>`).
-    fn shim_pids(&self) -> Vec<u32> {
-        let socket = self.socket.to_string_lossy().into_owned();
-        let Ok(entries) = fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
-                    return false;
-                };
-                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-                let is_shim = args
-                    .first()
-                    .is_some_and(|a| String::from_utf8_lossy(a).contains("containerd-shim"));
-                is_shim
-                    && args
-                        .windows(2)
-                        .any(|w| w[0] == b"-address" && w[1] == socket.as_bytes())
-            })
-            .collect()
-    }
-
     /// Kills the tasks of, and removes, every cgroup under the pods' parent in every hierarchy,
     /// and the parent itself where runc created it (the [`TempCgroup`] removes its own).
     fn remove_pod_cgroups(&self) -> Vec<String> {
@@ -604,7 +579,7 @@ impl Drop for ContainerdDaemon {
             }
         }
         process::terminate(&mut self.child, "containerd", EXIT_TIMEOUT);
-        for pid in self.shim_pids() {
+        for pid in shims_serving(&self.socket) {
             let _ = process::signal(pid, libc::SIGKILL);
         }
         problems.extend(self.remove_pod_cgroups());
@@ -727,6 +702,32 @@ state = "{d}/state"
     );
     fs::write(cni.join("10-proclens-test.conflist"), conflist).context("write conflist")?;
     Ok(())
+}
+
+/// Pids of the containerd shims serving the daemon at `socket` (`containerd-shim… -address
+/// <socket>`): none should outlive their [`ContainerdDaemon`].
+pub fn shims_serving(socket: &Path) -> Vec<u32> {
+    let socket = socket.as_os_str().as_encoded_bytes();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_shim = args
+                .first()
+                .is_some_and(|a| String::from_utf8_lossy(a).contains("containerd-shim"));
+            is_shim
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"-address" && w[1] == socket)
+        })
+        .collect()
 }
 
 /// Every path below `root` (not `root` itself); empty if it does not exist.

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub use cgroup::{hierarchies, root_procs_files, Hierarchy, TempCgroup, TempCgroupBuilder};
-pub use containerd::{ContainerSpec, ContainerdDaemon, PodSpec, BUSYBOX_IMAGE, PAUSE_IMAGE};
+pub use containerd::{
+    shims_serving, ContainerSpec, ContainerdDaemon, PodSpec, BUSYBOX_IMAGE, PAUSE_IMAGE,
+};
 pub use fused::{FusedDaemon, MountDir};
 pub use lxcfs::LxcfsDaemon;
 pub use peers::{BindMount, FloorDaemon};
