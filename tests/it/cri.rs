@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use proclens_cri::api::ContainerState;
 use proclens_cri::{ContainerLabels, CriClient, CriError, Inventory, PodLabels};
 use proclens_tests::rig::{self, ContainerSpec, ContainerdDaemon, PodSpec, BUSYBOX_IMAGE};
 
@@ -79,6 +80,33 @@ fn inventory_follows_real_containerd_pods_and_containers() -> Result<()> {
         "no task in {}",
         app_cgroup.display()
     );
+
+    // The client's own calls on the same container.
+    let client = daemon.client();
+    let version = daemon.block_on(client.version())?;
+    assert_eq!(
+        (
+            version.runtime_name.as_str(),
+            version.runtime_api_version.as_str()
+        ),
+        ("containerd", "v1")
+    );
+    let status = daemon.block_on(client.container_status(&app))?;
+    assert_eq!(status.id, app);
+    assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(status.metadata.map(|m| m.name).as_deref(), Some("app"));
+    let missing = daemon
+        .block_on(client.container_status("0000000000000000"))
+        .expect_err("no such container");
+    match &missing {
+        CriError::Call { call, status, .. } => {
+            assert_eq!(
+                (*call, status.code()),
+                ("ContainerStatus", tonic::Code::NotFound)
+            );
+        }
+        other => panic!("not a call error: {other}"),
+    }
 
     // The inventory's own runtime, as in the exporter: it outlives the daemon.
     let runtime = tokio::runtime::Builder::new_multi_thread()
