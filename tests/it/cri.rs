@@ -3,6 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use proclens_cgroup::files::FileCache;
+use proclens_cgroup::{CgroupKind, Collector, Discovery, HostPaths};
 use proclens_cri::api::ContainerState;
 use proclens_cri::{ContainerLabels, CriClient, CriError, Inventory, PodLabels};
 use proclens_tests::rig::{self, ContainerSpec, ContainerdDaemon, PodSpec, BUSYBOX_IMAGE};
@@ -43,19 +45,9 @@ fn refreshed(inventory: &Inventory, n: u64) -> Result<()> {
 fn inventory_follows_real_containerd_pods_and_containers() -> Result<()> {
     rig::preflight()?;
     let daemon = ContainerdDaemon::start()?;
-    let uid = format!("{}-uid", rig::unique_name());
-    let pod = PodSpec {
-        name: "web-0".into(),
-        namespace: "shop".into(),
-        uid: uid.clone(),
-        // What the kubelet puts on a sandbox.
-        labels: labels(&[
-            ("app", "web"),
-            ("io.kubernetes.pod.name", "web-0"),
-            ("io.kubernetes.pod.namespace", "shop"),
-            ("io.kubernetes.pod.uid", &uid),
-        ]),
-    };
+    // What the kubelet puts on a sandbox.
+    let pod = PodSpec::kubelet("shop", "web-0", &[("app", "web")]);
+    let uid = pod.uid.clone();
     let sandbox = daemon.run_pod(&pod)?;
     let app = daemon.start_container(
         &sandbox,
@@ -71,7 +63,7 @@ fn inventory_follows_real_containerd_pods_and_containers() -> Result<()> {
     )?;
     // The container's cgroup is <parent>/<id>: the id is how the exporter looks it up.
     let app_cgroup = daemon
-        .container_cgroup("memory", &app)
+        .container_cgroup("memory", &pod, &app)
         .context("no memory hierarchy")?;
     let procs = std::fs::read_to_string(app_cgroup.join("cgroup.procs"))
         .with_context(|| format!("read {}/cgroup.procs", app_cgroup.display()))?;
@@ -179,6 +171,38 @@ fn inventory_follows_real_containerd_pods_and_containers() -> Result<()> {
         before + 1,
         "one refresh per new id, not per lookup"
     );
+
+    // The exporter's join: every cgroup the collector lists under the rig's cgroup, labelled
+    // through the inventory by what its path says (pod uid or container id).
+    let collector = Collector::discover(HostPaths::default(), FileCache::new(16))?;
+    let discovery = Discovery {
+        roots: vec![daemon.cgroup_root()],
+        ..Discovery::default()
+    };
+    let mut joined = Vec::new();
+    for found in collector.list(&discovery)? {
+        let labels = match &found.kind {
+            CgroupKind::KubePod { uid } => inventory
+                .lookup_pod(uid)
+                .map(|p| (p.pod.clone(), String::new())),
+            CgroupKind::KubeContainer { id, .. } => inventory
+                .lookup(id)
+                .map(|c| (c.pod.clone(), c.container.clone())),
+            _ => None,
+        };
+        joined.push((found.path, labels));
+    }
+    let pod_path = daemon.pod_cgroup(&pod);
+    let web = |container: &str| Some(("web-0".to_string(), container.to_string()));
+    let mut expected = vec![
+        (pod_path.clone(), web("")),
+        (format!("{pod_path}/{sandbox}"), web("")),
+        (format!("{pod_path}/{app}"), web("app")),
+        (format!("{pod_path}/{sidecar}"), web("sidecar")),
+    ];
+    expected.sort();
+    joined.sort();
+    assert_eq!(joined, expected);
 
     // A removed container is gone after the next refresh; the rest stays.
     daemon.remove_container(&app)?;

@@ -137,12 +137,7 @@ fn bare_runc_container_boots_and_sees_the_kernel_meminfo() -> Result<()> {
 fn containerd_rig_cleans_up_after_containerd_dies() -> Result<()> {
     rig::preflight()?;
     let mut daemon = rig::ContainerdDaemon::start()?;
-    let pod = rig::PodSpec {
-        name: "orphan".into(),
-        namespace: "rig".into(),
-        uid: format!("{}-uid", rig::unique_name()),
-        labels: Default::default(),
-    };
+    let pod = rig::PodSpec::kubelet("rig", "orphan", &[]);
     let sandbox = daemon.run_pod(&pod)?;
     let ctr = daemon.start_container(
         &sandbox,
@@ -153,7 +148,7 @@ fn containerd_rig_cleans_up_after_containerd_dies() -> Result<()> {
         },
     )?;
     let cgroup = daemon
-        .container_cgroup("memory", &ctr)
+        .container_cgroup("memory", &pod, &ctr)
         .context("no memory hierarchy")?;
     let procs = std::fs::read_to_string(cgroup.join("cgroup.procs"))?;
     let pids: Vec<u32> = procs.lines().filter_map(|l| l.parse().ok()).collect();

@@ -16,8 +16,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use proclens_cri::api::{
@@ -92,8 +93,10 @@ pub struct ContainerSpec {
 /// bridge plus host-local conflist on a subnet and bridge name unique to the daemon), with
 /// [`PAUSE_IMAGE`] and [`BUSYBOX_IMAGE`] imported in the `k8s.io` namespace.
 ///
-/// Pods get a test-owned cgroup as their cgroup parent ([`Self::cgroup_parent`]), so a
-/// container's v1 cgroup is `<hierarchy>/<parent>/<container id>` ([`Self::container_cgroup`]).
+/// Pods get a cgroup parent under a test-owned cgroup, laid out as the kubelet's cgroupfs driver
+/// lays out a pod's ([`Self::pod_cgroup`]: `<rig cgroup>/kubepods/besteffort/pod<uid>`), so a
+/// container's cgroup is `<pod cgroup>/<container id>` ([`Self::container_cgroup`]) and the
+/// collector classifies both as Kubernetes would have them.
 ///
 /// `Drop` stops and removes every pod sandbox and container through CRI (which tears down their
 /// network namespaces and CNI state), stops containerd, kills any shim or container process of
@@ -128,6 +131,47 @@ struct HostBefore {
     run_entries: BTreeSet<PathBuf>,
     cni_cache_existed: bool,
     ip_forward: Option<String>,
+}
+
+impl PodSpec {
+    /// Pod `namespace/name` with a fresh UID and the labels the kubelet puts on a sandbox
+    /// (`io.kubernetes.pod.{name,namespace,uid}`) plus `extra`.
+    pub fn kubelet(namespace: &str, name: &str, extra: &[(&str, &str)]) -> Self {
+        let uid = unique_uid();
+        let mut labels: HashMap<String, String> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        for (key, value) in [
+            ("io.kubernetes.pod.name", name),
+            ("io.kubernetes.pod.namespace", namespace),
+            ("io.kubernetes.pod.uid", uid.as_str()),
+        ] {
+            labels.insert(key.to_string(), value.to_string());
+        }
+        PodSpec {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            uid,
+            labels,
+        }
+    }
+}
+
+/// A pod UID shaped like the kubelet's (a version 4 UUID, `8-4-4-4-12` hex digits), unique to
+/// this test process and call: the pid, a counter and the clock.
+pub fn unique_uid() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() & 0xffff_ffff_ffff);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8000-{nanos:012x}",
+        std::process::id(),
+        n & 0xffff,
+        (n >> 16) & 0xfff
+    )
 }
 
 impl ContainerdDaemon {
@@ -235,15 +279,29 @@ impl ContainerdDaemon {
         self.stderr.text()
     }
 
-    /// The cgroup parent of every pod (`/proclens-test-<pid>-<n>`, cgroupfs style).
-    pub fn cgroup_parent(&self) -> String {
+    /// The rig's cgroup, under which every pod's cgroup is made (`/proclens-test-<pid>-<n>`,
+    /// cgroupfs style, from the hierarchy root).
+    pub fn cgroup_root(&self) -> String {
         format!("/{}", self.cgroup.name())
     }
 
-    /// The v1 cgroup directory of container (or sandbox) `id` in the hierarchy of `controller`
-    /// (`<mount>/<parent>/<id>`), whether or not it exists yet.
-    pub fn container_cgroup(&self, controller: &str, id: &str) -> Option<PathBuf> {
-        self.cgroup.dir(controller).map(|d| d.join(id))
+    /// The cgroup parent of `pod`'s sandbox and containers, named as the kubelet's cgroupfs
+    /// driver names a BestEffort pod's, under [`Self::cgroup_root`]:
+    /// `<root>/kubepods/besteffort/pod<uid>`. A container's cgroup is `<that>/<container id>`.
+    pub fn pod_cgroup(&self, pod: &PodSpec) -> String {
+        format!("{}/kubepods/besteffort/pod{}", self.cgroup_root(), pod.uid)
+    }
+
+    /// The cgroup directory of container (or sandbox) `id` of `pod` in the (v1) hierarchy of
+    /// `controller`, or on v2 in the unified one, whether or not it exists yet.
+    pub fn container_cgroup(&self, controller: &str, pod: &PodSpec, id: &str) -> Option<PathBuf> {
+        let relative = self.pod_cgroup(pod);
+        let below_root = relative
+            .strip_prefix(&self.cgroup_root())?
+            .trim_start_matches('/');
+        self.cgroup
+            .dir(controller)
+            .map(|d| d.join(below_root).join(id))
     }
 
     /// Runs a pod sandbox for `pod` (`RunPodSandbox`: the pause image, the rig's CNI network,
@@ -262,7 +320,7 @@ impl ContainerdDaemon {
             log_directory: logs.to_string_lossy().into_owned(),
             labels: pod.labels.clone(),
             linux: Some(LinuxPodSandboxConfig {
-                cgroup_parent: self.cgroup_parent(),
+                cgroup_parent: self.pod_cgroup(pod),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(NamespaceOption {
                         network: NamespaceMode::Pod as i32,
@@ -297,7 +355,7 @@ impl ContainerdDaemon {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone(), config);
-        let netns = self.netns_of(&id)?;
+        let netns = self.netns_of(pod, &id)?;
         self.ran
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -311,13 +369,13 @@ impl ContainerdDaemon {
     /// The bind mount of sandbox `id`'s network namespace (under the CRI plugin's state
     /// directory, not `/var/run/netns`: `netns_mounts_under_state_dir`), found by the namespace
     /// inode of its pause process.
-    fn netns_of(&self, id: &str) -> Result<PathBuf> {
+    fn netns_of(&self, pod: &PodSpec, id: &str) -> Result<PathBuf> {
         let netns_dir = self
             .dir
             .path()
             .join("state/io.containerd.grpc.v1.cri/netns");
         let procs = self
-            .container_cgroup("memory", id)
+            .container_cgroup("memory", pod, id)
             .context("no memory hierarchy")?
             .join("cgroup.procs");
         let text =

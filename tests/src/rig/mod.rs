@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 
 pub use cgroup::{hierarchies, root_procs_files, Hierarchy, TempCgroup, TempCgroupBuilder};
 pub use containerd::{
-    shims_serving, ContainerSpec, ContainerdDaemon, PodSpec, BUSYBOX_IMAGE, PAUSE_IMAGE,
+    shims_serving, unique_uid, ContainerSpec, ContainerdDaemon, PodSpec, BUSYBOX_IMAGE, PAUSE_IMAGE,
 };
 pub use fused::{FusedDaemon, MountDir};
 pub use lxcfs::LxcfsDaemon;
