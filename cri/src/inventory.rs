@@ -167,10 +167,11 @@ impl Drop for TaskGuard {
 }
 
 impl Inventory {
-    /// Starts the refresh task for the runtime at `socket`, refreshing every `interval` (and
-    /// right away). Returns at once: the inventory is empty until the first refresh ends (use
-    /// [`Self::refresh`] to wait for one). Fails only outside a tokio runtime.
+    /// Starts the refresh task for the runtime at `socket`, refreshing every `interval` (at
+    /// least a second; and right away). Returns at once: the inventory is empty until the first
+    /// refresh ends (use [`Self::refresh`] to wait for one). Fails only outside a tokio runtime.
     pub fn start(socket: &Path, interval: Duration) -> Result<Inventory, CriError> {
+        let interval = interval.max(MISS_REFRESH_GAP);
         let handle = tokio::runtime::Handle::try_current().map_err(|_| CriError::NoRuntime)?;
         let shared = Arc::new(Shared::new(socket));
         let task = handle.spawn(refresh_loop(Arc::clone(&shared), interval));

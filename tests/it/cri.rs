@@ -23,10 +23,11 @@ fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
-/// `sleep 3600` in busybox, with `labels`.
-fn sleeper(name: &str, labels: HashMap<String, String>) -> ContainerSpec {
+/// `sleep 3600` in `image`, with `labels`.
+fn sleeper(name: &str, image: &str, labels: HashMap<String, String>) -> ContainerSpec {
     ContainerSpec {
         name: name.to_string(),
+        image: image.to_string(),
         labels,
         command: vec!["sleep".into(), "3600".into()],
     }
@@ -53,6 +54,7 @@ fn inventory_follows_real_containerd_pods_and_containers() -> Result<()> {
         &sandbox,
         &sleeper(
             "app",
+            BUSYBOX_IMAGE,
             labels(&[
                 ("io.kubernetes.container.name", "app"),
                 ("io.kubernetes.pod.name", "web-0"),
@@ -144,10 +146,14 @@ fn inventory_follows_real_containerd_pods_and_containers() -> Result<()> {
     );
     assert_eq!(inventory.snapshot().len(), 2);
 
-    // A container started after the refresh, without kubelet labels: the first lookup misses,
-    // and that miss alone brings one refresh that finds it (names from the CRI metadata and
-    // the sandbox's labels).
-    let sidecar = daemon.start_container(&sandbox, &sleeper("sidecar", HashMap::new()))?;
+    // A container started after the refresh, without kubelet labels and by image id (as the
+    // kubelet creates containers): the first lookup misses, and that miss alone brings one
+    // refresh that finds it (names from the CRI metadata and the sandbox's labels, the image's
+    // name from ListImages).
+    let image_id = daemon.image_id(BUSYBOX_IMAGE)?;
+    ensure!(image_id.starts_with("sha256:"), "image id {image_id}");
+    let sidecar =
+        daemon.start_container(&sandbox, &sleeper("sidecar", &image_id, HashMap::new()))?;
     let before = inventory.refreshes();
     assert!(inventory.lookup(&sidecar).is_none());
     let found = rig::poll(

@@ -143,6 +143,7 @@ fn containerd_rig_cleans_up_after_containerd_dies() -> Result<()> {
         &sandbox,
         &rig::ContainerSpec {
             name: "sleeper".into(),
+            image: rig::BUSYBOX_IMAGE.into(),
             labels: Default::default(),
             command: vec!["sleep".into(), "3600".into()],
         },

@@ -22,10 +22,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use proclens_cri::api::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxContainerConfig,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, ImageStatusRequest,
+    LinuxContainerConfig, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use proclens_cri::CriClient;
 use tempfile::TempDir;
@@ -78,14 +79,17 @@ pub struct PodSpec {
     pub labels: HashMap<String, String>,
 }
 
-/// A container to create in a pod: its CRI metadata name, labels and command.
+/// A container to create in a pod: its CRI metadata name, image, labels and command.
 #[derive(Clone, Debug)]
 pub struct ContainerSpec {
     /// Container name (container metadata `name`).
     pub name: String,
+    /// The image spec: [`BUSYBOX_IMAGE`], or its id (`sha256:…`, from
+    /// [`ContainerdDaemon::image_id`]) as the kubelet passes it.
+    pub image: String,
     /// Container labels.
     pub labels: HashMap<String, String>,
-    /// The command, run in [`BUSYBOX_IMAGE`], e.g. `["sleep", "3600"]`.
+    /// The command, e.g. `["sleep", "3600"]`.
     pub command: Vec<String>,
 }
 
@@ -430,8 +434,25 @@ impl ContainerdDaemon {
         &self.bridge
     }
 
-    /// Creates and starts a container of [`BUSYBOX_IMAGE`] in sandbox `sandbox_id` (run by
-    /// [`Self::run_pod`]) and returns its id.
+    /// The id of image `name` (`ImageStatus`), e.g. `sha256:…` for [`BUSYBOX_IMAGE`].
+    pub fn image_id(&self, name: &str) -> Result<String> {
+        let request = ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: name.to_string(),
+                ..ImageSpec::default()
+            }),
+            verbose: false,
+        };
+        self.block_on(self.client.image().image_status(request))
+            .map_err(|s| self.client.call_error("ImageStatus", s))?
+            .into_inner()
+            .image
+            .map(|i| i.id)
+            .with_context(|| format!("no image {name}"))
+    }
+
+    /// Creates and starts container `spec` in sandbox `sandbox_id` (run by [`Self::run_pod`])
+    /// and returns its id.
     pub fn start_container(&self, sandbox_id: &str, spec: &ContainerSpec) -> Result<String> {
         let sandbox_config = self
             .pods
@@ -446,7 +467,7 @@ impl ContainerdDaemon {
                 attempt: 0,
             }),
             image: Some(ImageSpec {
-                image: BUSYBOX_IMAGE.to_string(),
+                image: spec.image.clone(),
                 ..ImageSpec::default()
             }),
             command: spec.command.clone(),
