@@ -544,3 +544,92 @@ mod tests {
         dir
     }
 }
+
+/// Tests on what containerd 1.6.20 answered for a kubelet-like pod, recorded by the integration
+/// test `cri::record_fixtures`: container `app` created by image id with the kubelet's labels,
+/// container `by-name` created by image name with no labels.
+#[cfg(test)]
+mod recorded {
+    use super::*;
+    use k8s_cri::v1::PodSandboxState;
+
+    /// The recorded lists, parsed.
+    fn recorded() -> (Vec<Container>, Vec<PodSandbox>, Vec<Image>) {
+        let containers = serde_json::from_str(include_str!(
+            "../fixtures/containerd-1.6.20/list_containers.json"
+        ));
+        let sandboxes = serde_json::from_str(include_str!(
+            "../fixtures/containerd-1.6.20/list_sandboxes.json"
+        ));
+        let images = serde_json::from_str(include_str!(
+            "../fixtures/containerd-1.6.20/list_images.json"
+        ));
+        (
+            containers.expect("list_containers.json parses"),
+            sandboxes.expect("list_sandboxes.json parses"),
+            images.expect("list_images.json parses"),
+        )
+    }
+
+    #[test]
+    fn containerd_lists_kubelet_containers_by_image_id_and_they_get_the_tag() {
+        let (containers, sandboxes, images) = recorded();
+        let app = containers
+            .iter()
+            .find(|c| c.metadata.as_ref().is_some_and(|m| m.name == "app"))
+            .expect("app recorded");
+        // What makes ListImages necessary: containerd 1.6 lists the id as the image.
+        assert!(app
+            .image
+            .as_ref()
+            .is_some_and(|i| i.image.starts_with("sha256:")));
+        let sandbox = &sandboxes[0];
+        assert_eq!(sandbox.state, PodSandboxState::SandboxReady as i32);
+        let snap = Snapshot::build(&containers, &sandboxes, &images);
+        assert_eq!(
+            snap.get(&app.id).map(|l| (**l).clone()),
+            Some(ContainerLabels {
+                name: app.id.clone(),
+                image: "docker.io/proclens/busybox:1".into(),
+                namespace: "shop".into(),
+                pod: "web-0".into(),
+                container: "app".into(),
+                sandbox_id: sandbox.id.clone(),
+            })
+        );
+    }
+
+    #[test]
+    fn recorded_unlabelled_container_and_sandbox_map_from_metadata_and_sandbox_labels() {
+        let (containers, sandboxes, images) = recorded();
+        let snap = Snapshot::build(&containers, &sandboxes, &images);
+        assert_eq!(snap.len(), 3);
+        let by_name = containers
+            .iter()
+            .find(|c| c.labels.is_empty())
+            .expect("by-name recorded");
+        let labels = snap.get(&by_name.id).expect("listed");
+        assert_eq!(
+            (
+                labels.image.as_str(),
+                labels.namespace.as_str(),
+                labels.pod.as_str(),
+                labels.container.as_str()
+            ),
+            ("docker.io/proclens/busybox:1", "shop", "web-0", "by-name")
+        );
+        let sandbox = &sandboxes[0];
+        let uid = &sandbox.metadata.as_ref().expect("metadata").uid;
+        let pod = snap.pod(uid).expect("pod by uid");
+        assert_eq!(
+            (
+                pod.namespace.as_str(),
+                pod.pod.as_str(),
+                pod.sandbox_id.as_str()
+            ),
+            ("shop", "web-0", sandbox.id.as_str())
+        );
+        let pause = snap.get(&sandbox.id).expect("sandbox listed");
+        assert_eq!((pause.container.as_str(), pause.image.as_str()), ("", ""));
+    }
+}

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,5 +263,67 @@ fn absent_socket_gives_an_empty_inventory_and_a_clear_error() -> Result<()> {
     assert!(inventory.lookup("0123456789abcdef").is_none());
     assert!(inventory.lookup_pod("some-uid").is_none());
     assert!(inventory.snapshot().is_empty());
+    Ok(())
+}
+
+/// Records what containerd answers for a kubelet-like pod (one container created by image name,
+/// one by image id, as the kubelet does) as the JSON fixtures of proclens-cri's unit tests:
+/// `ListContainers`, `ListPodSandbox` and `ListImages`. Run it to re-record (after a containerd
+/// upgrade, say) and commit the result:
+/// `cargo test -p proclens-tests --test integration -- --ignored cri::record_fixtures`.
+#[test]
+#[ignore = "writes cri/fixtures; run by hand to re-record"]
+fn record_fixtures() -> Result<()> {
+    rig::preflight()?;
+    let daemon = ContainerdDaemon::start()?;
+    let pod = PodSpec::kubelet("shop", "web-0", &[("app", "web")]);
+    let sandbox = daemon.run_pod(&pod)?;
+    let kubelet_labels = |container: &str| {
+        labels(&[
+            ("io.kubernetes.container.name", container),
+            ("io.kubernetes.pod.name", "web-0"),
+            ("io.kubernetes.pod.namespace", "shop"),
+            ("io.kubernetes.pod.uid", &pod.uid),
+        ])
+    };
+    let image_id = daemon.image_id(BUSYBOX_IMAGE)?;
+    daemon.start_container(&sandbox, &sleeper("app", &image_id, kubelet_labels("app")))?;
+    daemon.start_container(&sandbox, &sleeper("by-name", BUSYBOX_IMAGE, HashMap::new()))?;
+    let client = daemon.client();
+    let version = daemon.block_on(client.version())?;
+    let (containers, sandboxes, images) = daemon.block_on(async {
+        tokio::try_join!(
+            client.list_containers(),
+            client.list_sandboxes(),
+            client.list_images()
+        )
+    })?;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cri/fixtures")
+        // Debian's version is 1.6.20~ds1: the upstream part names the directory.
+        .join(format!(
+            "containerd-{}",
+            version
+                .runtime_version
+                .split('~')
+                .next()
+                .unwrap_or_default()
+        ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    for (file, json) in [
+        (
+            "list_containers.json",
+            serde_json::to_string_pretty(&containers)?,
+        ),
+        (
+            "list_sandboxes.json",
+            serde_json::to_string_pretty(&sandboxes)?,
+        ),
+        ("list_images.json", serde_json::to_string_pretty(&images)?),
+    ] {
+        std::fs::write(dir.join(file), json + "\n")
+            .with_context(|| format!("write {}/{file}", dir.display()))?;
+    }
+    eprintln!("recorded {}", dir.display());
     Ok(())
 }
