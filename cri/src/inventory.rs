@@ -100,11 +100,11 @@ impl Snapshot {
 /// cgroups with, without a CRI call per container or per scrape.
 ///
 /// A background tokio task refreshes it (`ListContainers`, `ListPodSandbox` and `ListImages`,
-/// three calls) every interval, and soon after a lookup misses an id or pod uid it does not hold
-/// (at most one such refresh per second; one key asks again only after a refresh that still
-/// did not find it, at most three times). Each refresh replaces the whole map, so it holds only what the
-/// runtime lists now. When the socket is absent or refuses, the inventory is empty, says so once
-/// in the log, and tries to connect again at each refresh.
+/// three calls) every interval, and soon after a lookup misses an id or pod uid it does not
+/// hold (at most one such refresh per second; one key asks again only after a refresh that
+/// still did not find it, at most three times). Each refresh replaces the whole map, so it
+/// holds only what the runtime lists now. When the socket is absent or refuses, the inventory
+/// is empty, says so once in the log, and tries to connect again at each refresh.
 ///
 /// Cheap to clone; the task stops when the last clone is dropped.
 #[derive(Clone, Debug)]
@@ -291,7 +291,10 @@ impl Shared {
         match &result {
             Ok(snapshot) => {
                 if conn.failing {
-                    tracing::info!(socket = %self.socket.display(), "CRI runtime answers again; container labels are back");
+                    tracing::info!(
+                        socket = %self.socket.display(),
+                        "CRI runtime answers again; container labels are back"
+                    );
                 }
                 conn.failing = false;
                 self.connected.store(true, Ordering::Release);

@@ -185,7 +185,8 @@ impl ImageNames {
 }
 
 /// True for an image reference by name (`busybox`, `docker.io/library/nginx:1.25`), false for
-/// an empty string, an image id (`sha256:…`, or 64 hex digits) or a digest reference (`…@sha256:…`).
+/// an empty string, an image id (`sha256:…`, or 64 hex digits) or a digest reference
+/// (`…@sha256:…`).
 fn is_tagged_name(s: &str) -> bool {
     let is_hex_id = s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
     !s.is_empty() && !s.contains('@') && !s.starts_with("sha256:") && !is_hex_id

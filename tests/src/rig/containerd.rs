@@ -184,7 +184,10 @@ impl ContainerdDaemon {
     pub fn start() -> Result<Self> {
         for tool in ["/usr/bin/containerd", "/usr/bin/ctr"] {
             if !Path::new(tool).is_file() {
-                bail!("{tool} is missing: the containerd rig needs containerd 1.6 (apt-get install containerd)");
+                bail!(
+                    "{tool} is missing: the containerd rig needs containerd 1.6 \
+                     (apt-get install containerd)"
+                );
             }
         }
         let host = HostBefore {

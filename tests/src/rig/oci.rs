@@ -84,7 +84,10 @@ impl ImageFile {
 /// `/bin/sh`, `/bin/sleep` and a few more applets linked to it, plus an empty `/tmp`.
 pub fn busybox_files() -> Result<Vec<ImageFile>> {
     if !Path::new(BUSYBOX).is_file() {
-        bail!("{BUSYBOX} is missing: the containerd rig needs busybox-static (apt-get install busybox-static)");
+        bail!(
+            "{BUSYBOX} is missing: the containerd rig needs busybox-static \
+             (apt-get install busybox-static)"
+        );
     }
     let mut files = vec![
         ImageFile::Copy {
