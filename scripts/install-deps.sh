@@ -22,6 +22,7 @@ packages=(
   libc6-dev        # its headers and static libc
   containerd       # CRI labels for the exporter, the control plane's backend
   containernetworking-plugins  # CNI bridge for the containerd rig's pods
+  iproute2         # ip link delete: the containerd rig removes its CNI bridge
   protobuf-compiler  # protoc: the CRI and remote_write protos compile at build time
   prometheus       # a real Prometheus scrapes the exporter and receives its remote_write
 )

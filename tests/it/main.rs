@@ -11,6 +11,8 @@ mod collector;
 mod churn;
 // The daemon's command line, start-up, mount options and shutdown.
 mod cli;
+// The CRI client and inventory against a real containerd (tests/src/rig/containerd.rs).
+mod cri;
 // Real tools (free, top, vmstat, getconf, python, node, lscpu) inside runc containers.
 mod container;
 // proclens-exporter scraped by a real Prometheus: memory, CPU, throttling, formats.

@@ -132,3 +132,66 @@ fn bare_runc_container_boots_and_sees_the_kernel_meminfo() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn containerd_rig_cleans_up_after_containerd_dies() -> Result<()> {
+    rig::preflight()?;
+    let mut daemon = rig::ContainerdDaemon::start()?;
+    let pod = rig::PodSpec::kubelet("rig", "orphan", &[]);
+    let sandbox = daemon.run_pod(&pod)?;
+    let ctr = daemon.start_container(
+        &sandbox,
+        &rig::ContainerSpec {
+            name: "sleeper".into(),
+            image: rig::BUSYBOX_IMAGE.into(),
+            labels: Default::default(),
+            command: vec!["sleep".into(), "3600".into()],
+        },
+    )?;
+    let cgroup = daemon
+        .container_cgroup("memory", &pod, &ctr)
+        .context("no memory hierarchy")?;
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs"))?;
+    let pids: Vec<u32> = procs.lines().filter_map(|l| l.parse().ok()).collect();
+    ensure!(!pids.is_empty(), "no task in {}", cgroup.display());
+    let netns = daemon.netns_paths();
+    ensure!(netns.len() == 1, "netns of the pod: {netns:?}");
+    let (dir, bridge) = (daemon.dir().to_path_buf(), daemon.bridge().to_string());
+    let socket = daemon.socket().to_path_buf();
+    ensure!(!rig::shims_serving(&socket).is_empty(), "no shim found");
+    ensure!(
+        std::path::Path::new("/sys/class/net")
+            .join(&bridge)
+            .exists(),
+        "no bridge {bridge}"
+    );
+    // containerd dies: CRI can no longer clean up, the rig must.
+    daemon.kill_containerd()?;
+    drop(daemon);
+    for pid in pids {
+        ensure!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))?.contains(") Z "),
+            "container process {pid} survived"
+        );
+    }
+    let shims = rig::shims_serving(&socket);
+    ensure!(shims.is_empty(), "shims left running: {shims:?}");
+    ensure!(!cgroup.exists(), "{} left behind", cgroup.display());
+    ensure!(!netns[0].exists(), "{} left behind", netns[0].display());
+    ensure!(
+        !std::path::Path::new("/sys/class/net")
+            .join(&bridge)
+            .exists(),
+        "bridge {bridge} left behind"
+    );
+    let mounts = rig::mountinfo::mounts()?;
+    let left: Vec<_> = mounts
+        .iter()
+        .filter(|m| m.mountpoint.starts_with(&dir))
+        .map(|m| m.mountpoint.display().to_string())
+        .collect();
+    ensure!(left.is_empty(), "mounts left behind: {left:?}");
+    ensure!(!dir.exists(), "{} left behind", dir.display());
+    Ok(())
+}

@@ -9,13 +9,21 @@ use anyhow::{Context, Result};
 use proclens_tests::rig::vm::{self, V2Vm, VmProgram};
 
 /// Tests of this suite that do not run in the VM (libtest `--skip` filters), and why.
-const NOT_IN_VM: [(&str, &str); 4] = [
+const NOT_IN_VM: [(&str, &str); 6] = [
     ("vm::", "the VM stage itself (no VM inside the VM)"),
     (
         "container::",
         "runc and the container tools are not in the VM",
     ),
     ("rig::bare_runc_container", "runc is not in the VM"),
+    (
+        "cri::inventory_follows_real_containerd",
+        "containerd, runc and the CNI plugins are not in the VM",
+    ),
+    (
+        "rig::containerd_",
+        "containerd, runc and the CNI plugins are not in the VM",
+    ),
     (
         "packaging::",
         "systemd-analyze is not in the VM, and the unit file does not depend on the cgroup version",

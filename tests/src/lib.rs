@@ -7,6 +7,10 @@
 //! into the few numbers a test asserts on. [`rig::RuncContainer`] runs real tools (`free`, `top`,
 //! `lscpu`, …) inside an OCI container whose `/proc` files are bind-mounted from the daemon.
 //!
+//! [`rig::ContainerdDaemon`] runs a real containerd with its CRI plugin (images built by
+//! [`rig::oci`]) for the tests of `proclens-cri`: pods and containers are started through that
+//! crate's client.
+//!
 //! The probe reader is the `proclens-probe` binary of this crate (`src/bin/proclens-probe.rs`).
 //!
 //! The benchmark (`perf/`, binary `proclens-bench`, run by `scripts/bench.sh`) uses the same

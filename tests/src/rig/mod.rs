@@ -5,9 +5,11 @@
 //! containers. Every guard undoes what it created in `Drop`.
 
 mod cgroup;
+mod containerd;
 mod fused;
 pub mod lxcfs;
 pub mod mountinfo;
+pub mod oci;
 mod peers;
 mod probe;
 pub mod process;
@@ -22,6 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub use cgroup::{hierarchies, root_procs_files, Hierarchy, TempCgroup, TempCgroupBuilder};
+pub use containerd::{
+    shims_serving, unique_uid, ContainerSpec, ContainerdDaemon, PodSpec, BUSYBOX_IMAGE, PAUSE_IMAGE,
+};
 pub use fused::{FusedDaemon, MountDir};
 pub use lxcfs::LxcfsDaemon;
 pub use peers::{BindMount, FloorDaemon};
