@@ -9,6 +9,7 @@ mod fused;
 pub mod lxcfs;
 pub mod mountinfo;
 mod peers;
+pub mod pki;
 mod probe;
 pub mod process;
 pub mod prometheus;
@@ -25,8 +26,9 @@ pub use cgroup::{hierarchies, root_procs_files, Hierarchy, TempCgroup, TempCgrou
 pub use fused::{FusedDaemon, MountDir};
 pub use lxcfs::LxcfsDaemon;
 pub use peers::{BindMount, FloorDaemon};
+pub use pki::TestPki;
 pub use probe::{Handle, LoopProgress, LoopReport, PidNs, Probe, ProbeError, ProbeOptions};
-pub use prometheus::{ExporterDaemon, PrometheusOptions, PrometheusServer, Sample};
+pub use prometheus::{ExporterDaemon, PrometheusOptions, PrometheusServer, Sample, WebAccess};
 pub use runc::RuncContainer;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
