@@ -103,7 +103,10 @@ impl BasicAuth {
 
     /// Entries in the cache of verified credentials.
     pub fn cached(&self) -> usize {
-        self.verified.lock().map_or(0, |v| v.len())
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     fn is_cached(&self, user: &str, password: &str) -> bool {
