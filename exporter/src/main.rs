@@ -112,7 +112,7 @@ async fn serve(exporter: Arc<Exporter>, listen: String, web: Web) -> Result<()> 
     tracing::info!(
         %address,
         tls = web.tls.is_some(),
-        basic_auth_or_headers = web.guard.is_some(),
+        basic_auth = web.guard.as_ref().is_some_and(Guard::requires_auth),
         "serving /metrics"
     );
     // Ready once the socket accepts; a failure to notify (no systemd) is not an error.

@@ -67,6 +67,11 @@ impl Guard {
         }
     }
 
+    /// Whether requests need basic-auth credentials.
+    pub fn requires_auth(&self) -> bool {
+        self.auth.is_some()
+    }
+
     /// `router` with every route (and the fallback) behind this guard.
     pub fn protect(self, router: Router) -> Router {
         router.layer(axum::middleware::from_fn_with_state(
