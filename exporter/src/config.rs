@@ -3,7 +3,7 @@
 
 use proclens_cgroup::Discovery;
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Where the exporter listens when neither `--listen` nor the file says.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9639";
@@ -20,6 +20,9 @@ pub struct Config {
     pub listen: Option<String>,
     /// Descriptors of cgroup files kept open (0: open every file for every read).
     pub open_files: Option<usize>,
+    /// Web configuration file (exporter-toolkit format: TLS, basic auth, headers);
+    /// `--web.config.file` wins. A relative path is taken from the working directory.
+    pub web_config: Option<PathBuf>,
     /// Where to look for containers.
     pub discovery: DiscoveryConfig,
     /// Which families to write.
@@ -146,12 +149,13 @@ mod tests {
     #[test]
     fn full_file() {
         let config = Config::parse(
-            "listen = \"127.0.0.1:1234\"\nopen_files = 0\n[discovery]\nroots = [\"/kubepods\"]\nmax_depth = 3\n\
+            "listen = \"127.0.0.1:1234\"\nopen_files = 0\nweb_config = \"/etc/web.yml\"\n[discovery]\nroots = [\"/kubepods\"]\nmax_depth = 3\n\
              [metrics]\ndeny = [\"container_network_*\"]\n",
         )
         .unwrap();
         assert_eq!(config.listen.as_deref(), Some("127.0.0.1:1234"));
         assert_eq!(config.open_files, Some(0));
+        assert_eq!(config.web_config, Some(PathBuf::from("/etc/web.yml")));
         assert_eq!(config.discovery.roots, ["/kubepods"]);
         assert_eq!(config.discovery.max_depth, 3);
         assert_eq!(config.metrics.deny, ["container_network_*"]);

@@ -4,7 +4,8 @@
 //! Flow: [`scrape::Exporter::scrape`] lists the containers ([`proclens_cgroup::Collector::list`]),
 //! reads each one's [`proclens_cgroup::ContainerSnapshot`] with only the parts the enabled
 //! [`families`] need, and writes every family through the [`encode::Encoder`] in the format the
-//! scraper asked for. [`server`] serves it over HTTP.
+//! scraper asked for. [`server`] serves it over HTTP; [`web`] adds what an operator's web config
+//! file asks for (TLS, basic auth, headers).
 
 pub mod config;
 pub mod encode;
@@ -12,3 +13,4 @@ pub mod families;
 pub mod filter;
 pub mod scrape;
 pub mod server;
+pub mod web;

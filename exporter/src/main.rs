@@ -7,7 +7,9 @@ use proclens_cgroup::{Collector, HostPaths};
 use proclens_exporter::config::{Config, DEFAULT_LISTEN, DEFAULT_OPEN_FILES};
 use proclens_exporter::filter::MetricFilter;
 use proclens_exporter::scrape::{Exporter, NoRuntime};
-use std::path::PathBuf;
+use proclens_exporter::web::config::WebConfig;
+use proclens_exporter::web::{tls, Guard};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Prometheus metrics for every container on this host, read from cgroups at scrape time.
@@ -21,6 +23,44 @@ struct Args {
     /// Configuration file (TOML); without it every default applies.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Web configuration file in the Prometheus exporter-toolkit's format (TLS, basic auth,
+    /// headers) [default: the config file's `web_config`; without either, plain HTTP].
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
+}
+
+/// How the routes are served, as the web configuration asks.
+struct Web {
+    guard: Option<Guard>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    http2: bool,
+}
+
+impl Web {
+    /// Reads and checks the web configuration file, certificates included, so that a bad file
+    /// stops the exporter at start-up rather than at the first scrape.
+    fn load(path: Option<&Path>) -> Result<Web> {
+        let Some(path) = path else {
+            return Ok(Web {
+                guard: None,
+                tls: None,
+                http2: false,
+            });
+        };
+        let config = WebConfig::load(path)?;
+        let tls = match &config.tls {
+            Some(settings) => Some(
+                tls::server_config(settings, config.http2)
+                    .with_context(|| format!("web config {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Web {
+            guard: Some(Guard::new(&config)),
+            tls,
+            http2: config.http2,
+        })
+    }
 }
 
 fn main() -> Result<()> {
@@ -41,6 +81,11 @@ fn main() -> Result<()> {
         .clone()
         .or_else(|| config.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let web = Web::load(
+        args.web_config_file
+            .as_deref()
+            .or(config.web_config.as_deref()),
+    )?;
     let files = FileCache::new(open_files(config.open_files));
     let collector = Collector::discover(HostPaths::default(), files)
         .context("cannot find the host's cgroups")?;
@@ -56,7 +101,7 @@ fn main() -> Result<()> {
         .max_blocking_threads(4)
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(exporter, listen))
+    runtime.block_on(serve(exporter, listen, web))
 }
 
 /// Descriptors to keep for cgroup files: the configured number, else the default capped at half
@@ -94,19 +139,30 @@ fn open_files(configured: Option<usize>) -> usize {
     chosen
 }
 
-async fn serve(exporter: Arc<Exporter>, listen: String) -> Result<()> {
+async fn serve(exporter: Arc<Exporter>, listen: String, web: Web) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr().context("listener has no address")?;
-    tracing::info!(%address, "serving /metrics");
+    tracing::info!(
+        %address,
+        tls = web.tls.is_some(),
+        basic_auth = web.guard.as_ref().is_some_and(Guard::requires_auth),
+        "serving /metrics"
+    );
     // Ready once the socket accepts; a failure to notify (no systemd) is not an error.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let app = proclens_exporter::server::router(exporter);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    let mut app = proclens_exporter::server::router(exporter);
+    if let Some(guard) = web.guard {
+        app = guard.protect(app);
+    }
+    match web.tls {
+        Some(config) => tls::serve(listener, config, app, web.http2, shutdown_signal()).await,
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("server failed")?,
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -37,5 +37,7 @@ mod util;
 mod vm;
 // What a reader in a limited cgroup and its own pid namespace sees in each file.
 mod views;
+// proclens-exporter's web config: TLS, basic auth and headers, scraped by a real Prometheus.
+mod web;
 // The cgroup write path (proclens_cgroup::write) on real v1 and v2 cgroups.
 mod write;

@@ -11,6 +11,7 @@ pub mod lxcfs;
 pub mod mountinfo;
 pub mod oci;
 mod peers;
+pub mod pki;
 mod probe;
 pub mod process;
 pub mod prometheus;
@@ -30,8 +31,9 @@ pub use containerd::{
 pub use fused::{FusedDaemon, MountDir};
 pub use lxcfs::LxcfsDaemon;
 pub use peers::{BindMount, FloorDaemon};
+pub use pki::TestPki;
 pub use probe::{Handle, LoopProgress, LoopReport, PidNs, Probe, ProbeError, ProbeOptions};
-pub use prometheus::{ExporterDaemon, PrometheusOptions, PrometheusServer, Sample};
+pub use prometheus::{ExporterDaemon, PrometheusOptions, PrometheusServer, Sample, WebAccess};
 pub use runc::RuncContainer;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);

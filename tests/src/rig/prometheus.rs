@@ -6,9 +6,12 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use base64::Engine;
+use rustls::pki_types::pem::PemObject;
 use tempfile::TempDir;
 
 use super::process::{self, Captured};
@@ -35,6 +38,8 @@ pub struct HttpResponse {
     pub content_type: String,
     /// The `Content-Encoding` header ("" when none); a gzip body is decoded here.
     pub content_encoding: String,
+    /// Every header, by lowercase name (the last value of a repeated one).
+    pub headers: BTreeMap<String, String>,
     /// The body.
     pub body: String,
 }
@@ -45,6 +50,41 @@ pub fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
         .build();
+    get_with(&agent, url, headers)
+}
+
+/// An HTTPS GET of `url` trusting only the CA certificates in `ca_pem`; otherwise as
+/// [`http_get`].
+pub fn https_get(url: &str, headers: &[(&str, &str)], ca_pem: &str) -> Result<HttpResponse> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.context("parse the CA's PEM")?)
+            .context("trust the CA")?;
+    }
+    // ring, as the exporter and ureq use (deprecated in rustls 0.23.48 only for lacking
+    // post-quantum key exchange, which these tests do not need).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .tls_config(Arc::new(config))
+        .build();
+    get_with(&agent, url, headers)
+}
+
+/// The `Authorization` header value of basic auth with `user` and `password`.
+pub fn basic_auth_header(user: &str, password: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
+fn get_with(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
     let mut request = agent.get(url);
     for (name, value) in headers {
         request = request.set(name, value);
@@ -54,6 +94,11 @@ pub fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
         Err(e) => return Err(e).with_context(|| format!("GET {url}")),
     };
     let header = |name: &str| response.header(name).unwrap_or_default().to_string();
+    let headers = response
+        .headers_names()
+        .into_iter()
+        .map(|name| (name.to_ascii_lowercase(), header(&name)))
+        .collect();
     let (status, content_type, content_encoding) = (
         response.status(),
         header("Content-Type"),
@@ -73,6 +118,7 @@ pub fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
         status,
         content_type,
         content_encoding,
+        headers,
         body,
     })
 }
@@ -112,6 +158,17 @@ pub struct PrometheusOptions {
     pub rules: Option<String>,
     /// Accept remote_write at `/api/v1/write`.
     pub remote_write_receiver: bool,
+    /// The scrape job's `scheme` (Prometheus's default, `http`, when `None`).
+    pub scheme: Option<String>,
+    /// The scrape job's `tls_config.ca_file`: the CA that signed the targets' certificates.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The scrape job's `basic_auth` user and password.
+    pub basic_auth: Option<(String, String)>,
+}
+
+/// A YAML single-quoted scalar.
+fn yaml_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 impl PrometheusServer {
@@ -131,9 +188,22 @@ impl PrometheusServer {
             config.push_str("rule_files:\n  - rules.yml\n");
         }
         if !options.targets.is_empty() {
-            config.push_str(
-                "scrape_configs:\n  - job_name: proclens\n    static_configs:\n      - targets:\n",
-            );
+            config.push_str("scrape_configs:\n  - job_name: proclens\n");
+            if let Some(scheme) = &options.scheme {
+                config.push_str(&format!("    scheme: {}\n", yaml_quote(scheme)));
+            }
+            if let Some(ca) = &options.tls_ca_file {
+                let ca = yaml_quote(&ca.display().to_string());
+                config.push_str(&format!("    tls_config:\n      ca_file: {ca}\n"));
+            }
+            if let Some((user, password)) = &options.basic_auth {
+                config.push_str(&format!(
+                    "    basic_auth:\n      username: {}\n      password: {}\n",
+                    yaml_quote(user),
+                    yaml_quote(password)
+                ));
+            }
+            config.push_str("    static_configs:\n      - targets:\n");
             for target in &options.targets {
                 config.push_str(&format!("          - '{target}'\n"));
             }
@@ -272,17 +342,38 @@ fn which(name: &str) -> Result<PathBuf> {
         .with_context(|| format!("{name} not found on PATH (apt-get install prometheus)"))
 }
 
+/// How the rig reaches an exporter started with a web config: the CA it trusts (HTTPS when
+/// set) and the basic-auth credentials it sends.
+#[derive(Debug, Clone, Default)]
+pub struct WebAccess {
+    /// PEM of the CA that signed the exporter's certificate; `None`: plain HTTP.
+    pub ca_pem: Option<String>,
+    /// User and password sent with every request.
+    pub basic_auth: Option<(String, String)>,
+}
+
 /// A running `proclens-exporter --listen 127.0.0.1:<free port> [--config FILE] [args]`.
 pub struct ExporterDaemon {
     child: Child,
     port: u16,
     stderr: Captured,
+    access: WebAccess,
 }
 
 impl ExporterDaemon {
     /// Starts the exporter (env `PROCLENS_EXPORTER_BIN` or the built binary) and waits until
     /// `/healthz` answers.
     pub fn start(config: Option<&Path>, args: &[&str]) -> Result<Self> {
+        ExporterDaemon::start_with_access(config, args, WebAccess::default())
+    }
+
+    /// As [`ExporterDaemon::start`], for an exporter whose web config (in `config` or `args`)
+    /// asks for TLS or basic auth: the rig's own requests go through `access`.
+    pub fn start_with_access(
+        config: Option<&Path>,
+        args: &[&str],
+        access: WebAccess,
+    ) -> Result<Self> {
         let binary = find_binary("PROCLENS_EXPORTER_BIN", "proclens-exporter")?;
         let port = free_port()?;
         let mut cmd = Command::new(&binary);
@@ -302,8 +393,8 @@ impl ExporterDaemon {
             child,
             port,
             stderr,
+            access,
         };
-        let url = format!("{}/healthz", daemon.url());
         poll(
             READY_TIMEOUT,
             "proclens-exporter to answer /healthz",
@@ -314,7 +405,8 @@ impl ExporterDaemon {
                         daemon.stderr.text()
                     );
                 }
-                Ok(http_get(&url, &[])
+                Ok(daemon
+                    .get("/healthz", &[])
                     .is_ok_and(|r| r.status == 200)
                     .then_some(()))
             },
@@ -322,9 +414,32 @@ impl ExporterDaemon {
         Ok(daemon)
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://` when the rig reaches it over TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.access.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// A GET of `path` with `headers`, over TLS and with credentials as the [`WebAccess`] says.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
+        let url = format!("{}{path}", self.url());
+        let authorization = self
+            .access
+            .basic_auth
+            .as_ref()
+            .map(|(user, password)| basic_auth_header(user, password));
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(value) = &authorization {
+            all.push(("Authorization", value));
+        }
+        match &self.access.ca_pem {
+            Some(ca) => https_get(&url, &all, ca),
+            None => http_get(&url, &all),
+        }
     }
 
     /// `127.0.0.1:<port>`, as a scrape target.
@@ -334,7 +449,7 @@ impl ExporterDaemon {
 
     /// One scrape of `/metrics` in the 0.0.4 text format.
     pub fn scrape(&self) -> Result<String> {
-        let response = http_get(&format!("{}/metrics", self.url()), &[])?;
+        let response = self.get("/metrics", &[])?;
         if response.status != 200 {
             bail!("/metrics answered {}: {}", response.status, response.body);
         }
