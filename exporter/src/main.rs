@@ -4,8 +4,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use proclens_cgroup::files::FileCache;
 use proclens_cgroup::{Collector, HostPaths};
-use proclens_exporter::config::{Config, DEFAULT_LISTEN, DEFAULT_OPEN_FILES};
+use proclens_exporter::config::{self, Config, DEFAULT_LISTEN, DEFAULT_OPEN_FILES};
 use proclens_exporter::filter::MetricFilter;
+use proclens_exporter::remote_write::{self, RemoteWriteStats, Settings};
 use proclens_exporter::scrape::{Exporter, NoRuntime};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +22,11 @@ struct Args {
     /// Configuration file (TOML); without it every default applies.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Also push every container's metrics to this Prometheus remote write endpoint
+    /// (`http://host:port/api/v1/write`) every interval [default: the config file's
+    /// `remote_write.url`, else no push].
+    #[arg(long, value_name = "URL")]
+    remote_write: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -45,21 +51,39 @@ fn main() -> Result<()> {
     let collector = Collector::discover(HostPaths::default(), files)
         .context("cannot find the host's cgroups")?;
     let filter = MetricFilter::new(config.metrics.allow.clone(), config.metrics.deny.clone());
-    let exporter = Arc::new(Exporter::new(
+    let push = config
+        .remote_write
+        .settings(args.remote_write.as_deref(), &config::hostname())
+        .map_err(anyhow::Error::msg)
+        .context("bad remote write settings")?;
+    let exporter = Exporter::new(
         collector,
         config.discovery.discovery(),
         &filter,
         Arc::new(NoRuntime),
-    ));
+    );
+    let (exporter, push) = match push {
+        Some(settings) => {
+            let stats = Arc::new(RemoteWriteStats::default());
+            let exporter = exporter.with_remote_write_stats(stats.clone());
+            (exporter, Some((settings, stats)))
+        }
+        None => (exporter, None),
+    };
+    let exporter = Arc::new(exporter);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(exporter, listen))
+    runtime.block_on(serve(exporter, listen, push))
 }
 
-async fn serve(exporter: Arc<Exporter>, listen: String) -> Result<()> {
+async fn serve(
+    exporter: Arc<Exporter>,
+    listen: String,
+    push: Option<(Settings, Arc<RemoteWriteStats>)>,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -67,6 +91,9 @@ async fn serve(exporter: Arc<Exporter>, listen: String) -> Result<()> {
     tracing::info!(%address, "serving /metrics");
     // Ready once the socket accepts; a failure to notify (no systemd) is not an error.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    if let Some((settings, stats)) = push {
+        tokio::spawn(remote_write::run(exporter.clone(), settings, stats));
+    }
     let app = proclens_exporter::server::router(exporter);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
