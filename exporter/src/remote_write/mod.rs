@@ -199,7 +199,9 @@ pub async fn run(exporter: Arc<Exporter>, settings: Settings, stats: Arc<RemoteW
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let (exporter, for_batches) = (exporter.clone(), settings.clone());
+        let (exporter, wanted, queue) = (exporter.clone(), settings.clone(), shared.clone());
+        // Each batch is queued as soon as it is built: a collection larger than the queue
+        // never waits whole in memory beside it.
         let collected = tokio::task::spawn_blocking(move || {
             let set = exporter.collect_series()?;
             if set.unparsable() > 0 {
@@ -208,26 +210,24 @@ pub async fn run(exporter: Arc<Exporter>, settings: Settings, stats: Arc<RemoteW
                     "series left out of remote write: label list unparsable"
                 );
             }
-            Ok::<_, CollectError>(proto::batches(
+            proto::batches(
                 &set,
-                &for_batches.external_labels,
-                for_batches.batch_samples,
-            )?)
+                &wanted.external_labels,
+                wanted.batch_samples,
+                |batch| queue.push(batch),
+            )?;
+            Ok::<_, CollectError>(())
         })
         .await;
         match collected {
-            Ok(Ok(batches)) => {
-                for batch in batches {
-                    shared.push(batch);
-                }
-            }
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "remote write: collection failed"),
             Err(e) => tracing::error!(error = %e, "remote write: collection task failed"),
         }
     }
 }
 
-/// A collection that produced no batches.
+/// A collection that could not be queued (whole or in part).
 #[derive(Debug, thiserror::Error)]
 enum CollectError {
     /// The host's cgroups could not be listed.

@@ -107,28 +107,29 @@ pub fn body(request: &WriteRequest) -> Result<Bytes, EncodeError> {
     Ok(Bytes::from(compressed))
 }
 
-/// A collection's series as request bodies of at most `batch_samples` samples each (one
-/// sample per series), in the collection's order.
+/// Hands a collection's series to `emit` as request bodies of at most `batch_samples` samples
+/// each (one sample per series), in the collection's order, each as soon as it is built (so
+/// only one request is held here, however large the collection).
 pub fn batches(
     set: &SeriesSet,
     external: &[(String, String)],
     batch_samples: usize,
-) -> Result<Vec<Batch>, EncodeError> {
+    mut emit: impl FnMut(Batch),
+) -> Result<(), EncodeError> {
     let batch_samples = batch_samples.max(1);
-    let mut out = Vec::with_capacity(set.len().div_ceil(batch_samples));
     let mut request = WriteRequest::default();
     for series in set.iter() {
         request
             .timeseries
             .push(time_series(series, external, set.timestamp_ms));
         if request.timeseries.len() == batch_samples {
-            out.push(finish(&mut request)?);
+            emit(finish(&mut request)?);
         }
     }
     if !request.timeseries.is_empty() {
-        out.push(finish(&mut request)?);
+        emit(finish(&mut request)?);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Turns the request built so far into a batch and empties it.
@@ -151,6 +152,12 @@ mod tests {
                 value: v.to_string(),
             })
             .collect()
+    }
+
+    fn split(set: &SeriesSet, external: &[(String, String)], batch_samples: usize) -> Vec<Batch> {
+        let mut out = Vec::new();
+        batches(set, external, batch_samples, |b| out.push(b)).unwrap();
+        out
     }
 
     fn decode(batch: &Batch) -> WriteRequest {
@@ -265,12 +272,12 @@ mod tests {
                 Value::Int(i),
             );
         }
-        let split = batches(&set, &[], 5).unwrap();
+        let five = split(&set, &[], 5);
         assert_eq!(
-            split.iter().map(|b| b.samples).collect::<Vec<_>>(),
+            five.iter().map(|b| b.samples).collect::<Vec<_>>(),
             [5, 5, 2]
         );
-        let values: Vec<f64> = split
+        let values: Vec<f64> = five
             .iter()
             .flat_map(|b| decode(b).timeseries)
             .map(|t| {
@@ -280,8 +287,8 @@ mod tests {
             })
             .collect();
         assert_eq!(values, (0..12).map(|i| i as f64).collect::<Vec<_>>());
-        assert!(batches(&SeriesSet::new(0), &[], 5).unwrap().is_empty());
-        assert_eq!(batches(&set, &[], 12).unwrap().len(), 1);
+        assert!(split(&SeriesSet::new(0), &[], 5).is_empty());
+        assert_eq!(split(&set, &[], 12).len(), 1);
     }
 
     #[test]
@@ -299,7 +306,7 @@ mod tests {
             }
         }
         let external = vec![("instance".to_string(), "node-17".to_string())];
-        let all = batches(&set, &external, 5_000).unwrap();
+        let all = split(&set, &external, 5_000);
         let bytes: usize = all.iter().map(|b| b.body.len()).sum();
         let per_sample = bytes as f64 / set.len() as f64;
         eprintln!("{per_sample:.1} compressed bytes per sample");
