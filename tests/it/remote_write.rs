@@ -332,6 +332,37 @@ fn prometheus_receives_the_pushed_series() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn the_whole_host_is_pushed_without_a_refusal() -> Result<()> {
+    rig::preflight()?;
+    let prometheus = PrometheusServer::start(&PrometheusOptions {
+        interval: Duration::from_secs(1),
+        remote_write_receiver: true,
+        ..PrometheusOptions::default()
+    })?;
+    // Every cgroup of the host, in the default batches: Prometheus refuses a request (400)
+    // holding two series with one label set, so none may.
+    let (_dir, config) = config_file("[remote_write]\ninterval = \"1s\"\n")?;
+    let url = format!("{}/api/v1/write", prometheus.url());
+    let exporter = ExporterDaemon::start(Some(&config), &["--remote-write", &url])?;
+    prometheus
+        .wait_for(
+            "count_over_time(machine_cpu_cores{job=\"proclens\"}[5m]) >= 3",
+            TIMEOUT,
+            |s| s.len() == 1,
+        )
+        .with_context(|| format!("exporter log: {}", exporter.log()))?;
+    let containers = prometheus.query("count(container_last_seen)")?;
+    assert!(
+        containers.first().is_some_and(|s| s.value >= 1.0),
+        "{containers:?}"
+    );
+    let c = counters(&exporter)?;
+    assert!(c.sent > 0, "{c:?}");
+    assert_eq!((c.failed, c.dropped), (0, 0), "{c:?}; {}", exporter.log());
+    Ok(())
+}
+
 /// Samples the queue holds in the memory tests.
 const QUEUE_SAMPLES: u64 = 200;
 
