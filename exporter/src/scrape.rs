@@ -358,7 +358,7 @@ impl Exporter {
         }
         encoder.family(
             "proclens_exporter_containers",
-            "Containers in the last scrape.",
+            "Containers in the last collection (a scrape, or a remote write push).",
             Kind::Gauge,
         );
         encoder.sample(
@@ -368,7 +368,7 @@ impl Exporter {
         );
         encoder.family(
             "proclens_exporter_collect_seconds",
-            "Time the last scrape took to list and read every container, in seconds.",
+            "Time the last collection (a scrape, or a remote write push) took to list and read every container, in seconds.",
             Kind::Gauge,
         );
         let us = s.last_duration_us.load(Ordering::Relaxed);
