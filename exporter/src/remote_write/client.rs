@@ -1,6 +1,7 @@
-//! The POST itself. The client is hyper-util's pooled HTTP/1 client over hyper, which axum
-//! already builds on: no second HTTP stack and no TLS stack to compile (reqwest would bring
-//! both, or its own feature maze to turn them off). Plain `http://` only: a TLS endpoint is
+//! The POST itself, through hyper-util's pooled HTTP/1 client over hyper 1, which axum already
+//! builds on: the only crates it adds are its pool's small helpers (`want`, `try-lock`,
+//! `futures-channel`). reqwest would wrap the same hyper in layers a POST to one endpoint does
+//! not need (redirects, proxies, TLS by default). Plain `http://` only: a TLS endpoint is
 //! reached through a local proxy.
 
 use super::backoff::parse_retry_after;
