@@ -134,11 +134,16 @@ impl RemoteWriteConfig {
         cli_url: Option<&str>,
         hostname: &str,
     ) -> Result<Option<Settings>, String> {
-        let Some(url) = cli_url.or(self.url.as_deref()) else {
-            return Ok(None);
-        };
-        let url = remote_write::parse_url(url).map_err(|e| format!("remote_write.url: {e}"))?;
         self.check()?;
+        let url = match (cli_url, &self.url) {
+            (Some(url), _) => {
+                remote_write::parse_url(url).map_err(|e| format!("--remote-write: {e}"))?
+            }
+            (None, Some(url)) => {
+                remote_write::parse_url(url).map_err(|e| format!("remote_write.url: {e}"))?
+            }
+            (None, None) => return Ok(None),
+        };
         let mut labels = BTreeMap::new();
         labels.insert("job".to_string(), DEFAULT_JOB.to_string());
         if !hostname.is_empty() {
@@ -375,6 +380,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(cli.url.port_u16(), Some(1), "the command line's URL wins");
+        let err = rw.settings(Some("https://x/"), "node1").unwrap_err();
+        assert!(err.starts_with("--remote-write: "), "{err}");
     }
 
     #[test]
