@@ -1,9 +1,12 @@
 //! The exporter's configuration file (TOML). Every field is optional; unknown fields are an
 //! error naming the line, so a typo never silently falls back to a default.
 
+use crate::remote_write::{self, Settings};
 use proclens_cgroup::Discovery;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Where the exporter listens when neither `--listen` nor the file says.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9639";
@@ -27,6 +30,8 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// Which families to write.
     pub metrics: MetricsConfig,
+    /// Where and how to push (remote write), if anywhere.
+    pub remote_write: RemoteWriteConfig,
 }
 
 /// `[discovery]`: the cgroup subtrees walked.
@@ -71,6 +76,183 @@ pub struct MetricsConfig {
     pub allow: Vec<String>,
     /// Families never written (wins over `allow`).
     pub deny: Vec<String>,
+}
+
+/// Collections between pushes when the file does not say.
+pub const DEFAULT_REMOTE_WRITE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Longest time one remote write attempt may take when the file does not say.
+pub const DEFAULT_REMOTE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Samples the remote write queue holds at most when the file does not say: at the ~25 bytes a
+/// compressed sample takes with kubelet-shaped labels, about 12 MiB.
+pub const DEFAULT_QUEUE_SAMPLES: usize = 500_000;
+
+/// Samples per remote write request at most when the file does not say.
+pub const DEFAULT_BATCH_SAMPLES: usize = 5_000;
+
+/// The `job` external label when the file does not set one.
+pub const DEFAULT_JOB: &str = "proclens";
+
+/// `[remote_write]`: the optional push (Prometheus remote write 1.0).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteWriteConfig {
+    /// The endpoint, `http://host:port/api/v1/write` (`--remote-write` wins); none: no push.
+    pub url: Option<String>,
+    /// Time between collections (`"15s"`, `"500ms"`, `"1m30s"`).
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// Longest time one attempt (connect, send, answer) may take.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Samples queued at most while the endpoint is slow or down; past it the oldest batch is
+    /// dropped (and counted). Bounds the queue's memory at about 25 bytes per sample.
+    pub queue_samples: usize,
+    /// Samples per request at most (a larger collection is split).
+    pub batch_samples: usize,
+    /// Labels added to every series that lacks them. `job` defaults to `proclens` and
+    /// `instance` to the host name; an empty value removes a default.
+    pub external_labels: BTreeMap<String, String>,
+}
+
+impl Default for RemoteWriteConfig {
+    fn default() -> Self {
+        RemoteWriteConfig {
+            url: None,
+            interval: DEFAULT_REMOTE_WRITE_INTERVAL,
+            timeout: DEFAULT_REMOTE_WRITE_TIMEOUT,
+            queue_samples: DEFAULT_QUEUE_SAMPLES,
+            batch_samples: DEFAULT_BATCH_SAMPLES,
+            external_labels: BTreeMap::new(),
+        }
+    }
+}
+
+impl RemoteWriteConfig {
+    /// The checked settings, with `cli_url` (`--remote-write`) winning over the file's `url`
+    /// and `hostname` as the default `instance`; `None` when no URL is given at all.
+    pub fn settings(
+        &self,
+        cli_url: Option<&str>,
+        hostname: &str,
+    ) -> Result<Option<Settings>, String> {
+        self.check()?;
+        let url = match (cli_url, &self.url) {
+            (Some(url), _) => {
+                remote_write::parse_url(url).map_err(|e| format!("--remote-write: {e}"))?
+            }
+            (None, Some(url)) => {
+                remote_write::parse_url(url).map_err(|e| format!("remote_write.url: {e}"))?
+            }
+            (None, None) => return Ok(None),
+        };
+        let mut labels = BTreeMap::new();
+        labels.insert("job".to_string(), DEFAULT_JOB.to_string());
+        if !hostname.is_empty() {
+            labels.insert("instance".to_string(), hostname.to_string());
+        }
+        labels.extend(self.external_labels.clone());
+        labels.retain(|_, value| !value.is_empty());
+        Ok(Some(Settings {
+            url,
+            interval: self.interval,
+            timeout: self.timeout,
+            queue_samples: self.queue_samples,
+            batch_samples: self.batch_samples,
+            external_labels: labels.into_iter().collect(),
+        }))
+    }
+
+    /// Checks what the types cannot: durations, sizes and label names.
+    pub fn check(&self) -> Result<(), String> {
+        if self.interval < Duration::from_millis(10) {
+            return Err(format!(
+                "remote_write.interval: {:?} is too short (10ms at least)",
+                self.interval
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err("remote_write.timeout: must be longer than zero".into());
+        }
+        if self.batch_samples == 0 {
+            return Err("remote_write.batch_samples: must be at least 1".into());
+        }
+        if self.queue_samples < self.batch_samples {
+            return Err(format!(
+                "remote_write.queue_samples: {} is less than batch_samples ({}): no batch would fit",
+                self.queue_samples, self.batch_samples
+            ));
+        }
+        if let Some(url) = &self.url {
+            remote_write::parse_url(url).map_err(|e| format!("remote_write.url: {e}"))?;
+        }
+        for name in self.external_labels.keys() {
+            if !is_label_name(name) || name.starts_with("__") {
+                return Err(format!(
+                    "remote_write.external_labels: {name:?} is not a label name \
+                     ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` is a Prometheus label name.
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses a duration like Prometheus's: one or more `<integer><unit>`, units `ms`, `s`, `m`,
+/// `h` (`"15s"`, `"1m30s"`, `"250ms"`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration (like \"15s\", \"500ms\" or \"1m30s\")");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let number: u64 = rest
+            .get(..digits)
+            .unwrap_or("")
+            .parse()
+            .map_err(|_| bad())?;
+        rest = rest.get(digits..).unwrap_or("");
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (unit, after) = rest.split_at(unit_len);
+        let part = match unit {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        total = total.checked_add(part).ok_or_else(bad)?;
+        rest = after;
+    }
+    Ok(total)
+}
+
+/// serde: a duration field as a [`parse_duration`] string.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// The host's name (`instance`'s default), "" when unreadable.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// A configuration file that could not be used.
@@ -119,7 +301,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks values the types cannot: roots are absolute cgroup paths.
+    /// Checks values the types cannot: roots are absolute cgroup paths, remote write's values
+    /// are usable.
     pub fn check(&self) -> Result<(), String> {
         for root in &self.discovery.roots {
             if !root.starts_with('/') {
@@ -131,7 +314,7 @@ impl Config {
         if self.discovery.roots.is_empty() {
             return Err("discovery.roots: empty, no container would ever be found".into());
         }
-        Ok(())
+        self.remote_write.check()
     }
 }
 
@@ -168,6 +351,121 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 3") && err.contains("denny"), "{err}");
+    }
+
+    #[test]
+    fn remote_write_section() {
+        let config = Config::parse(
+            "[remote_write]\nurl = \"http://prom:9090/api/v1/write\"\ninterval = \"1m30s\"\n\
+             timeout = \"250ms\"\nqueue_samples = 1000\nbatch_samples = 100\n\
+             [remote_write.external_labels]\ncluster = \"c1\"\ninstance = \"\"\n",
+        )
+        .unwrap();
+        assert!(config.check().is_ok());
+        let rw = &config.remote_write;
+        assert_eq!(rw.interval, Duration::from_secs(90));
+        assert_eq!(rw.timeout, Duration::from_millis(250));
+        let settings = rw.settings(None, "node1").unwrap().unwrap();
+        assert_eq!(settings.url.host(), Some("prom"));
+        assert_eq!(
+            (settings.queue_samples, settings.batch_samples),
+            (1000, 100)
+        );
+        // `instance = ""` removes the host name; `job` keeps its default.
+        assert_eq!(
+            settings.external_labels,
+            [
+                ("cluster".to_string(), "c1".to_string()),
+                ("job".to_string(), "proclens".to_string())
+            ]
+        );
+        let cli = rw
+            .settings(Some("http://127.0.0.1:1/api/v1/write"), "node1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(cli.url.port_u16(), Some(1), "the command line's URL wins");
+        let err = rw.settings(Some("https://x/"), "node1").unwrap_err();
+        assert!(err.starts_with("--remote-write: "), "{err}");
+    }
+
+    #[test]
+    fn remote_write_defaults_and_off_without_url() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.remote_write.settings(None, "h").unwrap(), None);
+        let settings = config
+            .remote_write
+            .settings(Some("http://x/api/v1/write"), "h")
+            .unwrap()
+            .unwrap();
+        assert_eq!(settings.interval, DEFAULT_REMOTE_WRITE_INTERVAL);
+        assert_eq!(settings.queue_samples, DEFAULT_QUEUE_SAMPLES);
+        assert_eq!(settings.batch_samples, DEFAULT_BATCH_SAMPLES);
+        assert_eq!(
+            settings.external_labels,
+            [
+                ("instance".to_string(), "h".to_string()),
+                ("job".to_string(), "proclens".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn remote_write_errors_name_the_line_or_field() {
+        let err = Config::parse("[remote_write]\n\ninterval = \"15 seconds\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("15 seconds"),
+            "{err}"
+        );
+        let err = Config::parse("[remote_write]\nurll = \"http://x/\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("urll"), "{err}");
+        for (text, field) in [
+            ("batch_samples = 10\nqueue_samples = 5", "queue_samples"),
+            ("batch_samples = 0", "batch_samples"),
+            ("interval = \"0s\"", "interval"),
+            ("timeout = \"0ms\"", "timeout"),
+            ("url = \"https://x/api/v1/write\"", "url"),
+            (
+                "[remote_write.external_labels]\n\"a-b\" = \"x\"",
+                "external_labels",
+            ),
+            (
+                "[remote_write.external_labels]\n__x = \"x\"",
+                "external_labels",
+            ),
+        ] {
+            let config = Config::parse(&format!("[remote_write]\n{text}\n")).unwrap();
+            let err = config.check().unwrap_err();
+            assert!(
+                err.contains(&format!("remote_write.{field}")),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration("1h2m3s4ms"),
+            Ok(Duration::from_millis(3_723_004))
+        );
+        for bad in [
+            "",
+            "15",
+            "s",
+            "1.5s",
+            "15 s",
+            "-1s",
+            "1d",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! containers, so it writes the two formats directly (BENCHMARKS.md compares it with the
 //! `prometheus` crate's encoder on the same series).
 
+use crate::series::SeriesSet;
 use std::fmt::Write as _;
 
 /// The exposition format a scrape asked for.
@@ -93,21 +94,37 @@ pub fn push_label(out: &mut String, name: &str, value: &str) {
     out.push('"');
 }
 
-/// Writes families and their series into a text buffer.
+/// Where an [`Encoder`] writes.
+#[derive(Debug)]
+enum Sink<'a> {
+    /// Exposition text in `format`.
+    Text { out: &'a mut String, format: Format },
+    /// Series for remote write.
+    Series(&'a mut SeriesSet),
+}
+
+/// Writes families and their series into a text buffer, or collects them as a [`SeriesSet`]:
+/// the family catalogue writes both through the same calls.
 #[derive(Debug)]
 pub struct Encoder<'a> {
-    out: &'a mut String,
-    format: Format,
+    sink: Sink<'a>,
     /// The current family's name, as its samples are named.
     family: &'static str,
 }
 
 impl<'a> Encoder<'a> {
-    /// An encoder appending to `out`.
+    /// An encoder appending exposition text in `format` to `out`.
     pub fn new(out: &'a mut String, format: Format) -> Self {
         Encoder {
-            out,
-            format,
+            sink: Sink::Text { out, format },
+            family: "",
+        }
+    }
+
+    /// An encoder adding every sample to `set` as a series (HELP and TYPE are not kept).
+    pub fn series(set: &'a mut SeriesSet) -> Self {
+        Encoder {
+            sink: Sink::Series(set),
             family: "",
         }
     }
@@ -118,7 +135,10 @@ impl<'a> Encoder<'a> {
     /// declared `unknown`, which OpenMetrics allows without the suffix.
     pub fn family(&mut self, name: &'static str, help: &str, kind: Kind) {
         self.family = name;
-        let (declared, kind_word) = match (self.format, kind) {
+        let Sink::Text { out, format } = &mut self.sink else {
+            return;
+        };
+        let (declared, kind_word) = match (*format, kind) {
             (_, Kind::Gauge) => (name, "gauge"),
             (Format::Text, Kind::Counter) => (name, "counter"),
             (Format::OpenMetrics, Kind::Counter) => match name.strip_suffix("_total") {
@@ -126,48 +146,59 @@ impl<'a> Encoder<'a> {
                 None => (name, "unknown"),
             },
         };
-        let _ = writeln!(self.out, "# HELP {declared} {help}");
-        let _ = writeln!(self.out, "# TYPE {declared} {kind_word}");
+        let _ = writeln!(out, "# HELP {declared} {help}");
+        let _ = writeln!(out, "# TYPE {declared} {kind_word}");
     }
 
     /// Writes one sample of the current family: `labels` is a pre-escaped comma-separated list
     /// (a container's), `extra` more label pairs (escaped here).
     pub fn sample(&mut self, labels: &str, extra: &[(&str, &str)], value: Value) {
-        self.out.push_str(self.family);
+        let out = match &mut self.sink {
+            Sink::Text { out, .. } => &mut **out,
+            Sink::Series(set) => {
+                set.push(self.family, labels, extra, value);
+                return;
+            }
+        };
+        out.push_str(self.family);
         if !labels.is_empty() || !extra.is_empty() {
-            self.out.push('{');
-            self.out.push_str(labels);
+            out.push('{');
+            out.push_str(labels);
             for (i, (name, value)) in extra.iter().enumerate() {
                 if i > 0 || !labels.is_empty() {
-                    self.out.push(',');
+                    out.push(',');
                 }
-                self.out.push_str(name);
-                self.out.push_str("=\"");
-                escape_label_value(self.out, value);
-                self.out.push('"');
+                out.push_str(name);
+                out.push_str("=\"");
+                escape_label_value(out, value);
+                out.push('"');
             }
-            self.out.push('}');
+            out.push('}');
         }
-        self.out.push(' ');
+        out.push(' ');
         match value {
             Value::Int(v) => {
-                let _ = write!(self.out, "{v}");
+                let _ = write!(out, "{v}");
             }
-            Value::Float(v) if v.is_nan() => self.out.push_str("NaN"),
+            Value::Float(v) if v.is_nan() => out.push_str("NaN"),
             Value::Float(v) if v.is_infinite() => {
-                self.out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" })
+                out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" })
             }
             Value::Float(v) => {
-                let _ = write!(self.out, "{v}");
+                let _ = write!(out, "{v}");
             }
         }
-        self.out.push('\n');
+        out.push('\n');
     }
 
     /// Ends the exposition (OpenMetrics' `# EOF`).
     pub fn finish(self) {
-        if self.format == Format::OpenMetrics {
-            self.out.push_str("# EOF\n");
+        if let Sink::Text {
+            out,
+            format: Format::OpenMetrics,
+        } = self.sink
+        {
+            out.push_str("# EOF\n");
         }
     }
 }
@@ -223,6 +254,36 @@ mod tests {
             "# HELP x Count.\n# TYPE x counter\nx_total{id=\"/\"} 3\n\
              # HELP container_memory_failcnt Hits.\n# TYPE container_memory_failcnt unknown\n\
              container_memory_failcnt 0\n# EOF\n"
+        );
+    }
+
+    #[test]
+    fn series_mode_keeps_what_the_text_would_show() {
+        let mut set = SeriesSet::new(5);
+        let mut labels = String::new();
+        push_label(&mut labels, "id", "/a\"b");
+        let mut enc = Encoder::series(&mut set);
+        enc.family("x_seconds_total", "Time.", Kind::Counter);
+        enc.sample(&labels, &[("cpu", "total")], Value::Float(1.5));
+        enc.family("y_bytes", "Size.", Kind::Gauge);
+        enc.sample("", &[], Value::Int(42));
+        enc.finish();
+        let series: Vec<_> = set
+            .iter()
+            .map(|s| (s.name, s.container.to_vec(), s.extra.to_vec(), s.value))
+            .collect();
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+        assert_eq!(
+            series,
+            [
+                (
+                    "x_seconds_total",
+                    vec![pair("id", "/a\"b")],
+                    vec![pair("cpu", "total")],
+                    1.5
+                ),
+                ("y_bytes", vec![], vec![], 42.0),
+            ]
         );
     }
 }

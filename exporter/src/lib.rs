@@ -5,12 +5,16 @@
 //! reads each one's [`proclens_cgroup::ContainerSnapshot`] with only the parts the enabled
 //! [`families`] need, and writes every family through the [`encode::Encoder`] in the format the
 //! scraper asked for. [`server`] serves it over HTTP; [`web`] adds what an operator's web config
-//! file asks for (TLS, basic auth, headers).
+//! file asks for (TLS, basic auth, headers). With remote write on, [`remote_write`] has the same
+//! code collect every interval into a [`series::SeriesSet`] instead of text, and pushes it
+//! (protobuf, snappy) through a bounded queue.
 
 pub mod config;
 pub mod encode;
 pub mod families;
 pub mod filter;
+pub mod remote_write;
 pub mod scrape;
+pub mod series;
 pub mod server;
 pub mod web;

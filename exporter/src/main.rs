@@ -4,8 +4,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use proclens_cgroup::files::FileCache;
 use proclens_cgroup::{Collector, HostPaths};
-use proclens_exporter::config::{Config, DEFAULT_LISTEN, DEFAULT_OPEN_FILES};
+use proclens_exporter::config::{self, Config, DEFAULT_LISTEN, DEFAULT_OPEN_FILES};
 use proclens_exporter::filter::MetricFilter;
+use proclens_exporter::remote_write::{self, RemoteWriteStats, Settings};
 use proclens_exporter::scrape::{Exporter, NoRuntime};
 use proclens_exporter::web::config::WebConfig;
 use proclens_exporter::web::{tls, Guard};
@@ -27,6 +28,11 @@ struct Args {
     /// headers) [default: the config file's `web_config`; without either, plain HTTP].
     #[arg(long = "web.config.file", value_name = "FILE")]
     web_config_file: Option<PathBuf>,
+    /// Also push every container's metrics to this Prometheus remote write endpoint
+    /// (`http://host:port/api/v1/write`) every interval [default: the config file's
+    /// `remote_write.url`, else no push].
+    #[arg(long, value_name = "URL")]
+    remote_write: Option<String>,
 }
 
 /// How the routes are served, as the web configuration asks.
@@ -90,18 +96,32 @@ fn main() -> Result<()> {
     let collector = Collector::discover(HostPaths::default(), files)
         .context("cannot find the host's cgroups")?;
     let filter = MetricFilter::new(config.metrics.allow.clone(), config.metrics.deny.clone());
-    let exporter = Arc::new(Exporter::new(
+    let push = config
+        .remote_write
+        .settings(args.remote_write.as_deref(), &config::hostname())
+        .map_err(anyhow::Error::msg)
+        .context("bad remote write settings")?;
+    let exporter = Exporter::new(
         collector,
         config.discovery.discovery(),
         &filter,
         Arc::new(NoRuntime),
-    ));
+    );
+    let (exporter, push) = match push {
+        Some(settings) => {
+            let stats = Arc::new(RemoteWriteStats::default());
+            let exporter = exporter.with_remote_write_stats(stats.clone());
+            (exporter, Some((settings, stats)))
+        }
+        None => (exporter, None),
+    };
+    let exporter = Arc::new(exporter);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(exporter, listen, web))
+    runtime.block_on(serve(exporter, listen, web, push))
 }
 
 /// Descriptors to keep for cgroup files: the configured number, else the default capped at half
@@ -139,7 +159,12 @@ fn open_files(configured: Option<usize>) -> usize {
     chosen
 }
 
-async fn serve(exporter: Arc<Exporter>, listen: String, web: Web) -> Result<()> {
+async fn serve(
+    exporter: Arc<Exporter>,
+    listen: String,
+    web: Web,
+    push: Option<(Settings, Arc<RemoteWriteStats>)>,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -152,6 +177,9 @@ async fn serve(exporter: Arc<Exporter>, listen: String, web: Web) -> Result<()> 
     );
     // Ready once the socket accepts; a failure to notify (no systemd) is not an error.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    if let Some((settings, stats)) = push {
+        tokio::spawn(remote_write::run(exporter.clone(), settings, stats));
+    }
     let mut app = proclens_exporter::server::router(exporter);
     if let Some(guard) = web.guard {
         app = guard.protect(app);

@@ -4,6 +4,8 @@
 use crate::encode::{push_label, Encoder, Format, Kind, Value};
 use crate::families::{ContainerSample, Family, ScrapeContext, Source, FAMILIES};
 use crate::filter::MetricFilter;
+use crate::remote_write::RemoteWriteStats;
+use crate::series::SeriesSet;
 use proclens_cgroup::parse::cpulist::parse_cpulist;
 use proclens_cgroup::parse::host::{parse_diskstats_names, parse_meminfo};
 use proclens_cgroup::{CgroupKind, Collector, Discovery, Error as CgroupError, FoundCgroup, Parts};
@@ -53,6 +55,16 @@ pub struct ExporterStats {
     last_duration_us: AtomicU64,
 }
 
+/// What one collection read: every container that could be read, and when.
+struct Collected {
+    /// When the listing started (for `proclens_exporter_collect_seconds`).
+    started: Instant,
+    /// When the last container was read: the collection's time.
+    at: SystemTime,
+    context: ScrapeContext,
+    samples: Vec<ContainerSample>,
+}
+
 /// Reads and writes every container's metrics.
 pub struct Exporter {
     collector: Collector,
@@ -64,6 +76,8 @@ pub struct Exporter {
     read_start_time: bool,
     labels: Arc<dyn LabelSource>,
     stats: ExporterStats,
+    /// Remote write's counters, written with the exporter's own when remote write is on.
+    remote_write: Option<Arc<RemoteWriteStats>>,
     /// The last scrape's output size, so the next one allocates once.
     last_len: Mutex<usize>,
 }
@@ -110,8 +124,15 @@ impl Exporter {
             read_start_time: start,
             labels,
             stats: ExporterStats::default(),
+            remote_write: None,
             last_len: Mutex::new(0),
         }
+    }
+
+    /// Also writes remote write's counters (`proclens_remote_write_*`) with the exporter's own.
+    pub fn with_remote_write_stats(mut self, stats: Arc<RemoteWriteStats>) -> Self {
+        self.remote_write = Some(stats);
+        self
     }
 
     /// The collector this exporter reads through.
@@ -123,6 +144,36 @@ impl Exporter {
     /// vanishes (or cannot be read) during the scrape is left out of this scrape only. Fails
     /// only when the host's cgroups cannot be listed at all.
     pub fn scrape(&self, format: Format) -> Result<String, CgroupError> {
+        let collected = self.collect()?;
+        let capacity = *self.last_len.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::with_capacity(capacity + capacity / 8);
+        let mut encoder = Encoder::new(&mut out, format);
+        self.stats.scrapes.fetch_add(1, Ordering::Relaxed);
+        self.write_all(&collected, &mut encoder);
+        encoder.finish();
+        *self.last_len.lock().unwrap_or_else(|e| e.into_inner()) = out.len();
+        Ok(out)
+    }
+
+    /// Lists and reads every container like [`Exporter::scrape`], but keeps every series the
+    /// exposition would hold as label pairs and a value, stamped with the collection's time
+    /// (for remote write). Does not count as a scrape served.
+    pub fn collect_series(&self) -> Result<SeriesSet, CgroupError> {
+        let collected = self.collect()?;
+        let timestamp_ms = collected
+            .at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let mut set = SeriesSet::new(timestamp_ms);
+        let mut encoder = Encoder::series(&mut set);
+        self.write_all(&collected, &mut encoder);
+        encoder.finish();
+        Ok(set)
+    }
+
+    /// Lists and reads every container.
+    fn collect(&self) -> Result<Collected, CgroupError> {
         let started = Instant::now();
         let found = self.collector.list(&self.discovery)?;
         let host_netns = if self.read_network {
@@ -143,30 +194,33 @@ impl Exporter {
                 }
             }
         }
-        let context = self.context();
-        let capacity = *self.last_len.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = String::with_capacity(capacity + capacity / 8);
-        let mut encoder = Encoder::new(&mut out, format);
+        let at = SystemTime::now();
+        Ok(Collected {
+            started,
+            at,
+            context: self.context(at),
+            samples,
+        })
+    }
+
+    /// Writes every family of a collection, the machine's and the exporter's own.
+    fn write_all(&self, collected: &Collected, encoder: &mut Encoder<'_>) {
         for family in &self.families {
             encoder.family(family.name, family.help, family.kind);
-            for sample in &samples {
-                family.write(sample, &context, &mut encoder);
+            for sample in &collected.samples {
+                family.write(sample, &collected.context, encoder);
             }
         }
-        self.write_machine(&mut encoder);
-        self.stats.scrapes.fetch_add(1, Ordering::Relaxed);
+        self.write_machine(encoder);
         self.stats
             .last_containers
-            .store(samples.len() as u64, Ordering::Relaxed);
-        let elapsed = started.elapsed().as_micros();
+            .store(collected.samples.len() as u64, Ordering::Relaxed);
+        let elapsed = collected.started.elapsed().as_micros();
         self.stats.last_duration_us.store(
             u64::try_from(elapsed).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        self.write_own(&mut encoder);
-        encoder.finish();
-        *self.last_len.lock().unwrap_or_else(|e| e.into_inner()) = out.len();
-        Ok(out)
+        self.write_own(encoder);
     }
 
     /// Reads one container.
@@ -227,9 +281,9 @@ impl Exporter {
         labels
     }
 
-    /// The scrape's clock and the host's block device names.
-    fn context(&self) -> ScrapeContext {
-        let now_seconds = SystemTime::now()
+    /// The scrape's clock (`at`) and the host's block device names.
+    fn context(&self, at: SystemTime) -> ScrapeContext {
+        let now_seconds = at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
@@ -305,7 +359,7 @@ impl Exporter {
         }
         encoder.family(
             "proclens_exporter_containers",
-            "Containers in the last scrape.",
+            "Containers in the last collection (a scrape, or a remote write push).",
             Kind::Gauge,
         );
         encoder.sample(
@@ -315,10 +369,13 @@ impl Exporter {
         );
         encoder.family(
             "proclens_exporter_collect_seconds",
-            "Time the last scrape took to list and read every container, in seconds.",
+            "Time the last collection (a scrape, or a remote write push) took to list and read every container, in seconds.",
             Kind::Gauge,
         );
         let us = s.last_duration_us.load(Ordering::Relaxed);
         encoder.sample("", &[], Value::Float(us as f64 / 1e6));
+        if let Some(remote_write) = &self.remote_write {
+            remote_write.write(encoder);
+        }
     }
 }

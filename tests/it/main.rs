@@ -23,6 +23,8 @@ mod errors;
 mod lxcfs;
 // The systemd unit.
 mod packaging;
+// proclens-exporter's remote write: into a real Prometheus, and against failing endpoints.
+mod remote_write;
 // seq_file read semantics: offsets, EOF, lseek, many opens, long-held opens.
 mod reads;
 // Zero downtime: worker kills and upgrades under load.

@@ -460,6 +460,11 @@ impl ExporterDaemon {
     pub fn log(&self) -> String {
         self.stderr.text()
     }
+
+    /// The exporter's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for ExporterDaemon {
