@@ -139,7 +139,7 @@ fn prometheus_scrapes_memory_and_cpu_of_real_cgroups() -> Result<()> {
     let allocated = 200 * MIB;
     let _allocator = Workload::allocating(&memory_cg, allocated)?;
     let _burner = Workload::burning(&burner_cg)?;
-    let exporter = ExporterDaemon::start(None, &[])?;
+    let exporter = ExporterDaemon::start_over(&[id_of(&memory_cg), id_of(&burner_cg)], &[])?;
     let prometheus = PrometheusServer::start(&PrometheusOptions {
         targets: vec![exporter.target()],
         interval: Duration::from_secs(1),
@@ -212,7 +212,7 @@ fn a_throttled_cgroup_shows_throttling_in_prometheus() -> Result<()> {
     // Half a core for two burners: throttled in nearly every period.
     let cg = TempCgroup::builder().cfs_quota(50_000, 100_000).create()?;
     let _burners = [Workload::burning(&cg)?, Workload::burning(&cg)?];
-    let exporter = ExporterDaemon::start(None, &[])?;
+    let exporter = ExporterDaemon::start_over(&[id_of(&cg)], &[])?;
     let prometheus = PrometheusServer::start(&PrometheusOptions {
         targets: vec![exporter.target()],
         interval: Duration::from_secs(1),
@@ -247,6 +247,7 @@ fn exposition_passes_promtool_but_for_the_documented_cadvisor_names() -> Result<
     rig::preflight()?;
     let cg = TempCgroup::builder().memory_limit(64 * MIB).create()?;
     let _sleeper = Workload::start_in(&cg, "sh", &["-c", "read _; read _"])?;
+    // The whole host: every kind of cgroup it has goes through promtool.
     let exporter = ExporterDaemon::start(None, &[])?;
     let text = exporter.scrape()?;
     assert!(text.contains(&format!("id=\"{}\"", id_of(&cg))), "{text}");
@@ -462,7 +463,7 @@ fn traffic_into_a_container_namespace_shows_in_its_network_counters() -> Result<
     assert_eq!(line.trim(), "ready");
     // A process of another cgroup on the host's network: it has no network series.
     let _host_process = Workload::start_in(&host_cg, "sh", &["-c", "read _; read _"])?;
-    let exporter = ExporterDaemon::start(None, &[])?;
+    let exporter = ExporterDaemon::start_over(&[id_of(&cg), id_of(&host_cg)], &[])?;
     let id = id_of(&cg);
     let interface = netns.inner_interface();
     let labels = [("id", id.as_str()), ("interface", interface.as_str())];
@@ -630,7 +631,7 @@ fn at_most_60_series_per_container() -> Result<()> {
         "ip",
         &["netns", "exec", &netns.name, "sh", "-c", &script],
     )?;
-    let exporter = ExporterDaemon::start(None, &[])?;
+    let exporter = ExporterDaemon::start_over(&[id_of(&cg)], &[])?;
     let id = id_of(&cg);
     let needle = format!("id=\"{id}\"");
     let text = rig::poll(
