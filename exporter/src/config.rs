@@ -32,6 +32,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Where and how to push (remote write), if anywhere.
     pub remote_write: RemoteWriteConfig,
+    /// Where container labels come from (containerd's CRI).
+    pub cri: CriConfig,
 }
 
 /// `[discovery]`: the cgroup subtrees walked.
@@ -93,6 +95,34 @@ pub const DEFAULT_BATCH_SAMPLES: usize = 5_000;
 
 /// The `job` external label when the file does not set one.
 pub const DEFAULT_JOB: &str = "proclens";
+
+/// containerd's CRI socket when the file does not say.
+pub const DEFAULT_CRI_ENDPOINT: &str = "/run/containerd/containerd.sock";
+
+/// How often the container labels are listed again when the file does not say (a new container
+/// is also looked up as soon as a scrape meets it).
+pub const DEFAULT_CRI_REFRESH: Duration = Duration::from_secs(10);
+
+/// `[cri]`: the runtime whose CRI labels (`name`, `image`, `namespace`, `pod`, `container`)
+/// the series get. A socket that is absent or refuses leaves only the `id` label.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CriConfig {
+    /// The CRI socket (`""` turns labels from CRI off).
+    pub endpoint: PathBuf,
+    /// Time between listings of every container (`"10s"`).
+    #[serde(deserialize_with = "duration")]
+    pub refresh: Duration,
+}
+
+impl Default for CriConfig {
+    fn default() -> Self {
+        CriConfig {
+            endpoint: PathBuf::from(DEFAULT_CRI_ENDPOINT),
+            refresh: DEFAULT_CRI_REFRESH,
+        }
+    }
+}
 
 /// `[remote_write]`: the optional push (Prometheus remote write 1.0).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -466,6 +496,26 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn cri_section() {
+        let config =
+            Config::parse("[cri]\nendpoint = \"/run/k3s/containerd.sock\"\nrefresh = \"30s\"\n")
+                .unwrap();
+        assert_eq!(
+            config.cri.endpoint,
+            PathBuf::from("/run/k3s/containerd.sock")
+        );
+        assert_eq!(config.cri.refresh, Duration::from_secs(30));
+        assert_eq!(
+            Config::default().cri.endpoint,
+            PathBuf::from(DEFAULT_CRI_ENDPOINT)
+        );
+        let err = Config::parse("[cri]\nrefresh = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod encode;
 pub mod families;
 pub mod filter;
 pub mod remote_write;
+pub mod runtime;
 pub mod scrape;
 pub mod series;
 pub mod server;

@@ -4,10 +4,12 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use proclens_cgroup::files::FileCache;
 use proclens_cgroup::{Collector, HostPaths};
+use proclens_cri::Inventory;
 use proclens_exporter::config::{self, Config, DEFAULT_LISTEN, DEFAULT_OPEN_FILES};
 use proclens_exporter::filter::MetricFilter;
 use proclens_exporter::remote_write::{self, RemoteWriteStats, Settings};
-use proclens_exporter::scrape::{Exporter, NoRuntime};
+use proclens_exporter::runtime::CriLabels;
+use proclens_exporter::scrape::{Exporter, LabelSource, NoRuntime};
 use proclens_exporter::web::config::WebConfig;
 use proclens_exporter::web::{tls, Guard};
 use std::path::{Path, PathBuf};
@@ -101,12 +103,20 @@ fn main() -> Result<()> {
         .settings(args.remote_write.as_deref(), &config::hostname())
         .map_err(anyhow::Error::msg)
         .context("bad remote write settings")?;
-    let exporter = Exporter::new(
-        collector,
-        config.discovery.discovery(),
-        &filter,
-        Arc::new(NoRuntime),
-    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+        .context("cannot start the async runtime")?;
+    let labels: Arc<dyn LabelSource> = if config.cri.endpoint.as_os_str().is_empty() {
+        Arc::new(NoRuntime)
+    } else {
+        let _entered = runtime.enter();
+        let inventory = Inventory::start(&config.cri.endpoint, config.cri.refresh)
+            .context("cannot start the CRI label inventory")?;
+        Arc::new(CriLabels::new(inventory))
+    };
+    let exporter = Exporter::new(collector, config.discovery.discovery(), &filter, labels);
     let (exporter, push) = match push {
         Some(settings) => {
             let stats = Arc::new(RemoteWriteStats::default());
@@ -116,11 +126,6 @@ fn main() -> Result<()> {
         None => (exporter, None),
     };
     let exporter = Arc::new(exporter);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .max_blocking_threads(4)
-        .build()
-        .context("cannot start the async runtime")?;
     runtime.block_on(serve(exporter, listen, web, push))
 }
 

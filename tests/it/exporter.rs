@@ -2,7 +2,7 @@
 //! allocating a known amount, CPU burners, a quota that throttles), queried back through
 //! Prometheus's API. Runs on the v1 host and again in the v2 VM.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,8 @@ use proclens_exporter::filter::MetricFilter;
 use proclens_exporter::scrape::{Exporter, LabelSource, RuntimeLabels};
 use proclens_tests::rig::prometheus::http_get;
 use proclens_tests::rig::{
-    self, ExporterDaemon, PrometheusOptions, PrometheusServer, Sample, TempCgroup,
+    self, ContainerSpec, ContainerdDaemon, ExporterDaemon, PodSpec, PrometheusOptions,
+    PrometheusServer, Sample, TempCgroup, BUSYBOX_IMAGE,
 };
 
 use crate::util::MIB;
@@ -660,6 +661,141 @@ fn at_most_60_series_per_container() -> Result<()> {
         "only {} series:\n{}",
         series.len(),
         series.join("\n")
+    );
+    Ok(())
+}
+
+/// The kubernetes-mixin's CPUThrottlingHigh alert, with 20 s windows instead of 5 m and no
+/// `for`, as a Prometheus rule file.
+const CPU_THROTTLING_HIGH: &str = r#"groups:
+  - name: kubernetes-resources
+    rules:
+      - alert: CPUThrottlingHigh
+        expr: |
+          sum(increase(container_cpu_cfs_throttled_periods_total{container!=""}[20s])) by (container, pod, namespace)
+            /
+          sum(increase(container_cpu_cfs_periods_total[20s])) by (container, pod, namespace)
+            > ( 25 / 100 )
+"#;
+
+#[test]
+fn a_containerd_pod_gets_cri_labels_and_fires_cpu_throttling_high() -> Result<()> {
+    rig::preflight()?;
+    let daemon = ContainerdDaemon::start()?;
+    let pod = PodSpec::kubelet("games", "arena-0", &[("app", "arena")]);
+    let sandbox = daemon.run_pod(&pod)?;
+    let kubelet_labels: HashMap<String, String> = [
+        ("io.kubernetes.container.name", "server"),
+        ("io.kubernetes.pod.name", "arena-0"),
+        ("io.kubernetes.pod.namespace", "games"),
+        ("io.kubernetes.pod.uid", pod.uid.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let server = daemon.start_container(
+        &sandbox,
+        &ContainerSpec {
+            name: "server".into(),
+            image: BUSYBOX_IMAGE.into(),
+            labels: kubelet_labels,
+            // Two burners under half a core: throttled in nearly every period.
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "while :; do :; done & while :; do :; done".into(),
+            ],
+        },
+    )?;
+    let cpu_dir = daemon
+        .container_cgroup("cpu", &pod, &server)
+        .context("no cpu hierarchy")?;
+    let layout = proclens_cgroup::Layout::discover(&HostPaths::default())?;
+    let path = format!("{}/{server}", daemon.pod_cgroup(&pod));
+    proclens_cgroup::write::apply(
+        &layout,
+        &layout.set_at(&path),
+        &proclens_cgroup::write::LimitUpdate {
+            cpu_max: Some(proclens_cgroup::write::CpuBandwidth {
+                quota_us: Some(50_000),
+                period_us: 100_000,
+            }),
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("limit {} to half a core", cpu_dir.display()))?;
+
+    let dir = tempfile::Builder::new()
+        .prefix("proclens-exporter-config-")
+        .tempdir()?;
+    let config = dir.path().join("exporter.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[discovery]\nroots = [{:?}]\n[cri]\nendpoint = {:?}\nrefresh = \"1s\"\n",
+            daemon.cgroup_root(),
+            daemon.socket().display().to_string()
+        ),
+    )?;
+    let exporter = ExporterDaemon::start(Some(&config), &[])?;
+
+    // The container's series carry its CRI labels, the pod's series its pod's (no container).
+    let text = rig::poll(Duration::from_secs(60), "CRI labels on the series", || {
+        let text = exporter.scrape()?;
+        Ok(text.contains("container=\"server\"").then_some(text))
+    })?;
+    let container_labels = [
+        ("id", path.as_str()),
+        ("name", server.as_str()),
+        ("image", BUSYBOX_IMAGE),
+        ("namespace", "games"),
+        ("pod", "arena-0"),
+        ("container", "server"),
+    ];
+    assert!(
+        value_in(
+            &text,
+            "container_cpu_usage_seconds_total",
+            &container_labels
+        )
+        .is_some(),
+        "no CPU series with {container_labels:?} in\n{text}"
+    );
+    let pod_path = daemon.pod_cgroup(&pod);
+    let pod_line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("container_memory_usage_bytes{")
+                && l.contains(&format!("id=\"{pod_path}\""))
+        })
+        .with_context(|| format!("no memory series for the pod cgroup {pod_path} in\n{text}"))?;
+    assert!(
+        pod_line.contains("pod=\"arena-0\"")
+            && pod_line.contains("namespace=\"games\"")
+            && !pod_line.contains("container="),
+        "pod series: {pod_line}"
+    );
+
+    let prometheus = PrometheusServer::start(&PrometheusOptions {
+        targets: vec![exporter.target()],
+        interval: Duration::from_secs(1),
+        rules: Some(CPU_THROTTLING_HIGH.to_string()),
+        ..PrometheusOptions::default()
+    })?;
+    let firing = prometheus.wait_for(
+        "ALERTS{alertname=\"CPUThrottlingHigh\",alertstate=\"firing\"}",
+        PROMETHEUS_TIMEOUT,
+        |s| !s.is_empty(),
+    )?;
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    let alert = &firing[0];
+    assert_eq!(
+        (
+            alert.label("container"),
+            alert.label("pod"),
+            alert.label("namespace")
+        ),
+        ("server", "arena-0", "games")
     );
     Ok(())
 }

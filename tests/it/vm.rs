@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use proclens_tests::rig::vm::{self, V2Vm, VmProgram};
 
 /// Tests of this suite that do not run in the VM (libtest `--skip` filters), and why.
-const NOT_IN_VM: [(&str, &str); 6] = [
+const NOT_IN_VM: [(&str, &str); 7] = [
     ("vm::", "the VM stage itself (no VM inside the VM)"),
     (
         "container::",
@@ -18,6 +18,10 @@ const NOT_IN_VM: [(&str, &str); 6] = [
     ("rig::bare_runc_container", "runc is not in the VM"),
     (
         "cri::inventory_follows_real_containerd",
+        "containerd, runc and the CNI plugins are not in the VM",
+    ),
+    (
+        "exporter::a_containerd_pod",
         "containerd, runc and the CNI plugins are not in the VM",
     ),
     (
