@@ -57,12 +57,16 @@ impl Workload {
         Ok(workload)
     }
 
-    /// A python process that, once in `cg`, allocates and touches `bytes` and says "ready".
+    /// The workload binary (`proclens-workload`, env `PROCLENS_WORKLOAD_BIN`).
+    fn binary() -> Result<String> {
+        let path = rig::find_binary("PROCLENS_WORKLOAD_BIN", "proclens-workload")?;
+        Ok(path.to_str().context("workload path is not UTF-8")?.to_string())
+    }
+
+    /// A process that, once in `cg`, allocates and touches `bytes` and says "ready".
     fn allocating(cg: &TempCgroup, bytes: u64) -> Result<Self> {
-        let script = format!(
-            "import sys\nsys.stdin.readline()\nb = b'x' * {bytes}\nprint('ready', flush=True)\nsys.stdin.readline()\n"
-        );
-        let mut workload = Workload::start_in(cg, "python3", &["-c", &script])?;
+        let bytes = bytes.to_string();
+        let mut workload = Workload::start_in(cg, &Workload::binary()?, &["alloc", &bytes])?;
         let mut line = String::new();
         let stdout = workload.stdout.as_mut().context("no stdout")?;
         stdout
@@ -74,9 +78,9 @@ impl Workload {
         Ok(workload)
     }
 
-    /// A shell spinning on the CPU once in `cg`.
+    /// A process spinning on the CPU once in `cg`.
     fn burning(cg: &TempCgroup) -> Result<Self> {
-        Workload::start_in(cg, "sh", &["-c", "read _; while :; do :; done"])
+        Workload::start_in(cg, &Workload::binary()?, &["burn"])
     }
 }
 
@@ -443,17 +447,12 @@ fn traffic_into_a_container_namespace_shows_in_its_network_counters() -> Result<
     let host_cg = TempCgroup::builder().create()?;
     // A UDP receiver inside the namespace (and the cgroup): it counts what arrives.
     // It stops at 100 datagrams, or after 5 s without one (UDP may drop some on a busy host).
-    let script = format!(
-        "import socket, sys\nsys.stdin.readline()\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-         s.bind(('{}', 9999))\ns.settimeout(5)\nprint('ready', flush=True)\nn = 0\n\
-         try:\n    while n < 100:\n        s.recv(2048)\n        n += 1\nexcept socket.timeout:\n    pass\n\
-         print(n, flush=True)\nsys.stdin.readline()\n",
-        netns.inner_ip
-    );
+    let listen = format!("{}:9999", netns.inner_ip);
+    let workload = Workload::binary()?;
     let mut receiver = Workload::start_in(
         &cg,
         "ip",
-        &["netns", "exec", &netns.name, "python3", "-c", &script],
+        &["netns", "exec", &netns.name, &workload, "udp-recv", &listen, "100", "5000"],
     )?;
     let mut line = String::new();
     receiver

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use proclens_tests::rig::vm::{self, V2Vm, VmProgram};
+use proclens_tests::rig;
 
 /// Tests of this suite that do not run in the VM (libtest `--skip` filters), and why.
 const NOT_IN_VM: [(&str, &str); 7] = [
@@ -40,8 +41,12 @@ fn v2_programs() -> Result<Vec<VmProgram>> {
     let exe = std::env::current_exe().context("the integration test binary's path")?;
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let workspace = manifest.parent().context("tests/ has a parent")?;
+    // PROCLENS_VM_FILTER narrows the run to the tests whose names contain it (while working
+    // on one module; the suite's own run leaves it unset).
+    let filter = std::env::var("PROCLENS_VM_FILTER").ok();
     let integration = VmProgram::new("integration", exe)
         .args(["--test-threads=2", "--show-output"])
+        .args(filter.as_deref())
         .args(NOT_IN_VM.iter().flat_map(|(filter, _)| ["--skip", filter]))
         // As under cargo: the package directory is the working directory.
         .current_dir(&manifest)
@@ -63,6 +68,20 @@ fn cgroup_v2_suite() -> Result<()> {
         ));
     }
     let mut machine = V2Vm::new()?;
+    // The exporter's tests: the exporter, their workload, a real Prometheus (and promtool), and
+    // iproute2 for network namespaces. The env variables find them, as on the host.
+    for (var, name) in [
+        ("PROCLENS_EXPORTER_BIN", "proclens-exporter"),
+        ("PROCLENS_WORKLOAD_BIN", "proclens-workload"),
+    ] {
+        let path = rig::find_binary(var, name)?;
+        machine = machine
+            .env(var, path.to_str().context("binary path is not UTF-8")?)
+            .binary(path);
+    }
+    for host_tool in ["/usr/bin/prometheus", "/usr/bin/promtool", "/usr/sbin/ip"] {
+        machine = machine.binary(host_tool);
+    }
     for program in v2_programs()? {
         machine = machine.program(program);
     }

@@ -88,6 +88,12 @@ mkdir -p "$SCRATCH"
 mount -t ext2 "$DISK" "$SCRATCH"
 chmod 1777 "$SCRATCH"
 
+STEP='network'
+# Loopback for the programs' own servers (the exporter, Prometheus), and where iproute2 keeps
+# named network namespaces (veth pairs: the exporter's network test).
+ip link set lo up
+mkdir -p /run/netns
+
 STEP='cgroup controllers'
 echo '+cpu +memory +cpuset +io +pids' > /sys/fs/cgroup/cgroup.subtree_control
 say "kernel $(uname -r), cpus $(cat /sys/devices/system/cpu/online)," \

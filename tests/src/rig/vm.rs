@@ -47,8 +47,8 @@ const INIT: &str = include_str!("../../vm/init.sh");
 const KERNEL_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/vm/kernel.sh");
 
 /// Modules the VM loads (their dependencies come along): FUSE, the virtio-blk scratch disk,
-/// zram swap with its default compressor.
-const MODULES: [&str; 5] = ["fuse", "virtio_pci", "virtio_blk", "zram", "lzo-rle"];
+/// zram swap with its default compressor, veth pairs (the exporter's network test).
+const MODULES: [&str; 6] = ["fuse", "virtio_pci", "virtio_blk", "zram", "lzo-rle", "veth"];
 
 /// lxcfs and what it needs beyond its `ldd` libraries: `liblxcfs.so` is `dlopen`ed, and
 /// libfuse falls back to `fusermount3` when a mount(2) fails.
@@ -197,6 +197,12 @@ impl V2Vm {
     /// Adds a program; programs run one after another, in the order added.
     pub fn program(mut self, program: VmProgram) -> Self {
         self.programs.push(program);
+        self
+    }
+
+    /// Sets an environment variable for every program.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
