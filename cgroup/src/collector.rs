@@ -10,9 +10,11 @@ use crate::model::{ContainerSnapshot, CpuDetail, Parts};
 use crate::parse::proc_pid::parse_pid_cgroup;
 use crate::raw::{Edge, RawFile};
 use crate::{pids, v1, v2};
+use std::borrow::Borrow;
 use std::cell::Cell;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Identifies one container instance: its cgroup set plus the inode of every cgroup directory,
@@ -181,6 +183,63 @@ impl Collector {
             self.inodes(set)?;
         }
         Ok(snap)
+    }
+
+    /// Snapshots of many cgroups (one collection, an exporter's scrape), in `sets`' order, read
+    /// on up to `threads` threads (0: the host's available parallelism; 1: this thread only).
+    /// Each result is what [`Collector::snapshot`] gives for that set: one cgroup vanishing or
+    /// failing does not fail the others. Threads take blocks of neighbouring sets in turn, so a
+    /// thread slowed by other work on the host takes fewer.
+    pub fn snapshot_many<S>(
+        &self,
+        sets: &[S],
+        parts: Parts,
+        threads: usize,
+    ) -> Vec<Result<ContainerSnapshot>>
+    where
+        S: Borrow<CgroupSet> + Sync,
+    {
+        /// Sets a thread takes at a time: enough to amortize the shared counter, few enough
+        /// to even out the threads' shares.
+        const BLOCK: usize = 16;
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(sets.len().div_ceil(BLOCK));
+        let snapshot_all = |sets: &[S]| -> Vec<Result<ContainerSnapshot>> {
+            sets.iter()
+                .map(|set| self.snapshot(set.borrow(), parts))
+                .collect()
+        };
+        if threads <= 1 {
+            return snapshot_all(sets);
+        }
+        let next = AtomicUsize::new(0);
+        let work = || {
+            let mut done = Vec::new();
+            loop {
+                let start = next.fetch_add(BLOCK, Ordering::Relaxed);
+                if start >= sets.len() {
+                    return done;
+                }
+                let block = &sets[start..sets.len().min(start + BLOCK)];
+                done.push((start, snapshot_all(block)));
+            }
+        };
+        let mut blocks = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+            let mut blocks = work();
+            for helper in helpers {
+                match helper.join() {
+                    Ok(done) => blocks.extend(done),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            blocks
+        });
+        blocks.sort_unstable_by_key(|(start, _)| *start);
+        blocks.into_iter().flat_map(|(_, block)| block).collect()
     }
 
     /// The cgroup directory and its non-root ancestors in `controller`'s hierarchy, innermost
@@ -541,6 +600,44 @@ mod tests {
         assert!(usage.user_ns > 0 && usage.per_cpu.is_none());
         assert!(snap.pressure.unwrap().memory.is_some());
         assert_eq!(snap.io.unwrap().devices.len(), 1);
+    }
+
+    #[test]
+    fn many_snapshots_on_threads_are_the_single_ones_in_order() {
+        let tree = FakeTree::new();
+        let names: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            copy_fixture_dir("v2/6.1", &tree.path(&format!("cg/{name}")));
+            tree.write(&format!("cg/{name}/pids.current"), &format!("{i}\n"));
+        }
+        let controllers = "cpuset cpu io memory pids";
+        tree.write("cg/cgroup.controllers", &format!("{controllers}\n"));
+        let (reader, _) = v2_tree(&tree, controllers, "0::/c0\n", HostPaths::default());
+        let mut sets: Vec<CgroupSet> = names.iter().map(|n| reader.layout().set_at(n)).collect();
+        sets.insert(17, reader.layout().set_at("gone"));
+        let single: Vec<Option<ContainerSnapshot>> = sets
+            .iter()
+            .map(|set| reader.snapshot(set, Parts::ALL).ok())
+            .collect();
+        for threads in [0, 1, 3] {
+            let many = reader.snapshot_many(&sets, Parts::ALL, threads);
+            assert_eq!(many.len(), sets.len());
+            for (i, (many, single)) in many.into_iter().zip(&single).enumerate() {
+                match many {
+                    Ok(snap) => assert_eq!(Some(&snap), single.as_ref(), "set {i}"),
+                    Err(e) => {
+                        assert!(matches!(e, Error::Vanished { .. }), "{e}");
+                        assert_eq!(i, 17);
+                    }
+                }
+            }
+        }
+        let pids: Vec<u64> = reader
+            .snapshot_many(&sets[..3], Parts::PIDS, 2)
+            .into_iter()
+            .map(|snap| snap.unwrap().pids.unwrap().current)
+            .collect();
+        assert_eq!(pids, [0, 1, 2]);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The collector benchmark: how long `proclens-cgroup` takes to list every container of a host
 //! and read a full snapshot ([`Parts::ALL`]) of each, at 1,000 and 5,000 live cgroups (each with
 //! one sleeping process, limits in every v1 hierarchy or in v2), against the floor of reading
-//! the same files with one open+read+close each and nothing else. Run as root:
+//! the same files with one open+read+close each and nothing else. Each round times the
+//! snapshots on this thread ([`Collector::snapshot`] in a loop) and on `--threads` threads
+//! ([`Collector::snapshot_many`]), one after the other, so both see the same load. Run as root:
 //!
-//!     cargo run --release -p proclens-tests --bin proclens-collect-bench -- [--cgroups 1000,5000] [--rounds 20] [--kept-only]
+//!     cargo run --release -p proclens-tests --bin proclens-collect-bench -- [--cgroups 1000,5000] [--rounds 20] [--threads N] [--kept-only]
 //!
 //! Prints a Markdown table (median and p90 over the rounds, per collection and per container).
 
@@ -20,6 +22,8 @@ use proclens_tests::rig::TempCgroup;
 struct Options {
     cgroups: Vec<usize>,
     rounds: usize,
+    /// Threads of the parallel snapshots (0: the host's available parallelism).
+    threads: usize,
     /// Only the run with kept descriptors (for a profiler).
     kept_only: bool,
 }
@@ -28,6 +32,7 @@ fn parse_args() -> Result<Options> {
     let mut options = Options {
         cgroups: vec![1000, 5000],
         rounds: 20,
+        threads: 0,
         kept_only: false,
     };
     let mut args = std::env::args().skip(1);
@@ -41,9 +46,11 @@ fn parse_args() -> Result<Options> {
                     .collect::<Result<_>>()?
             }
             "--rounds" => options.rounds = value()?.parse().context("--rounds: a number")?,
+            "--threads" => options.threads = value()?.parse().context("--threads: a number")?,
             "--kept-only" => options.kept_only = true,
             other => bail!(
-                "unknown option {other:?} (options: --cgroups N[,N...] --rounds N --kept-only)"
+                "unknown option {other:?} (options: --cgroups N[,N...] --rounds N --threads N \
+                 --kept-only)"
             ),
         }
     }
@@ -123,6 +130,20 @@ fn snapshot_files(collector: &Collector, path: &str) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// One subject's times per round: the snapshots alone, and the list with them.
+#[derive(Default)]
+struct Timings {
+    snapshots: Vec<Duration>,
+    total: Vec<Duration>,
+}
+
+impl Timings {
+    fn push(&mut self, snapshots: Duration, total: Duration) {
+        self.snapshots.push(snapshots);
+        self.total.push(total);
+    }
 }
 
 /// Median and 90th percentile of `samples`.
@@ -211,10 +232,16 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
     } else {
         &[keep, 0]
     };
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     for &capacity in capacities {
         let collector = Collector::discover(HostPaths::default(), FileCache::new(capacity))?;
+        // Per round: the list, then the snapshots on this thread; the list again, then the
+        // snapshots on `threads` threads.
         let mut list_times = Vec::new();
-        let mut full_times = Vec::new();
+        let (mut serial, mut parallel) = (Timings::default(), Timings::default());
         for round in 0..=rounds {
             let start = Instant::now();
             let found = collector.list(&discovery)?;
@@ -225,22 +252,40 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
             for f in &found {
                 collector.snapshot(&f.set, Parts::ALL)?;
             }
+            let serial_total = start.elapsed();
+            let start = Instant::now();
+            let found = collector.list(&discovery)?;
+            let listed_again = start.elapsed();
+            let sets: Vec<_> = found.iter().map(|f| &f.set).collect();
+            for snap in collector.snapshot_many(&sets, Parts::ALL, threads) {
+                snap?;
+            }
+            let parallel_total = start.elapsed();
             // Round 0 opens the descriptors: not counted.
             if round > 0 {
                 list_times.push(listed);
-                full_times.push(start.elapsed());
+                serial.push(serial_total - listed, serial_total);
+                parallel.push(parallel_total - listed_again, parallel_total);
             }
         }
         let (list50, list90) = p50_p90(&mut list_times);
-        let (full50, full90) = p50_p90(&mut full_times);
-        rows.push(format!(
-            "| {n} | proclens, {capacity} kept descriptors | {} / {} | {} / {} | {} |",
-            ms(list50),
-            ms(list90),
-            ms(full50),
-            ms(full90),
-            us(full50, n)
-        ));
+        for (how, timings) in [
+            ("this thread".to_string(), &mut serial),
+            (format!("{threads} threads"), &mut parallel),
+        ] {
+            let (snap50, snap90) = p50_p90(&mut timings.snapshots);
+            let (full50, full90) = p50_p90(&mut timings.total);
+            rows.push(format!(
+                "| {n} | proclens, {capacity} kept descriptors, snapshots on {how} | {} / {} | {} / {} | {} / {} | {} |",
+                ms(list50),
+                ms(list90),
+                ms(snap50),
+                ms(snap90),
+                ms(full50),
+                ms(full90),
+                us(full50, n)
+            ));
+        }
     }
     if options.kept_only {
         return Ok(rows);
@@ -263,7 +308,7 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
     }
     let (floor50, floor90) = p50_p90(&mut floor_times);
     rows.push(format!(
-        "| {n} | floor: open+read+close of the same {} files, no parsing | – | {} / {} | {} |",
+        "| {n} | floor: open+read+close of the same {} files, no parsing | – | {} / {} | – | {} |",
         files.len(),
         ms(floor50),
         ms(floor90),
@@ -290,7 +335,42 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
         }
         let (kept50, kept90) = p50_p90(&mut pread_times);
         rows.push(format!(
-            "| {n} | floor: pread of kept descriptors of the same files, no parsing | – | {} / {} | {} |",
+            "| {n} | floor: pread of kept descriptors of the same files, no parsing | – | {} / {} | – | {} |",
+            ms(kept50),
+            ms(kept90),
+            us(kept50, n)
+        ));
+        // The same on `threads` threads, each its share of the descriptors: the kernel's cost
+        // with every core generating files.
+        let share = kept.len().div_ceil(threads);
+        let mut parallel_times = Vec::new();
+        for round in 0..=rounds {
+            let start = Instant::now();
+            std::thread::scope(|scope| -> Result<()> {
+                let readers: Vec<_> = kept
+                    .chunks(share)
+                    .map(|files| {
+                        scope.spawn(move || -> std::io::Result<()> {
+                            let mut buf = vec![0u8; 1 << 16];
+                            for file in files {
+                                std::os::unix::fs::FileExt::read_at(file, &mut buf, 0)?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                for reader in readers {
+                    reader.join().expect("reader panicked")?;
+                }
+                Ok(())
+            })?;
+            if round > 0 {
+                parallel_times.push(start.elapsed());
+            }
+        }
+        let (kept50, kept90) = p50_p90(&mut parallel_times);
+        rows.push(format!(
+            "| {n} | floor: the same preads on {threads} threads | – | {} / {} | – | {} |",
             ms(kept50),
             ms(kept90),
             us(kept50, n)
@@ -305,9 +385,9 @@ fn main() -> Result<()> {
     let options = parse_args()?;
     let nofile = raise_nofile()?;
     let mut rows = vec![
-        "| cgroups | subject | list p50 / p90 | list + full snapshot p50 / p90 | per cgroup (p50) |"
+        "| cgroups | subject | list p50 / p90 | full snapshots p50 / p90 | list + full snapshots p50 / p90 | per cgroup (p50) |"
             .to_string(),
-        "|---|---|---|---|---|".to_string(),
+        "|---|---|---|---|---|---|".to_string(),
     ];
     for &n in &options.cgroups {
         rows.extend(run(n, &options, nofile)?);
