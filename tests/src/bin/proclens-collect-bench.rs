@@ -132,18 +132,32 @@ fn snapshot_files(collector: &Collector, path: &str) -> Vec<PathBuf> {
     files
 }
 
-/// One subject's times per round: the snapshots alone, and the list with them.
+/// One subject's times per round: the snapshots alone (elapsed, and CPU time of all the
+/// process's threads), and the list with them.
 #[derive(Default)]
 struct Timings {
     snapshots: Vec<Duration>,
+    cpu: Vec<Duration>,
     total: Vec<Duration>,
 }
 
 impl Timings {
-    fn push(&mut self, snapshots: Duration, total: Duration) {
+    fn push(&mut self, snapshots: Duration, cpu: Duration, total: Duration) {
         self.snapshots.push(snapshots);
+        self.cpu.push(cpu);
         self.total.push(total);
     }
+}
+
+/// CPU time used so far by all of this process's threads (those that ended included).
+fn process_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec passed.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Median and 90th percentile of `samples`.
@@ -249,23 +263,28 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
             if found.len() != n {
                 bail!("listed {} cgroups, created {n}", found.len());
             }
+            let cpu = process_cpu_time();
             for f in &found {
                 collector.snapshot(&f.set, Parts::ALL)?;
             }
+            let serial_cpu = process_cpu_time() - cpu;
             let serial_total = start.elapsed();
             let start = Instant::now();
             let found = collector.list(&discovery)?;
             let listed_again = start.elapsed();
             let sets: Vec<_> = found.iter().map(|f| &f.set).collect();
-            for snap in collector.snapshot_many(&sets, Parts::ALL, threads) {
+            let cpu = process_cpu_time();
+            let snaps = collector.snapshot_many(&sets, Parts::ALL, threads);
+            let parallel_cpu = process_cpu_time() - cpu;
+            let parallel_total = start.elapsed();
+            for snap in snaps {
                 snap?;
             }
-            let parallel_total = start.elapsed();
             // Round 0 opens the descriptors: not counted.
             if round > 0 {
                 list_times.push(listed);
-                serial.push(serial_total - listed, serial_total);
-                parallel.push(parallel_total - listed_again, parallel_total);
+                serial.push(serial_total - listed, serial_cpu, serial_total);
+                parallel.push(parallel_total - listed_again, parallel_cpu, parallel_total);
             }
         }
         let (list50, list90) = p50_p90(&mut list_times);
@@ -274,13 +293,15 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
             (format!("{threads} threads"), &mut parallel),
         ] {
             let (snap50, snap90) = p50_p90(&mut timings.snapshots);
+            let (cpu50, _) = p50_p90(&mut timings.cpu);
             let (full50, full90) = p50_p90(&mut timings.total);
             rows.push(format!(
-                "| {n} | proclens, {capacity} kept descriptors, snapshots on {how} | {} / {} | {} / {} | {} / {} | {} |",
+                "| {n} | proclens, {capacity} kept descriptors, snapshots on {how} | {} / {} | {} / {} | {} | {} / {} | {} |",
                 ms(list50),
                 ms(list90),
                 ms(snap50),
                 ms(snap90),
+                ms(cpu50),
                 ms(full50),
                 ms(full90),
                 us(full50, n)
@@ -308,7 +329,7 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
     }
     let (floor50, floor90) = p50_p90(&mut floor_times);
     rows.push(format!(
-        "| {n} | floor: open+read+close of the same {} files, no parsing | – | {} / {} | – | {} |",
+        "| {n} | floor: open+read+close of the same {} files, no parsing | – | {} / {} | – | – | {} |",
         files.len(),
         ms(floor50),
         ms(floor90),
@@ -335,7 +356,7 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
         }
         let (kept50, kept90) = p50_p90(&mut pread_times);
         rows.push(format!(
-            "| {n} | floor: pread of kept descriptors of the same files, no parsing | – | {} / {} | – | {} |",
+            "| {n} | floor: pread of kept descriptors of the same files, no parsing | – | {} / {} | – | – | {} |",
             ms(kept50),
             ms(kept90),
             us(kept50, n)
@@ -370,7 +391,7 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
         }
         let (kept50, kept90) = p50_p90(&mut parallel_times);
         rows.push(format!(
-            "| {n} | floor: the same preads on {threads} threads | – | {} / {} | – | {} |",
+            "| {n} | floor: the same preads on {threads} threads | – | {} / {} | – | – | {} |",
             ms(kept50),
             ms(kept90),
             us(kept50, n)
@@ -385,9 +406,9 @@ fn main() -> Result<()> {
     let options = parse_args()?;
     let nofile = raise_nofile()?;
     let mut rows = vec![
-        "| cgroups | subject | list p50 / p90 | full snapshots p50 / p90 | list + full snapshots p50 / p90 | per cgroup (p50) |"
+        "| cgroups | subject | list p50 / p90 | full snapshots p50 / p90 | their CPU time p50 | list + full snapshots p50 / p90 | per cgroup (p50) |"
             .to_string(),
-        "|---|---|---|---|---|---|".to_string(),
+        "|---|---|---|---|---|---|---|".to_string(),
     ];
     for &n in &options.cgroups {
         rows.extend(run(n, &options, nofile)?);
