@@ -8,7 +8,7 @@ use crate::files::FileCache;
 use crate::layout::{join_cgroup, CgroupSet, Controller, HostPaths, Layout, Version};
 use crate::model::{ContainerSnapshot, CpuDetail, Parts};
 use crate::parse::proc_pid::parse_pid_cgroup;
-use crate::raw::{Edge, RawFile};
+use crate::raw::{Edge, RawFile, Shared};
 use crate::{pids, v1, v2};
 use std::borrow::Borrow;
 use std::cell::Cell;
@@ -139,8 +139,22 @@ impl Collector {
     /// Reads the `parts` of `set`'s state, each kernel file once. A cgroup that vanishes during
     /// the read is `Vanished`, never a snapshot mixing absent files with present ones.
     pub fn snapshot(&self, set: &CgroupSet, parts: Parts) -> Result<ContainerSnapshot> {
+        self.snapshot_sharing(set, parts, None)
+    }
+
+    /// [`Collector::snapshot`], reading ancestors' files through `shared` when given (one
+    /// collection's, see [`raw::Shared`]).
+    fn snapshot_sharing(
+        &self,
+        set: &CgroupSet,
+        parts: Parts,
+        shared: Option<&Shared>,
+    ) -> Result<ContainerSnapshot> {
         let absent = Cell::new(false);
-        let edge = Edge::new(&self.files, &absent);
+        let mut edge = Edge::new(&self.files, &absent);
+        if let Some(shared) = shared {
+            edge = edge.sharing(shared);
+        }
         let mut snap = ContainerSnapshot::default();
         if parts.contains(Parts::MEMORY) || parts.contains(Parts::MEMORY_DETAIL) {
             self.read_memory(edge, set, parts, &mut snap)?;
@@ -189,7 +203,9 @@ impl Collector {
     /// on up to `threads` threads (0: the host's available parallelism; 1: this thread only).
     /// Each result is what [`Collector::snapshot`] gives for that set: one cgroup vanishing or
     /// failing does not fail the others. Threads take blocks of neighbouring sets in turn, so a
-    /// thread slowed by other work on the host takes fewer.
+    /// thread slowed by other work on the host takes fewer. The ancestors' limit files, the
+    /// same for all the children of a parent, are read once per thread in the call (never
+    /// kept for the next call).
     pub fn snapshot_many<S>(
         &self,
         sets: &[S],
@@ -207,16 +223,18 @@ impl Collector {
             n => n,
         }
         .min(sets.len().div_ceil(BLOCK));
-        let snapshot_all = |sets: &[S]| -> Vec<Result<ContainerSnapshot>> {
+        // Each thread keeps the ancestors' files it read for this collection.
+        let snapshot_all = |sets: &[S], shared: &Shared| -> Vec<Result<ContainerSnapshot>> {
             sets.iter()
-                .map(|set| self.snapshot(set.borrow(), parts))
+                .map(|set| self.snapshot_sharing(set.borrow(), parts, Some(shared)))
                 .collect()
         };
         if threads <= 1 {
-            return snapshot_all(sets);
+            return snapshot_all(sets, &Shared::default());
         }
         let next = AtomicUsize::new(0);
         let work = || {
+            let shared = Shared::default();
             let mut done = Vec::new();
             loop {
                 let start = next.fetch_add(BLOCK, Ordering::Relaxed);
@@ -224,7 +242,7 @@ impl Collector {
                     return done;
                 }
                 let block = &sets[start..sets.len().min(start + BLOCK)];
-                done.push((start, snapshot_all(block)));
+                done.push((start, snapshot_all(block, &shared)));
             }
         };
         let mut blocks = std::thread::scope(|scope| {
@@ -366,14 +384,10 @@ impl Collector {
         };
         let (mut v1_cfs, mut v2_max) = (Vec::new(), Vec::new());
         match cpu.as_ref().map(|(v, _)| *v) {
-            Some(Version::V2) => {
-                for dir in &chain {
-                    v2_max.push(edge.optional(dir, "cpu.max")?);
-                }
-            }
+            Some(Version::V2) => v2_max = edge.chain(&chain, "cpu.max")?,
             Some(Version::V1) => {
                 for (i, dir) in chain.iter().enumerate() {
-                    v1_cfs.push(v1::cpu::CfsFiles::read(edge, dir, i == 0 && detail)?);
+                    v1_cfs.push(v1::cpu::CfsFiles::read(edge, dir, i == 0 && detail, i > 0)?);
                 }
             }
             None => {}
@@ -638,6 +652,47 @@ mod tests {
             .map(|snap| snap.unwrap().pids.unwrap().current)
             .collect();
         assert_eq!(pids, [0, 1, 2]);
+    }
+
+    /// Siblings under one v1 parent whose quota is the tightest: one collection reads the
+    /// parent's files once and gives each child what a single snapshot gives; the next
+    /// collection reads them afresh.
+    #[test]
+    fn ancestors_files_are_shared_within_one_collection_only() {
+        let tree = FakeTree::new();
+        let mounts = ["memory", "cpu", "cpuacct"];
+        let children: Vec<String> = (0..20).map(|i| format!("parent/c{i}")).collect();
+        for m in mounts {
+            for child in &children {
+                copy_fixture_dir("v1/6.18", &tree.path(&format!("cg/{m}/{child}")));
+            }
+        }
+        tree.write("cg/cpu/parent/cpu.cfs_quota_us", "20000\n");
+        tree.write("cg/cpu/parent/cpu.cfs_period_us", "100000\n");
+        let mountinfo = v1_mountinfo(&tree, &mounts);
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "");
+        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
+        let sets: Vec<CgroupSet> = children.iter().map(|c| reader.layout().set_at(c)).collect();
+        let quotas = |threads| -> Vec<Option<u64>> {
+            reader
+                .snapshot_many(&sets, Parts::ALL, threads)
+                .into_iter()
+                .map(|snap| snap.unwrap().cpu_quota.map(|q| q.quota_us))
+                .collect()
+        };
+        let single = reader.snapshot(&sets[3], Parts::ALL).unwrap();
+        assert_eq!(single.cpu_quota.map(|q| q.quota_us), Some(20000));
+        for threads in [1, 2] {
+            let many = reader.snapshot_many(&sets, Parts::ALL, threads);
+            assert_eq!(many[3].as_ref().unwrap(), &single);
+            assert_eq!(quotas(threads), vec![Some(20000); 20]);
+        }
+        tree.write("cg/cpu/parent/cpu.cfs_quota_us", "-1\n");
+        assert_eq!(
+            quotas(2),
+            vec![Some(50000); 20],
+            "the children's own, now the tightest"
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 use crate::error::{Error, Result};
 use crate::files::FileCache;
 use crate::parse::ParseResult;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// A kernel file's text, as read.
@@ -68,18 +69,37 @@ pub(crate) fn own_limit(
     }
 }
 
+/// Ancestors' files as read once in one collection (by path; `None` where absent): the limit
+/// files of a parent are the same for all of its children, so a collection of many siblings
+/// reads them once, not once per child. Lives for one collection only, never across two.
+pub(crate) type Shared = RefCell<HashMap<PathBuf, Option<RawFile>>>;
+
 /// Reads files through the collector's kept descriptors, noting whether a file that may be
 /// absent was (which can also mean its cgroup was removed during the read).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Edge<'a> {
     files: &'a FileCache,
     absent: &'a Cell<bool>,
+    /// Where ancestors' files read in this collection are kept; `None`: read them every time.
+    shared: Option<&'a Shared>,
 }
 
 impl<'a> Edge<'a> {
     /// Reads through `files`; `absent` is set when an optional file was not there.
     pub(crate) fn new(files: &'a FileCache, absent: &'a Cell<bool>) -> Self {
-        Edge { files, absent }
+        Edge {
+            files,
+            absent,
+            shared: None,
+        }
+    }
+
+    /// Reads ancestors' files ([`Edge::ancestor`]) once into `shared`, then from there.
+    pub(crate) fn sharing(self, shared: &'a Shared) -> Self {
+        Edge {
+            shared: Some(shared),
+            ..self
+        }
     }
 
     /// Reads `dir/name`; absent is `Vanished`.
@@ -102,9 +122,37 @@ impl<'a> Edge<'a> {
         }
     }
 
+    /// Reads `dir/name` of an ancestor of the cgroup being read, like [`Edge::optional`], but
+    /// only once in a collection when the edge is [`Edge::sharing`].
+    pub(crate) fn ancestor(&self, dir: &Path, name: &str) -> Result<Option<RawFile>> {
+        let Some(shared) = self.shared else {
+            return self.optional(dir, name);
+        };
+        let path = dir.join(name);
+        let known = shared.borrow().get(&path).cloned();
+        let file = match known {
+            Some(file) => file,
+            None => {
+                let file = self.optional(dir, name)?;
+                shared.borrow_mut().insert(path, file.clone());
+                file
+            }
+        };
+        if file.is_none() {
+            self.absent.set(true);
+        }
+        Ok(file)
+    }
+
     /// Reads file `name` in each of `dirs` (a cgroup, then its ancestors); `None` where
     /// absent (an ancestor that does not enable the controller sets no limit).
     pub(crate) fn chain(&self, dirs: &[PathBuf], name: &str) -> Result<Vec<Option<RawFile>>> {
-        dirs.iter().map(|dir| self.optional(dir, name)).collect()
+        dirs.iter()
+            .enumerate()
+            .map(|(i, dir)| match i {
+                0 => self.optional(dir, name),
+                _ => self.ancestor(dir, name),
+            })
+            .collect()
     }
 }

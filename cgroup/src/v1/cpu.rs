@@ -19,14 +19,28 @@ pub struct CfsFiles {
 impl CfsFiles {
     /// Reads the CFS files of `dir`; `None` when the cgroup has none. The period is read only
     /// when the quota is set, or when `always_period` (the cgroup's own setting is wanted):
-    /// the view of an unlimited container then costs one read less.
-    pub(crate) fn read(edge: Edge<'_>, dir: &Path, always_period: bool) -> Result<Option<Self>> {
-        let Some(quota) = edge.optional(dir, "cpu.cfs_quota_us")? else {
+    /// the view of an unlimited container then costs one read less. An `ancestor`'s files
+    /// (of the cgroup being read) are read once per collection ([`Edge::ancestor`]).
+    pub(crate) fn read(
+        edge: Edge<'_>,
+        dir: &Path,
+        always_period: bool,
+        ancestor: bool,
+    ) -> Result<Option<Self>> {
+        let read = |name: &str| match ancestor {
+            true => edge.ancestor(dir, name),
+            false => edge.optional(dir, name),
+        };
+        let Some(quota) = read("cpu.cfs_quota_us")? else {
             return Ok(None);
         };
         let limited = quota.parse(parse_v1_quota)?.is_some();
         let period = if limited || always_period {
-            Some(edge.read(dir, "cpu.cfs_period_us")?)
+            match read("cpu.cfs_period_us")? {
+                Some(period) => Some(period),
+                // The quota's cgroup is there, its period not: gone since (Vanished).
+                None => Some(edge.read(dir, "cpu.cfs_period_us")?),
+            }
         } else {
             None
         };
