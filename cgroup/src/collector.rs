@@ -11,7 +11,7 @@ use crate::parse::proc_pid::parse_pid_cgroup;
 use crate::raw::{Edge, RawFile, Shared};
 use crate::{pids, v1, v2};
 use std::borrow::Borrow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -139,19 +139,22 @@ impl Collector {
     /// Reads the `parts` of `set`'s state, each kernel file once. A cgroup that vanishes during
     /// the read is `Vanished`, never a snapshot mixing absent files with present ones.
     pub fn snapshot(&self, set: &CgroupSet, parts: Parts) -> Result<ContainerSnapshot> {
-        self.snapshot_sharing(set, parts, None)
+        self.snapshot_with(set, parts, None, None)
     }
 
     /// [`Collector::snapshot`], reading ancestors' files through `shared` when given (one
-    /// collection's, see [`raw::Shared`]).
-    fn snapshot_sharing(
+    /// collection's, see [`Shared`]), and taking `given` (a file of the cgroup this collection
+    /// read already) instead of reading it again.
+    pub(crate) fn snapshot_with(
         &self,
         set: &CgroupSet,
         parts: Parts,
         shared: Option<&Shared>,
+        given: Option<RawFile>,
     ) -> Result<ContainerSnapshot> {
         let absent = Cell::new(false);
-        let mut edge = Edge::new(&self.files, &absent);
+        let given = RefCell::new(given);
+        let mut edge = Edge::new(&self.files, &absent).given(&given);
         if let Some(shared) = shared {
             edge = edge.sharing(shared);
         }
@@ -204,8 +207,8 @@ impl Collector {
     /// Each result is what [`Collector::snapshot`] gives for that set: one cgroup vanishing or
     /// failing does not fail the others. Threads take blocks of neighbouring sets in turn, so a
     /// thread slowed by other work on the host takes fewer. The ancestors' limit files, the
-    /// same for all the children of a parent, are read once per thread in the call (never
-    /// kept for the next call).
+    /// same for all the children of a parent, are read once in the call (never kept for the
+    /// next call).
     pub fn snapshot_many<S>(
         &self,
         sets: &[S],
@@ -215,49 +218,10 @@ impl Collector {
     where
         S: Borrow<CgroupSet> + Sync,
     {
-        /// Sets a thread takes at a time: enough to amortize the shared counter, few enough
-        /// to even out the threads' shares.
-        const BLOCK: usize = 16;
-        let threads = match threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
-        .min(sets.len().div_ceil(BLOCK));
-        // Each thread keeps the ancestors' files it read for this collection.
-        let snapshot_all = |sets: &[S], shared: &Shared| -> Vec<Result<ContainerSnapshot>> {
-            sets.iter()
-                .map(|set| self.snapshot_sharing(set.borrow(), parts, Some(shared)))
-                .collect()
-        };
-        if threads <= 1 {
-            return snapshot_all(sets, &Shared::default());
-        }
-        let next = AtomicUsize::new(0);
-        let work = || {
-            let shared = Shared::default();
-            let mut done = Vec::new();
-            loop {
-                let start = next.fetch_add(BLOCK, Ordering::Relaxed);
-                if start >= sets.len() {
-                    return done;
-                }
-                let block = &sets[start..sets.len().min(start + BLOCK)];
-                done.push((start, snapshot_all(block, &shared)));
-            }
-        };
-        let mut blocks = std::thread::scope(|scope| {
-            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-            let mut blocks = work();
-            for helper in helpers {
-                match helper.join() {
-                    Ok(done) => blocks.extend(done),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            blocks
-        });
-        blocks.sort_unstable_by_key(|(start, _)| *start);
-        blocks.into_iter().flat_map(|(_, block)| block).collect()
+        let shared = Shared::default();
+        in_parallel(sets, threads, |set| {
+            self.snapshot_with(set.borrow(), parts, Some(&shared), None)
+        })
     }
 
     /// The cgroup directory and its non-root ancestors in `controller`'s hierarchy, innermost
@@ -455,6 +419,57 @@ impl Collector {
         };
         Ok(Some(v2::psi::pressure(&files)?))
     }
+}
+
+/// `each(item)` for every item, in `items`' order, on up to `threads` threads (0: the host's
+/// available parallelism; 1: this thread only). Threads take blocks of neighbouring items in
+/// turn, so a thread slowed by other work on the host takes fewer; a panic in one is resumed on
+/// the caller's.
+pub(crate) fn in_parallel<T, R>(
+    items: &[T],
+    threads: usize,
+    each: impl Fn(&T) -> R + Sync,
+) -> Vec<R>
+where
+    T: Sync,
+    R: Send,
+{
+    /// Items a thread takes at a time: enough to amortize the shared counter, few enough to
+    /// even out the threads' shares.
+    const BLOCK: usize = 16;
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(items.len().div_ceil(BLOCK));
+    if threads <= 1 {
+        return items.iter().map(&each).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let start = next.fetch_add(BLOCK, Ordering::Relaxed);
+            if start >= items.len() {
+                return done;
+            }
+            let block = &items[start..items.len().min(start + BLOCK)];
+            done.push((start, block.iter().map(&each).collect::<Vec<R>>()));
+        }
+    };
+    let mut blocks = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut blocks = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => blocks.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        blocks
+    });
+    blocks.sort_unstable_by_key(|(start, _)| *start);
+    blocks.into_iter().flat_map(|(_, block)| block).collect()
 }
 
 #[cfg(test)]
@@ -693,6 +708,41 @@ mod tests {
             vec![Some(50000); 20],
             "the children's own, now the tightest"
         );
+    }
+
+    /// One collection gives what the list and a snapshot of each cgroup found give.
+    #[test]
+    fn a_collection_is_the_list_and_its_snapshots() {
+        let tree = FakeTree::new();
+        let mounts = ["memory", "cpu", "cpuacct", "pids"];
+        for m in mounts {
+            for i in 0..40 {
+                copy_fixture_dir("v1/6.18", &tree.path(&format!("cg/{m}/parent/c{i}")));
+            }
+        }
+        tree.write("cg/pids/parent/c5/pids.current", "0\n");
+        tree.write("cg/pids/parent/c6/pids.current", "3\n");
+        let mountinfo = v1_mountinfo(&tree, &mounts);
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "");
+        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
+        let discovery = crate::Discovery {
+            roots: vec!["/parent".to_string()],
+            ..crate::Discovery::default()
+        };
+        let listed = reader.list(&discovery).unwrap();
+        assert_eq!(listed.len(), 39, "c5 has no processes");
+        for threads in [1, 2] {
+            let collected = reader.collect(&discovery, Parts::ALL, threads).unwrap();
+            let found: Vec<&crate::FoundCgroup> = collected.iter().map(|(f, _)| f).collect();
+            assert_eq!(found, listed.iter().collect::<Vec<_>>());
+            for (found, snap) in &collected {
+                let single = reader.snapshot(&found.set, Parts::ALL).unwrap();
+                assert_eq!(snap.as_ref().unwrap(), &single, "{}", found.path);
+            }
+            let c6 = collected.iter().find(|(f, _)| f.path == "/parent/c6");
+            let pids = c6.and_then(|(_, snap)| snap.as_ref().unwrap().pids);
+            assert_eq!(pids.map(|p| p.current), Some(3));
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::parse::ParseResult;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// A kernel file's text, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +72,9 @@ pub(crate) fn own_limit(
 
 /// Ancestors' files as read once in one collection (by path; `None` where absent): the limit
 /// files of a parent are the same for all of its children, so a collection of many siblings
-/// reads them once, not once per child. Lives for one collection only, never across two.
-pub(crate) type Shared = RefCell<HashMap<PathBuf, Option<RawFile>>>;
+/// reads them once, not once per child. Shared by the collection's threads; lives for one
+/// collection only, never across two.
+pub(crate) type Shared = Mutex<HashMap<PathBuf, Option<RawFile>>>;
 
 /// Reads files through the collector's kept descriptors, noting whether a file that may be
 /// absent was (which can also mean its cgroup was removed during the read).
@@ -82,6 +84,8 @@ pub(crate) struct Edge<'a> {
     absent: &'a Cell<bool>,
     /// Where ancestors' files read in this collection are kept; `None`: read them every time.
     shared: Option<&'a Shared>,
+    /// A file of the cgroup that this collection read already, taken instead of read again.
+    given: Option<&'a RefCell<Option<RawFile>>>,
 }
 
 impl<'a> Edge<'a> {
@@ -91,6 +95,15 @@ impl<'a> Edge<'a> {
             files,
             absent,
             shared: None,
+            given: None,
+        }
+    }
+
+    /// Takes the file in `given` (read earlier in the same collection) when asked for its path.
+    pub(crate) fn given(self, given: &'a RefCell<Option<RawFile>>) -> Self {
+        Edge {
+            given: Some(given),
+            ..self
         }
     }
 
@@ -105,6 +118,17 @@ impl<'a> Edge<'a> {
     /// Reads `dir/name`; absent is `Vanished`.
     pub(crate) fn read(&self, dir: &Path, name: &str) -> Result<RawFile> {
         let path = dir.join(name);
+        if let Some(given) = self.given {
+            let mut given = given.borrow_mut();
+            if given
+                .as_ref()
+                .is_some_and(|file| file.path.as_os_str() == path.as_os_str())
+            {
+                if let Some(file) = given.take() {
+                    return Ok(file);
+                }
+            }
+        }
         let text = self.files.read(&path)?;
         Ok(RawFile { path, text })
     }
@@ -129,15 +153,18 @@ impl<'a> Edge<'a> {
             return self.optional(dir, name);
         };
         let path = dir.join(name);
-        let known = shared.borrow().get(&path).cloned();
-        let file = match known {
-            Some(file) => file,
+        // Held while a file not yet known is read (once per ancestor's file in a collection),
+        // so that no other thread reads it too.
+        let mut known = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let file = match known.get(&path) {
+            Some(file) => file.clone(),
             None => {
                 let file = self.optional(dir, name)?;
-                shared.borrow_mut().insert(path, file.clone());
+                known.insert(path, file.clone());
                 file
             }
         };
+        drop(known);
         if file.is_none() {
             self.absent.set(true);
         }

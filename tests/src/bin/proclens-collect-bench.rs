@@ -132,20 +132,20 @@ fn snapshot_files(collector: &Collector, path: &str) -> Vec<PathBuf> {
     files
 }
 
-/// One subject's times per round: the snapshots alone (elapsed, and CPU time of all the
-/// process's threads), and the list with them.
+/// One subject's times per round: the list alone (when it is a call of its own), the list with
+/// the snapshots, and the CPU time of all the process's threads in that.
 #[derive(Default)]
 struct Timings {
-    snapshots: Vec<Duration>,
-    cpu: Vec<Duration>,
+    list: Vec<Duration>,
     total: Vec<Duration>,
+    cpu: Vec<Duration>,
 }
 
 impl Timings {
-    fn push(&mut self, snapshots: Duration, cpu: Duration, total: Duration) {
-        self.snapshots.push(snapshots);
-        self.cpu.push(cpu);
+    fn push(&mut self, list: Option<Duration>, cpu: Duration, total: Duration) {
+        self.list.extend(list);
         self.total.push(total);
+        self.cpu.push(cpu);
     }
 }
 
@@ -160,11 +160,11 @@ fn process_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Median and 90th percentile of `samples`.
-fn p50_p90(samples: &mut [Duration]) -> (Duration, Duration) {
+/// Median and 90th percentile of `samples`; `None` when there are none.
+fn p50_p90(samples: &mut [Duration]) -> Option<(Duration, Duration)> {
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.9))
+    (!samples.is_empty()).then(|| (at(0.5), at(0.9)))
 }
 
 fn ms(d: Duration) -> String {
@@ -252,58 +252,73 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
     };
     for &capacity in capacities {
         let collector = Collector::discover(HostPaths::default(), FileCache::new(capacity))?;
-        // Per round: the list, then the snapshots on this thread; the list again, then the
-        // snapshots on `threads` threads.
-        let mut list_times = Vec::new();
-        let (mut serial, mut parallel) = (Timings::default(), Timings::default());
+        // Per round, one after the other: the list, then the snapshots on this thread; the
+        // list, then the snapshots on `threads` threads; the collection (list and snapshots in
+        // one call) on this thread, and on `threads` threads.
+        let subjects = [
+            "list, then `snapshot` of each on this thread".to_string(),
+            format!("list, then `snapshot_many` on {threads} threads"),
+            "`collect` on this thread".to_string(),
+            format!("`collect` on {threads} threads"),
+        ];
+        let mut timings: Vec<Timings> = subjects.iter().map(|_| Timings::default()).collect();
         for round in 0..=rounds {
-            let start = Instant::now();
-            let found = collector.list(&discovery)?;
-            let listed = start.elapsed();
-            if found.len() != n {
-                bail!("listed {} cgroups, created {n}", found.len());
-            }
-            let cpu = process_cpu_time();
-            for f in &found {
-                collector.snapshot(&f.set, Parts::ALL)?;
-            }
-            let serial_cpu = process_cpu_time() - cpu;
-            let serial_total = start.elapsed();
-            let start = Instant::now();
-            let found = collector.list(&discovery)?;
-            let listed_again = start.elapsed();
-            let sets: Vec<_> = found.iter().map(|f| &f.set).collect();
-            let cpu = process_cpu_time();
-            let snaps = collector.snapshot_many(&sets, Parts::ALL, threads);
-            let parallel_cpu = process_cpu_time() - cpu;
-            let parallel_total = start.elapsed();
-            for snap in snaps {
-                snap?;
-            }
-            // Round 0 opens the descriptors: not counted.
-            if round > 0 {
-                list_times.push(listed);
-                serial.push(serial_total - listed, serial_cpu, serial_total);
-                parallel.push(parallel_total - listed_again, parallel_cpu, parallel_total);
+            for (subject, timings) in timings.iter_mut().enumerate() {
+                let cpu = process_cpu_time();
+                let start = Instant::now();
+                let (listed, snapshots) = match subject {
+                    0 | 1 => {
+                        let found = collector.list(&discovery)?;
+                        let listed = start.elapsed();
+                        let sets: Vec<_> = found.iter().map(|f| &f.set).collect();
+                        let snapshots = match subject {
+                            0 => sets
+                                .iter()
+                                .map(|set| collector.snapshot(set, Parts::ALL))
+                                .collect(),
+                            _ => collector.snapshot_many(&sets, Parts::ALL, threads),
+                        };
+                        (Some(listed), snapshots)
+                    }
+                    _ => {
+                        let threads = if subject == 2 { 1 } else { threads };
+                        let collected = collector.collect(&discovery, Parts::ALL, threads)?;
+                        (None, collected.into_iter().map(|(_, snap)| snap).collect())
+                    }
+                };
+                let total = start.elapsed();
+                let cpu = process_cpu_time() - cpu;
+                if snapshots.len() != n {
+                    bail!("listed {} cgroups, created {n}", snapshots.len());
+                }
+                for snap in snapshots {
+                    snap?;
+                }
+                // Round 0 opens the descriptors: not counted.
+                if round > 0 {
+                    timings.push(listed, cpu, total);
+                }
             }
         }
-        let (list50, list90) = p50_p90(&mut list_times);
-        for (how, timings) in [
-            ("this thread".to_string(), &mut serial),
-            (format!("{threads} threads"), &mut parallel),
-        ] {
-            let (snap50, snap90) = p50_p90(&mut timings.snapshots);
-            let (cpu50, _) = p50_p90(&mut timings.cpu);
-            let (full50, full90) = p50_p90(&mut timings.total);
+        for (subject, timings) in subjects.iter().zip(&mut timings) {
+            // The snapshots alone: each round's total less its list, paired before sorting.
+            let mut snapshots: Vec<Duration> = (timings.total.iter().zip(&timings.list))
+                .map(|(total, list)| *total - *list)
+                .collect();
+            let (list, snapshots) = match (p50_p90(&mut timings.list), p50_p90(&mut snapshots)) {
+                (Some((list50, list90)), Some((snap50, snap90))) => (
+                    format!("{} / {}", ms(list50), ms(list90)),
+                    format!("{} / {}", ms(snap50), ms(snap90)),
+                ),
+                _ => ("–".to_string(), "–".to_string()),
+            };
+            let (cpu50, _) = p50_p90(&mut timings.cpu).unwrap_or_default();
+            let (full50, full90) = p50_p90(&mut timings.total).unwrap_or_default();
             rows.push(format!(
-                "| {n} | proclens, {capacity} kept descriptors, snapshots on {how} | {} / {} | {} / {} | {} | {} / {} | {} |",
-                ms(list50),
-                ms(list90),
-                ms(snap50),
-                ms(snap90),
-                ms(cpu50),
+                "| {n} | {subject}, {capacity} kept descriptors | {list} | {snapshots} | {} / {} | {} | {} |",
                 ms(full50),
                 ms(full90),
+                ms(cpu50),
                 us(full50, n)
             ));
         }
@@ -327,7 +342,7 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
             floor_times.push(start.elapsed());
         }
     }
-    let (floor50, floor90) = p50_p90(&mut floor_times);
+    let (floor50, floor90) = p50_p90(&mut floor_times).unwrap_or_default();
     rows.push(format!(
         "| {n} | floor: open+read+close of the same {} files, no parsing | – | {} / {} | – | – | {} |",
         files.len(),
@@ -354,7 +369,7 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
                 pread_times.push(start.elapsed());
             }
         }
-        let (kept50, kept90) = p50_p90(&mut pread_times);
+        let (kept50, kept90) = p50_p90(&mut pread_times).unwrap_or_default();
         rows.push(format!(
             "| {n} | floor: pread of kept descriptors of the same files, no parsing | – | {} / {} | – | – | {} |",
             ms(kept50),
@@ -389,7 +404,7 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
                 parallel_times.push(start.elapsed());
             }
         }
-        let (kept50, kept90) = p50_p90(&mut parallel_times);
+        let (kept50, kept90) = p50_p90(&mut parallel_times).unwrap_or_default();
         rows.push(format!(
             "| {n} | floor: the same preads on {threads} threads | – | {} / {} | – | – | {} |",
             ms(kept50),
@@ -406,7 +421,7 @@ fn main() -> Result<()> {
     let options = parse_args()?;
     let nofile = raise_nofile()?;
     let mut rows = vec![
-        "| cgroups | subject | list p50 / p90 | full snapshots p50 / p90 | their CPU time p50 | list + full snapshots p50 / p90 | per cgroup (p50) |"
+        "| cgroups | subject | list p50 / p90 | full snapshots p50 / p90 | list + full snapshots p50 / p90 | CPU time p50 (all threads) | per cgroup (p50) |"
             .to_string(),
         "|---|---|---|---|---|---|---|".to_string(),
     ];
