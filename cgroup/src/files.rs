@@ -31,6 +31,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -83,9 +84,16 @@ impl Hasher for FxHasher {
 
 #[derive(Debug, Default)]
 struct Slots {
-    /// Keyed by the path's bytes: hashing and comparing bytes is several times cheaper than
-    /// `Path`'s component-wise hash and equality, and kept paths are always built the same way.
-    by_path: HashMap<Box<OsStr>, Slot, PathHash>,
+    /// Kept files by directory, then by name. A cgroup's files are read one after another, so
+    /// its directory's entry is still in the processor's cache for the next one, and the table
+    /// holds one entry per directory instead of one per file (a lookup in a table of 20,000
+    /// files costs a few cache misses, more than the rest of the lookup). Keyed by the bytes
+    /// of the directory with its final slash: hashing and comparing bytes is several times
+    /// cheaper than `Path`'s component-wise hash and equality, and kept paths are always built
+    /// the same way.
+    by_dir: HashMap<Box<OsStr>, Vec<Slot>, PathHash>,
+    /// Files kept, in all directories.
+    len: usize,
     clock: u64,
     /// The clock at the last [`FileCache::close_idle`].
     idle_mark: u64,
@@ -93,6 +101,8 @@ struct Slots {
 
 #[derive(Debug)]
 struct Slot {
+    /// The file's name in its directory.
+    name: Box<OsStr>,
     file: Arc<File>,
     used: u64,
 }
@@ -100,6 +110,17 @@ struct Slot {
 thread_local! {
     /// The buffer reads of this thread go into.
     static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `path` as its directory with the final slash ("" when it has none) and the rest: the two
+/// put together are `path`, so different paths never share both.
+fn split(path: &Path) -> (&OsStr, &OsStr) {
+    let bytes = path.as_os_str().as_bytes();
+    let at = bytes.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    (
+        OsStr::from_bytes(&bytes[..at]),
+        OsStr::from_bytes(&bytes[at..]),
+    )
 }
 
 impl FileCache {
@@ -114,7 +135,7 @@ impl FileCache {
 
     /// Descriptors currently kept.
     pub fn len(&self) -> usize {
-        self.lock().by_path.len()
+        self.lock().len
     }
 
     /// Whether no descriptor is kept.
@@ -132,26 +153,30 @@ impl FileCache {
         if self.capacity == 0 {
             return read_file(path);
         }
+        let (dir, name) = split(path);
         let kept = {
             let mut slots = self.lock();
             slots.clock += 1;
             let clock = slots.clock;
-            slots.by_path.get_mut(path.as_os_str()).map(|slot| {
-                slot.used = clock;
-                Arc::clone(&slot.file)
-            })
+            let files = slots.by_dir.get_mut(dir);
+            files
+                .and_then(|files| files.iter_mut().find(|slot| *slot.name == *name))
+                .map(|slot| {
+                    slot.used = clock;
+                    Arc::clone(&slot.file)
+                })
         };
         if let Some(file) = kept {
             if let Ok(text) = read_text(&file, path) {
                 return text;
             }
             // Stale (the cgroup or task is gone) or failing: forget it and open the path again.
-            self.lock().by_path.remove(path.as_os_str());
+            self.forget(dir, name);
         }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let text = read_text(&file, path).map_err(|e| Error::io(path, e))?;
         if self.any_filesystem || fails_stale_descriptors(&file) {
-            self.insert(path, file);
+            self.insert(dir, name, file);
         }
         text
     }
@@ -160,26 +185,72 @@ impl FileCache {
     /// container's), and gives back the table's spare room. Returns how many were closed.
     pub fn close_idle(&self) -> usize {
         let mut slots = self.lock();
-        let (mark, before) = (slots.idle_mark, slots.by_path.len());
-        slots.by_path.retain(|_, slot| slot.used > mark);
-        shrink_if_sparse(&mut slots.by_path);
-        slots.idle_mark = slots.clock;
-        before - slots.by_path.len()
+        let Slots {
+            by_dir,
+            len,
+            clock,
+            idle_mark,
+        } = &mut *slots;
+        let before = *len;
+        by_dir.retain(|_, files| {
+            files.retain(|slot| slot.used > *idle_mark);
+            !files.is_empty()
+        });
+        *len = by_dir.values().map(Vec::len).sum();
+        shrink_if_sparse(by_dir);
+        *idle_mark = *clock;
+        before - *len
     }
 
-    fn insert(&self, path: &Path, file: File) {
+    /// Closes the descriptor of `dir` + `name`, if kept.
+    fn forget(&self, dir: &OsStr, name: &OsStr) {
         let mut slots = self.lock();
-        if slots.by_path.len() >= self.capacity {
-            evict_oldest_quarter(&mut slots.by_path);
+        let Slots { by_dir, len, .. } = &mut *slots;
+        let Some(files) = by_dir.get_mut(dir) else {
+            return;
+        };
+        if let Some(at) = files.iter().position(|slot| *slot.name == *name) {
+            files.swap_remove(at);
+            *len -= 1;
         }
-        let used = slots.clock;
-        slots.by_path.insert(
-            path.as_os_str().into(),
-            Slot {
-                file: Arc::new(file),
-                used,
-            },
-        );
+        if files.is_empty() {
+            by_dir.remove(dir);
+        }
+    }
+
+    fn insert(&self, dir: &OsStr, name: &OsStr, file: File) {
+        let mut slots = self.lock();
+        let Slots {
+            by_dir, len, clock, ..
+        } = &mut *slots;
+        let file = Arc::new(file);
+        // Another thread may have opened and kept it meanwhile: keep one.
+        if let Some(slot) = by_dir
+            .get_mut(dir)
+            .and_then(|files| files.iter_mut().find(|slot| *slot.name == *name))
+        {
+            slot.file = file;
+            return;
+        }
+        if *len >= self.capacity {
+            *len -= evict_oldest_quarter(by_dir, *len);
+        }
+        by_dir.entry(dir.into()).or_default().push(Slot {
+            name: name.into(),
+            file,
+            used: *clock,
+        });
+        *len += 1;
+    }
+
+    /// Whether the descriptor of `path` is kept.
+    #[cfg(test)]
+    fn keeps(&self, path: &Path) -> bool {
+        let (dir, name) = split(path);
+        self.lock()
+            .by_dir
+            .get(dir)
+            .is_some_and(|files| files.iter().any(|slot| *slot.name == *name))
     }
 }
 
@@ -214,21 +285,32 @@ pub fn shrink_if_sparse<K: Eq + std::hash::Hash, V, S: BuildHasher>(map: &mut Ha
     }
 }
 
-/// Closes the least recently used quarter (at least one) of the descriptors.
-fn evict_oldest_quarter(by_path: &mut HashMap<Box<OsStr>, Slot, PathHash>) {
-    let mut used: Vec<u64> = by_path.values().map(|s| s.used).collect();
-    let drop = (used.len() / 4).max(1);
+/// Closes the least recently used quarter (at least one) of the `len` descriptors; returns how
+/// many it closed.
+fn evict_oldest_quarter(
+    by_dir: &mut HashMap<Box<OsStr>, Vec<Slot>, PathHash>,
+    len: usize,
+) -> usize {
+    let mut used: Vec<u64> = by_dir.values().flatten().map(|s| s.used).collect();
+    if used.is_empty() {
+        return 0;
+    }
+    let drop = (len / 4).max(1).min(used.len());
     let (_, cutoff, _) = used.select_nth_unstable(drop - 1);
     let cutoff = *cutoff;
     let mut left = drop;
-    by_path.retain(|_, slot| {
-        if left > 0 && slot.used <= cutoff {
-            left -= 1;
-            false
-        } else {
-            true
-        }
+    by_dir.retain(|_, files| {
+        files.retain(|slot| {
+            if left > 0 && slot.used <= cutoff {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        !files.is_empty()
     });
+    drop - left
 }
 
 /// One pread(2) of `file` at `offset`, retried if a signal interrupts it. At offset 0, procfs,
@@ -404,7 +486,7 @@ mod tests {
         assert_eq!(cache.len(), 4);
         let kept: Vec<bool> = ["a", "b", "e"]
             .iter()
-            .map(|n| cache.lock().by_path.contains_key(tree.path(n).as_os_str()))
+            .map(|n| cache.keeps(&tree.path(n)))
             .collect();
         assert_eq!(kept, [true, false, true], "b was the least recently used");
     }
@@ -421,6 +503,49 @@ mod tests {
         tree.write("small", "1\n");
         assert_eq!(cache.read(&tree.path("small")).unwrap(), "1\n");
         assert_eq!(read_file(&tree.path("small")).unwrap(), "1\n");
+    }
+
+    #[test]
+    fn a_path_splits_into_its_directory_and_name_and_back() {
+        for (path, dir, name) in [
+            ("/a/b/c", "/a/b/", "c"),
+            ("/x", "/", "x"),
+            ("x", "", "x"),
+            ("a/", "a/", ""),
+        ] {
+            let (d, n) = split(Path::new(path));
+            assert_eq!((d, n), (OsStr::new(dir), OsStr::new(name)), "{path}");
+        }
+    }
+
+    #[test]
+    fn files_of_several_directories_are_kept_and_counted_apart() {
+        let tree = FakeTree::new();
+        for name in ["c1/a", "c1/b", "c2/a", "c2/b"] {
+            tree.write(name, name);
+        }
+        let cache = cache(3);
+        for name in ["c1/a", "c2/a", "c1/b"] {
+            assert_eq!(cache.read(&tree.path(name)).unwrap(), name);
+        }
+        assert_eq!(cache.len(), 3);
+        // Full: the least recently used (c1/a) goes for c2/b.
+        assert_eq!(cache.read(&tree.path("c2/b")).unwrap(), "c2/b");
+        assert_eq!(cache.len(), 3);
+        let kept: Vec<bool> = ["c1/a", "c1/b", "c2/a", "c2/b"]
+            .iter()
+            .map(|n| cache.keeps(&tree.path(n)))
+            .collect();
+        assert_eq!(kept, [false, true, true, true]);
+        cache.close_idle();
+        cache.read(&tree.path("c1/b")).unwrap();
+        assert_eq!(
+            cache.close_idle(),
+            2,
+            "c2/a and c2/b idle since the last call"
+        );
+        assert_eq!(cache.len(), 1);
+        assert!(cache.keeps(&tree.path("c1/b")));
     }
 
     #[test]
