@@ -33,6 +33,47 @@ pub struct Collector {
     layout: Layout,
     paths: HostPaths,
     files: Arc<FileCache>,
+    /// The hierarchy providing each controller (by [`Controller`] order), looked up once.
+    providers: [Option<usize>; CONTROLLERS.len()],
+}
+
+/// Every controller, in declaration order (the index of [`Collector`]'s providers).
+const CONTROLLERS: [Controller; 6] = [
+    Controller::Memory,
+    Controller::Cpu,
+    Controller::Cpuacct,
+    Controller::Cpuset,
+    Controller::Io,
+    Controller::Pids,
+];
+
+/// One set's cgroup directory in each controller's hierarchy, joined once for a snapshot.
+struct Located<'s> {
+    set: &'s CgroupSet,
+    /// By [`CONTROLLERS`] order: the hierarchy's version, its index and the directory.
+    dirs: [Option<(Version, usize, PathBuf)>; CONTROLLERS.len()],
+}
+
+impl Located<'_> {
+    /// The directory in the hierarchy providing `controller`, with that hierarchy's version.
+    fn dir(&self, controller: Controller) -> Option<(Version, &Path)> {
+        let (version, _, dir) = self.dirs[controller as usize].as_ref()?;
+        Some((*version, dir))
+    }
+
+    /// The cgroup directory and its non-root ancestors in `controller`'s hierarchy, innermost
+    /// first (empty for the root cgroup).
+    fn chain(&self, controller: Controller) -> Vec<PathBuf> {
+        let Some((_, index, dir)) = self.dirs[controller as usize].as_ref() else {
+            return Vec::new();
+        };
+        let depth = self
+            .set
+            .path(*index)
+            .map(|p| p.split('/').filter(|c| !c.is_empty()).count())
+            .unwrap_or(0);
+        dir.ancestors().take(depth).map(Path::to_path_buf).collect()
+    }
 }
 
 impl Collector {
@@ -40,10 +81,22 @@ impl Collector {
     /// and idle policy are the consumer's choice).
     pub fn new(layout: Layout, paths: HostPaths, files: FileCache) -> Self {
         Collector {
+            providers: CONTROLLERS.map(|controller| layout.hierarchy_for(controller)),
             layout,
             paths,
             files: Arc::new(files),
         }
+    }
+
+    /// `set`'s directories for a snapshot.
+    fn locate<'s>(&self, set: &'s CgroupSet) -> Located<'s> {
+        let dirs = CONTROLLERS.map(|controller| {
+            let index = self.providers[controller as usize]?;
+            let hierarchy = &self.layout.hierarchies[index];
+            let dir = join_cgroup(&hierarchy.mount_point, set.path(index)?);
+            Some((hierarchy.version, index, dir))
+        });
+        Located { set, dirs }
     }
 
     /// Discovers the layout under `paths` and builds a collector.
@@ -158,6 +211,7 @@ impl Collector {
         if let Some(shared) = shared {
             edge = edge.sharing(shared);
         }
+        let set = &self.locate(set);
         let mut snap = ContainerSnapshot::default();
         if parts.contains(Parts::MEMORY) || parts.contains(Parts::MEMORY_DETAIL) {
             self.read_memory(edge, set, parts, &mut snap)?;
@@ -172,12 +226,12 @@ impl Collector {
             self.read_cpu(edge, set, parts, &mut snap)?;
         }
         if parts.contains(Parts::IO) {
-            snap.io = match self.dir(set, Controller::Io) {
+            snap.io = match set.dir(Controller::Io) {
                 Some((Version::V2, dir)) => {
-                    Some(v2::io::io(edge.optional(&dir, "io.stat")?.as_ref())?)
+                    Some(v2::io::io(edge.optional(dir, "io.stat")?.as_ref())?)
                 }
                 Some((Version::V1, dir)) => Some(v1::blkio::io(
-                    v1::blkio::BlkioFiles::read(edge, &dir)?.as_ref(),
+                    v1::blkio::BlkioFiles::read(edge, dir)?.as_ref(),
                 )?),
                 None => None,
             };
@@ -186,10 +240,10 @@ impl Collector {
             snap.pressure = self.read_pressure(edge, set)?;
         }
         if parts.contains(Parts::PIDS) {
-            if let Some((_, dir)) = self.dir(set, Controller::Pids) {
+            if let Some((_, dir)) = set.dir(Controller::Pids) {
                 // v2: absent where the parent does not enable pids for its children.
-                if let Some(current) = edge.optional(&dir, "pids.current")? {
-                    let max = edge.optional(&dir, "pids.max")?;
+                if let Some(current) = edge.optional(dir, "pids.current")? {
+                    let max = edge.optional(dir, "pids.max")?;
                     snap.pids = Some(pids::pids(&current, max.as_ref())?);
                 }
             }
@@ -197,7 +251,7 @@ impl Collector {
         // A file that may be absent and was could mean the cgroup went away mid-read: confirm
         // (only then: the check costs a path lookup per hierarchy).
         if absent.get() {
-            self.inodes(set)?;
+            self.inodes(set.set)?;
         }
         Ok(snap)
     }
@@ -224,32 +278,17 @@ impl Collector {
         })
     }
 
-    /// The cgroup directory and its non-root ancestors in `controller`'s hierarchy, innermost
-    /// first (empty for the root cgroup).
-    fn chain(&self, set: &CgroupSet, controller: Controller) -> Vec<PathBuf> {
-        let Some((_, dir)) = self.dir(set, controller) else {
-            return Vec::new();
-        };
-        let depth = self
-            .layout
-            .hierarchy_for(controller)
-            .and_then(|i| set.path(i))
-            .map(|p| p.split('/').filter(|c| !c.is_empty()).count())
-            .unwrap_or(0);
-        dir.ancestors().take(depth).map(Path::to_path_buf).collect()
-    }
-
     fn read_memory(
         &self,
         edge: Edge<'_>,
-        set: &CgroupSet,
+        set: &Located<'_>,
         parts: Parts,
         snap: &mut ContainerSnapshot,
     ) -> Result<()> {
-        let Some((version, _)) = self.dir(set, Controller::Memory) else {
+        let Some((version, _)) = set.dir(Controller::Memory) else {
             return Ok(());
         };
-        let chain = self.chain(set, Controller::Memory);
+        let chain = set.chain(Controller::Memory);
         match version {
             Version::V2 => {
                 let Some(files) = v2::memory::MemoryFiles::read(edge, &chain, parts)? else {
@@ -278,23 +317,23 @@ impl Collector {
     fn read_cpuset(
         &self,
         edge: Edge<'_>,
-        set: &CgroupSet,
+        set: &Located<'_>,
         parts: Parts,
         snap: &mut ContainerSnapshot,
     ) -> Result<()> {
-        let Some((version, dir)) = self.dir(set, Controller::Cpuset) else {
+        let Some((version, dir)) = set.dir(Controller::Cpuset) else {
             return Ok(());
         };
         if parts.contains(Parts::CPU_LIMITS) {
             snap.cpuset = match version {
                 // Absent where the parent does not enable cpuset for its children.
                 Version::V2 => edge
-                    .optional(&dir, v2::cpuset::CPUS_FILE)?
+                    .optional(dir, v2::cpuset::CPUS_FILE)?
                     .map(|file| v2::cpuset::cpus(&file))
                     .transpose()?,
                 Version::V1 => Some(v1::cpuset::list(&v1::cpuset::read(
                     edge,
-                    &dir,
+                    dir,
                     "cpuset.effective_cpus",
                     "cpuset.cpus",
                 )?)?),
@@ -303,12 +342,12 @@ impl Collector {
         if parts.contains(Parts::CPU_DETAIL) {
             let mems = match version {
                 Version::V2 => edge
-                    .optional(&dir, v2::cpuset::MEMS_FILE)?
+                    .optional(dir, v2::cpuset::MEMS_FILE)?
                     .map(|file| v2::cpuset::mems(&file))
                     .transpose()?,
                 Version::V1 => Some(v1::cpuset::list(&v1::cpuset::read(
                     edge,
-                    &dir,
+                    dir,
                     "cpuset.effective_mems",
                     "cpuset.mems",
                 )?)?),
@@ -323,12 +362,12 @@ impl Collector {
     fn read_cpu(
         &self,
         edge: Edge<'_>,
-        set: &CgroupSet,
+        set: &Located<'_>,
         parts: Parts,
         snap: &mut ContainerSnapshot,
     ) -> Result<()> {
-        let cpu = self.dir(set, Controller::Cpu);
-        let acct = self.dir(set, Controller::Cpuacct);
+        let cpu = set.dir(Controller::Cpu);
+        let acct = set.dir(Controller::Cpuacct);
         // v2: cpu.stat is a core file of every cgroup; read once for usage and throttling.
         let v2_stat = match &acct {
             Some((Version::V2, dir))
@@ -342,8 +381,8 @@ impl Collector {
         // (detail): each read once, the cgroup's own shared by both.
         let detail = parts.contains(Parts::CPU_DETAIL);
         let chain = match (parts.contains(Parts::CPU_LIMITS), &cpu) {
-            (true, _) => self.chain(set, Controller::Cpu),
-            (false, Some((_, dir))) if detail => vec![dir.clone()],
+            (true, _) => set.chain(Controller::Cpu),
+            (false, Some((_, dir))) if detail => vec![dir.to_path_buf()],
             _ => Vec::new(),
         };
         let (mut v1_cfs, mut v2_max) = (Vec::new(), Vec::new());
@@ -377,7 +416,7 @@ impl Collector {
             match cpu {
                 Some((Version::V2, dir)) => {
                     detail.own_max = v2::cpu::own_max(v2_max.first().and_then(Option::as_ref))?;
-                    detail.weight = v2::cpu::weight(edge.optional(&dir, "cpu.weight")?.as_ref())?;
+                    detail.weight = v2::cpu::weight(edge.optional(dir, "cpu.weight")?.as_ref())?;
                     detail.throttling = match &v2_stat {
                         Some(stat) => v2::cpu::throttling(stat)?,
                         None => None,
@@ -388,9 +427,9 @@ impl Collector {
                         Some(files) => v1::cpu::own_max(files)?,
                         None => None,
                     };
-                    detail.weight = v1::cpu::weight(edge.optional(&dir, "cpu.shares")?.as_ref())?;
+                    detail.weight = v1::cpu::weight(edge.optional(dir, "cpu.shares")?.as_ref())?;
                     detail.throttling = edge
-                        .optional(&dir, "cpu.stat")?
+                        .optional(dir, "cpu.stat")?
                         .map(|stat| v1::cpu::throttling(&stat))
                         .transpose()?;
                 }
@@ -406,12 +445,12 @@ impl Collector {
     fn read_pressure(
         &self,
         edge: Edge<'_>,
-        set: &CgroupSet,
+        set: &Located<'_>,
     ) -> Result<Option<crate::model::PressureSnapshot>> {
-        let Some((Version::V2, dir)) = self.dir(set, Controller::Memory) else {
+        let Some((Version::V2, dir)) = set.dir(Controller::Memory) else {
             return Ok(None);
         };
-        let read = |name: &str| -> Result<Option<RawFile>> { edge.optional(&dir, name) };
+        let read = |name: &str| -> Result<Option<RawFile>> { edge.optional(dir, name) };
         let files = v2::psi::PressureFiles {
             cpu: read("cpu.pressure")?,
             memory: read("memory.pressure")?,
@@ -742,6 +781,13 @@ mod tests {
             let c6 = collected.iter().find(|(f, _)| f.path == "/parent/c6");
             let pids = c6.and_then(|(_, snap)| snap.as_ref().unwrap().pids);
             assert_eq!(pids.map(|p| p.current), Some(3));
+        }
+    }
+
+    #[test]
+    fn controllers_are_listed_in_declaration_order() {
+        for (i, controller) in CONTROLLERS.into_iter().enumerate() {
+            assert_eq!(controller as usize, i, "{controller:?}");
         }
     }
 
