@@ -273,7 +273,7 @@ impl Collector {
         S: Borrow<CgroupSet> + Sync,
     {
         let shared = Shared::default();
-        in_parallel(sets, threads, |set| {
+        in_parallel(sets, threads, CGROUPS_PER_BLOCK, |set| {
             self.snapshot_with(set.borrow(), parts, Some(&shared), None)
         })
     }
@@ -460,27 +460,30 @@ impl Collector {
     }
 }
 
+/// Items a thread takes at a time from a collection's cgroups: enough to amortize the shared
+/// counter, few enough to even out the threads' shares.
+pub(crate) const CGROUPS_PER_BLOCK: usize = 16;
+
 /// `each(item)` for every item, in `items`' order, on up to `threads` threads (0: the host's
-/// available parallelism; 1: this thread only). Threads take blocks of neighbouring items in
-/// turn, so a thread slowed by other work on the host takes fewer; a panic in one is resumed on
-/// the caller's.
+/// available parallelism; 1: this thread only), no more than there are blocks of `block`
+/// items. Threads take blocks of neighbouring items in turn, so a thread slowed by other work
+/// on the host takes fewer; a panic in one is resumed on the caller's.
 pub(crate) fn in_parallel<T, R>(
     items: &[T],
     threads: usize,
+    block: usize,
     each: impl Fn(&T) -> R + Sync,
 ) -> Vec<R>
 where
     T: Sync,
     R: Send,
 {
-    /// Items a thread takes at a time: enough to amortize the shared counter, few enough to
-    /// even out the threads' shares.
-    const BLOCK: usize = 16;
+    let block = block.max(1);
     let threads = match threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     }
-    .min(items.len().div_ceil(BLOCK));
+    .min(items.len().div_ceil(block));
     if threads <= 1 {
         return items.iter().map(&each).collect();
     }
@@ -488,12 +491,12 @@ where
     let work = || {
         let mut done = Vec::new();
         loop {
-            let start = next.fetch_add(BLOCK, Ordering::Relaxed);
+            let start = next.fetch_add(block, Ordering::Relaxed);
             if start >= items.len() {
                 return done;
             }
-            let block = &items[start..items.len().min(start + BLOCK)];
-            done.push((start, block.iter().map(&each).collect::<Vec<R>>()));
+            let taken = &items[start..items.len().min(start + block)];
+            done.push((start, taken.iter().map(&each).collect::<Vec<R>>()));
         }
     };
     let mut blocks = std::thread::scope(|scope| {

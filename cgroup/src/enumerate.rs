@@ -6,7 +6,7 @@
 //! no `stat`), so a cgroup missing from one v1 hierarchy (a systemd unit without CPU
 //! accounting, say) gets no path there instead of a path that does not exist.
 
-use crate::collector::{in_parallel, Collector};
+use crate::collector::{in_parallel, Collector, CGROUPS_PER_BLOCK};
 use crate::error::{Error, Result};
 use crate::layout::{join_cgroup, CgroupSet, Controller, Version};
 use crate::model::{ContainerSnapshot, Parts};
@@ -214,7 +214,7 @@ impl Collector {
     ) -> Result<Vec<(FoundCgroup, Result<ContainerSnapshot>)>> {
         let found = self.find(discovery, threads)?;
         let shared = Shared::default();
-        let snapshots = in_parallel(&found, threads, |(found, pids)| {
+        let snapshots = in_parallel(&found, threads, CGROUPS_PER_BLOCK, |(found, pids)| {
             self.snapshot_with(&found.set, parts, Some(&shared), pids.clone())
         });
         Ok(found
@@ -245,19 +245,24 @@ impl Collector {
                 &mut walked,
             )?;
         }
-        let listed = in_parallel(&walked, threads, |Walked { path, leaf }| {
-            let kind = classify(path);
-            if matches!(kind, CgroupKind::KubePod { .. }) {
-                return Some((kind, None));
-            }
-            if path == "/" {
-                return None;
-            }
-            match self.has_processes(identity, path, *leaf) {
-                (true, pids) => Some((kind, pids)),
-                (false, _) => None,
-            }
-        });
+        let listed = in_parallel(
+            &walked,
+            threads,
+            CGROUPS_PER_BLOCK,
+            |Walked { path, leaf }| {
+                let kind = classify(path);
+                if matches!(kind, CgroupKind::KubePod { .. }) {
+                    return Some((kind, None));
+                }
+                if path == "/" {
+                    return None;
+                }
+                match self.has_processes(identity, path, *leaf) {
+                    (true, pids) => Some((kind, pids)),
+                    (false, _) => None,
+                }
+            },
+        );
         let mut found: Vec<(String, CgroupKind, Option<RawFile>)> = walked
             .into_iter()
             .zip(listed)
@@ -278,19 +283,24 @@ impl Collector {
             Controller::Io,
             Controller::Pids,
         ];
-        let mut in_hierarchy: Vec<Option<HashSet<String>>> = vec![None; hierarchies.len()];
-        for controller in readable {
-            let Some(index) = self.layout().hierarchy_for(controller) else {
-                continue;
-            };
-            if index == identity || in_hierarchy[index].is_some() {
-                continue;
-            }
+        let mut listed: Vec<usize> = readable
+            .into_iter()
+            .filter_map(|controller| self.layout().hierarchy_for(controller))
+            .filter(|&index| index != identity)
+            .collect();
+        listed.sort_unstable();
+        listed.dedup();
+        // One hierarchy per thread at a time: each is a listing of every parent directory.
+        let listings = in_parallel(&listed, threads, 1, |&index| {
             let mut present = HashSet::new();
             for parent in &parents {
                 children(&hierarchies[index].mount_point, parent, &mut present)?;
             }
-            in_hierarchy[index] = Some(present);
+            Ok(present)
+        });
+        let mut in_hierarchy: Vec<Option<HashSet<String>>> = vec![None; hierarchies.len()];
+        for (index, present) in listed.into_iter().zip(listings) {
+            in_hierarchy[index] = Some(present?);
         }
         Ok(found
             .into_iter()
