@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::model::{CpuMax, CpuQuota, CpuThrottling, CpuWeight};
-use crate::parse::cgroupfs::{parse_flat_keyed, parse_u64, parse_v1_quota};
+use crate::parse::cgroupfs::{flat_keyed_values, parse_u64, parse_v1_quota};
 use crate::raw::{parse_optional, Edge, RawFile};
 use std::path::Path;
 
@@ -76,12 +76,12 @@ pub fn weight(cpu_shares: Option<&RawFile>) -> Result<Option<CpuWeight>> {
 
 /// Throttling counts from the cpu hierarchy's cpu.stat (throttled_time is in ns).
 pub fn throttling(cpu_stat: &RawFile) -> Result<CpuThrottling> {
-    let keys = cpu_stat.parse(parse_flat_keyed)?;
-    let get = |k: &str| keys.get(k).copied().unwrap_or(0);
+    let [periods, throttled_periods, throttled_ns] = cpu_stat
+        .parse(|text| flat_keyed_values(text, ["nr_periods", "nr_throttled", "throttled_time"]))?;
     Ok(CpuThrottling {
-        periods: get("nr_periods"),
-        throttled_periods: get("nr_throttled"),
-        throttled_ns: get("throttled_time"),
+        periods: periods.unwrap_or(0),
+        throttled_periods: throttled_periods.unwrap_or(0),
+        throttled_ns: throttled_ns.unwrap_or(0),
     })
 }
 
