@@ -1,9 +1,12 @@
 //! The collector benchmark: how long `proclens-cgroup` takes to list every container of a host
 //! and read a full snapshot ([`Parts::ALL`]) of each, at 1,000 and 5,000 live cgroups (each with
 //! one sleeping process, limits in every v1 hierarchy or in v2), against the floor of reading
-//! the same files with one open+read+close each and nothing else. Each round times the
-//! snapshots on this thread ([`Collector::snapshot`] in a loop) and on `--threads` threads
-//! ([`Collector::snapshot_many`]), one after the other, so both see the same load. Run as root:
+//! the same files with one open+read+close each, or one pread of a kept descriptor (on one
+//! thread and on `--threads`), and nothing else. Each round times, one after the other so that
+//! all see the same load: [`Collector::list`] then [`Collector::snapshot`] of each on this
+//! thread; `list` then [`Collector::snapshot_many`] on `--threads` threads; and
+//! [`Collector::collect`] (both in one call, each file read once) on this thread and on
+//! `--threads` threads. Run as root:
 //!
 //!     cargo run --release -p proclens-tests --bin proclens-collect-bench -- [--cgroups 1000,5000] [--rounds 20] [--threads N] [--kept-only]
 //!
