@@ -8,11 +8,13 @@ use crate::files::FileCache;
 use crate::layout::{join_cgroup, CgroupSet, Controller, HostPaths, Layout, Version};
 use crate::model::{ContainerSnapshot, CpuDetail, Parts};
 use crate::parse::proc_pid::parse_pid_cgroup;
-use crate::raw::{Edge, RawFile};
+use crate::raw::{Edge, RawFile, Shared};
 use crate::{pids, v1, v2};
-use std::cell::Cell;
+use std::borrow::Borrow;
+use std::cell::{Cell, RefCell};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Identifies one container instance: its cgroup set plus the inode of every cgroup directory,
@@ -31,6 +33,47 @@ pub struct Collector {
     layout: Layout,
     paths: HostPaths,
     files: Arc<FileCache>,
+    /// The hierarchy providing each controller (by [`Controller`] order), looked up once.
+    providers: [Option<usize>; CONTROLLERS.len()],
+}
+
+/// Every controller, in declaration order (the index of [`Collector`]'s providers).
+const CONTROLLERS: [Controller; 6] = [
+    Controller::Memory,
+    Controller::Cpu,
+    Controller::Cpuacct,
+    Controller::Cpuset,
+    Controller::Io,
+    Controller::Pids,
+];
+
+/// One set's cgroup directory in each controller's hierarchy, joined once for a snapshot.
+struct Located<'s> {
+    set: &'s CgroupSet,
+    /// By [`CONTROLLERS`] order: the hierarchy's version, its index and the directory.
+    dirs: [Option<(Version, usize, PathBuf)>; CONTROLLERS.len()],
+}
+
+impl Located<'_> {
+    /// The directory in the hierarchy providing `controller`, with that hierarchy's version.
+    fn dir(&self, controller: Controller) -> Option<(Version, &Path)> {
+        let (version, _, dir) = self.dirs[controller as usize].as_ref()?;
+        Some((*version, dir))
+    }
+
+    /// The cgroup directory and its non-root ancestors in `controller`'s hierarchy, innermost
+    /// first (empty for the root cgroup).
+    fn chain(&self, controller: Controller) -> Vec<PathBuf> {
+        let Some((_, index, dir)) = self.dirs[controller as usize].as_ref() else {
+            return Vec::new();
+        };
+        let depth = self
+            .set
+            .path(*index)
+            .map(|p| p.split('/').filter(|c| !c.is_empty()).count())
+            .unwrap_or(0);
+        dir.ancestors().take(depth).map(Path::to_path_buf).collect()
+    }
 }
 
 impl Collector {
@@ -38,10 +81,22 @@ impl Collector {
     /// and idle policy are the consumer's choice).
     pub fn new(layout: Layout, paths: HostPaths, files: FileCache) -> Self {
         Collector {
+            providers: CONTROLLERS.map(|controller| layout.hierarchy_for(controller)),
             layout,
             paths,
             files: Arc::new(files),
         }
+    }
+
+    /// `set`'s directories for a snapshot.
+    fn locate<'s>(&self, set: &'s CgroupSet) -> Located<'s> {
+        let dirs = CONTROLLERS.map(|controller| {
+            let index = self.providers[controller as usize]?;
+            let hierarchy = &self.layout.hierarchies[index];
+            let dir = join_cgroup(&hierarchy.mount_point, set.path(index)?);
+            Some((hierarchy.version, index, dir))
+        });
+        Located { set, dirs }
     }
 
     /// Discovers the layout under `paths` and builds a collector.
@@ -137,8 +192,26 @@ impl Collector {
     /// Reads the `parts` of `set`'s state, each kernel file once. A cgroup that vanishes during
     /// the read is `Vanished`, never a snapshot mixing absent files with present ones.
     pub fn snapshot(&self, set: &CgroupSet, parts: Parts) -> Result<ContainerSnapshot> {
+        self.snapshot_with(set, parts, None, None)
+    }
+
+    /// [`Collector::snapshot`], reading ancestors' files through `shared` when given (one
+    /// collection's, see [`Shared`]), and taking `given` (a file of the cgroup this collection
+    /// read already) instead of reading it again.
+    pub(crate) fn snapshot_with(
+        &self,
+        set: &CgroupSet,
+        parts: Parts,
+        shared: Option<&Shared>,
+        given: Option<RawFile>,
+    ) -> Result<ContainerSnapshot> {
         let absent = Cell::new(false);
-        let edge = Edge::new(&self.files, &absent);
+        let given = RefCell::new(given);
+        let mut edge = Edge::new(&self.files, &absent).given(&given);
+        if let Some(shared) = shared {
+            edge = edge.sharing(shared);
+        }
+        let set = &self.locate(set);
         let mut snap = ContainerSnapshot::default();
         if parts.contains(Parts::MEMORY) || parts.contains(Parts::MEMORY_DETAIL) {
             self.read_memory(edge, set, parts, &mut snap)?;
@@ -153,12 +226,12 @@ impl Collector {
             self.read_cpu(edge, set, parts, &mut snap)?;
         }
         if parts.contains(Parts::IO) {
-            snap.io = match self.dir(set, Controller::Io) {
+            snap.io = match set.dir(Controller::Io) {
                 Some((Version::V2, dir)) => {
-                    Some(v2::io::io(edge.optional(&dir, "io.stat")?.as_ref())?)
+                    Some(v2::io::io(edge.optional(dir, "io.stat")?.as_ref())?)
                 }
                 Some((Version::V1, dir)) => Some(v1::blkio::io(
-                    v1::blkio::BlkioFiles::read(edge, &dir)?.as_ref(),
+                    v1::blkio::BlkioFiles::read(edge, dir)?.as_ref(),
                 )?),
                 None => None,
             };
@@ -167,10 +240,10 @@ impl Collector {
             snap.pressure = self.read_pressure(edge, set)?;
         }
         if parts.contains(Parts::PIDS) {
-            if let Some((_, dir)) = self.dir(set, Controller::Pids) {
+            if let Some((_, dir)) = set.dir(Controller::Pids) {
                 // v2: absent where the parent does not enable pids for its children.
-                if let Some(current) = edge.optional(&dir, "pids.current")? {
-                    let max = edge.optional(&dir, "pids.max")?;
+                if let Some(current) = edge.optional(dir, "pids.current")? {
+                    let max = edge.optional(dir, "pids.max")?;
                     snap.pids = Some(pids::pids(&current, max.as_ref())?);
                 }
             }
@@ -178,37 +251,44 @@ impl Collector {
         // A file that may be absent and was could mean the cgroup went away mid-read: confirm
         // (only then: the check costs a path lookup per hierarchy).
         if absent.get() {
-            self.inodes(set)?;
+            self.inodes(set.set)?;
         }
         Ok(snap)
     }
 
-    /// The cgroup directory and its non-root ancestors in `controller`'s hierarchy, innermost
-    /// first (empty for the root cgroup).
-    fn chain(&self, set: &CgroupSet, controller: Controller) -> Vec<PathBuf> {
-        let Some((_, dir)) = self.dir(set, controller) else {
-            return Vec::new();
-        };
-        let depth = self
-            .layout
-            .hierarchy_for(controller)
-            .and_then(|i| set.path(i))
-            .map(|p| p.split('/').filter(|c| !c.is_empty()).count())
-            .unwrap_or(0);
-        dir.ancestors().take(depth).map(Path::to_path_buf).collect()
+    /// Snapshots of many cgroups (one collection, an exporter's scrape), in `sets`' order, read
+    /// on up to `threads` threads (0: the host's available parallelism; 1: this thread only).
+    /// Each result is what [`Collector::snapshot`] gives for that set: one cgroup vanishing or
+    /// failing does not fail the others. Threads take blocks of neighbouring sets in turn, so a
+    /// thread slowed by other work on the host takes fewer. The ancestors' limit files, the
+    /// same for all the children of a parent, are read once in the call (never kept for the
+    /// next call).
+    pub fn snapshot_many<S>(
+        &self,
+        sets: &[S],
+        parts: Parts,
+        threads: usize,
+    ) -> Vec<Result<ContainerSnapshot>>
+    where
+        S: Borrow<CgroupSet> + Sync,
+    {
+        let shared = Shared::default();
+        in_parallel(sets, threads, CGROUPS_PER_BLOCK, |set| {
+            self.snapshot_with(set.borrow(), parts, Some(&shared), None)
+        })
     }
 
     fn read_memory(
         &self,
         edge: Edge<'_>,
-        set: &CgroupSet,
+        set: &Located<'_>,
         parts: Parts,
         snap: &mut ContainerSnapshot,
     ) -> Result<()> {
-        let Some((version, _)) = self.dir(set, Controller::Memory) else {
+        let Some((version, _)) = set.dir(Controller::Memory) else {
             return Ok(());
         };
-        let chain = self.chain(set, Controller::Memory);
+        let chain = set.chain(Controller::Memory);
         match version {
             Version::V2 => {
                 let Some(files) = v2::memory::MemoryFiles::read(edge, &chain, parts)? else {
@@ -237,23 +317,23 @@ impl Collector {
     fn read_cpuset(
         &self,
         edge: Edge<'_>,
-        set: &CgroupSet,
+        set: &Located<'_>,
         parts: Parts,
         snap: &mut ContainerSnapshot,
     ) -> Result<()> {
-        let Some((version, dir)) = self.dir(set, Controller::Cpuset) else {
+        let Some((version, dir)) = set.dir(Controller::Cpuset) else {
             return Ok(());
         };
         if parts.contains(Parts::CPU_LIMITS) {
             snap.cpuset = match version {
                 // Absent where the parent does not enable cpuset for its children.
                 Version::V2 => edge
-                    .optional(&dir, v2::cpuset::CPUS_FILE)?
+                    .optional(dir, v2::cpuset::CPUS_FILE)?
                     .map(|file| v2::cpuset::cpus(&file))
                     .transpose()?,
                 Version::V1 => Some(v1::cpuset::list(&v1::cpuset::read(
                     edge,
-                    &dir,
+                    dir,
                     "cpuset.effective_cpus",
                     "cpuset.cpus",
                 )?)?),
@@ -262,12 +342,12 @@ impl Collector {
         if parts.contains(Parts::CPU_DETAIL) {
             let mems = match version {
                 Version::V2 => edge
-                    .optional(&dir, v2::cpuset::MEMS_FILE)?
+                    .optional(dir, v2::cpuset::MEMS_FILE)?
                     .map(|file| v2::cpuset::mems(&file))
                     .transpose()?,
                 Version::V1 => Some(v1::cpuset::list(&v1::cpuset::read(
                     edge,
-                    &dir,
+                    dir,
                     "cpuset.effective_mems",
                     "cpuset.mems",
                 )?)?),
@@ -282,12 +362,12 @@ impl Collector {
     fn read_cpu(
         &self,
         edge: Edge<'_>,
-        set: &CgroupSet,
+        set: &Located<'_>,
         parts: Parts,
         snap: &mut ContainerSnapshot,
     ) -> Result<()> {
-        let cpu = self.dir(set, Controller::Cpu);
-        let acct = self.dir(set, Controller::Cpuacct);
+        let cpu = set.dir(Controller::Cpu);
+        let acct = set.dir(Controller::Cpuacct);
         // v2: cpu.stat is a core file of every cgroup; read once for usage and throttling.
         let v2_stat = match &acct {
             Some((Version::V2, dir))
@@ -301,20 +381,16 @@ impl Collector {
         // (detail): each read once, the cgroup's own shared by both.
         let detail = parts.contains(Parts::CPU_DETAIL);
         let chain = match (parts.contains(Parts::CPU_LIMITS), &cpu) {
-            (true, _) => self.chain(set, Controller::Cpu),
-            (false, Some((_, dir))) if detail => vec![dir.clone()],
+            (true, _) => set.chain(Controller::Cpu),
+            (false, Some((_, dir))) if detail => vec![dir.to_path_buf()],
             _ => Vec::new(),
         };
         let (mut v1_cfs, mut v2_max) = (Vec::new(), Vec::new());
         match cpu.as_ref().map(|(v, _)| *v) {
-            Some(Version::V2) => {
-                for dir in &chain {
-                    v2_max.push(edge.optional(dir, "cpu.max")?);
-                }
-            }
+            Some(Version::V2) => v2_max = edge.chain(&chain, "cpu.max")?,
             Some(Version::V1) => {
                 for (i, dir) in chain.iter().enumerate() {
-                    v1_cfs.push(v1::cpu::CfsFiles::read(edge, dir, i == 0 && detail)?);
+                    v1_cfs.push(v1::cpu::CfsFiles::read(edge, dir, i == 0 && detail, i > 0)?);
                 }
             }
             None => {}
@@ -340,7 +416,7 @@ impl Collector {
             match cpu {
                 Some((Version::V2, dir)) => {
                     detail.own_max = v2::cpu::own_max(v2_max.first().and_then(Option::as_ref))?;
-                    detail.weight = v2::cpu::weight(edge.optional(&dir, "cpu.weight")?.as_ref())?;
+                    detail.weight = v2::cpu::weight(edge.optional(dir, "cpu.weight")?.as_ref())?;
                     detail.throttling = match &v2_stat {
                         Some(stat) => v2::cpu::throttling(stat)?,
                         None => None,
@@ -351,9 +427,9 @@ impl Collector {
                         Some(files) => v1::cpu::own_max(files)?,
                         None => None,
                     };
-                    detail.weight = v1::cpu::weight(edge.optional(&dir, "cpu.shares")?.as_ref())?;
+                    detail.weight = v1::cpu::weight(edge.optional(dir, "cpu.shares")?.as_ref())?;
                     detail.throttling = edge
-                        .optional(&dir, "cpu.stat")?
+                        .optional(dir, "cpu.stat")?
                         .map(|stat| v1::cpu::throttling(&stat))
                         .transpose()?;
                 }
@@ -369,12 +445,12 @@ impl Collector {
     fn read_pressure(
         &self,
         edge: Edge<'_>,
-        set: &CgroupSet,
+        set: &Located<'_>,
     ) -> Result<Option<crate::model::PressureSnapshot>> {
-        let Some((Version::V2, dir)) = self.dir(set, Controller::Memory) else {
+        let Some((Version::V2, dir)) = set.dir(Controller::Memory) else {
             return Ok(None);
         };
-        let read = |name: &str| -> Result<Option<RawFile>> { edge.optional(&dir, name) };
+        let read = |name: &str| -> Result<Option<RawFile>> { edge.optional(dir, name) };
         let files = v2::psi::PressureFiles {
             cpu: read("cpu.pressure")?,
             memory: read("memory.pressure")?,
@@ -382,6 +458,60 @@ impl Collector {
         };
         Ok(Some(v2::psi::pressure(&files)?))
     }
+}
+
+/// Items a thread takes at a time from a collection's cgroups: enough to amortize the shared
+/// counter, few enough to even out the threads' shares.
+pub(crate) const CGROUPS_PER_BLOCK: usize = 16;
+
+/// `each(item)` for every item, in `items`' order, on up to `threads` threads (0: the host's
+/// available parallelism; 1: this thread only), no more than there are blocks of `block`
+/// items. Threads take blocks of neighbouring items in turn, so a thread slowed by other work
+/// on the host takes fewer; a panic in one is resumed on the caller's.
+pub(crate) fn in_parallel<T, R>(
+    items: &[T],
+    threads: usize,
+    block: usize,
+    each: impl Fn(&T) -> R + Sync,
+) -> Vec<R>
+where
+    T: Sync,
+    R: Send,
+{
+    let block = block.max(1);
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(items.len().div_ceil(block));
+    if threads <= 1 {
+        return items.iter().map(&each).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let start = next.fetch_add(block, Ordering::Relaxed);
+            if start >= items.len() {
+                return done;
+            }
+            let taken = &items[start..items.len().min(start + block)];
+            done.push((start, taken.iter().map(&each).collect::<Vec<R>>()));
+        }
+    };
+    let mut blocks = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut blocks = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => blocks.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        blocks
+    });
+    blocks.sort_unstable_by_key(|(start, _)| *start);
+    blocks.into_iter().flat_map(|(_, block)| block).collect()
 }
 
 #[cfg(test)]
@@ -541,6 +671,127 @@ mod tests {
         assert!(usage.user_ns > 0 && usage.per_cpu.is_none());
         assert!(snap.pressure.unwrap().memory.is_some());
         assert_eq!(snap.io.unwrap().devices.len(), 1);
+    }
+
+    #[test]
+    fn many_snapshots_on_threads_are_the_single_ones_in_order() {
+        let tree = FakeTree::new();
+        let names: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            copy_fixture_dir("v2/6.1", &tree.path(&format!("cg/{name}")));
+            tree.write(&format!("cg/{name}/pids.current"), &format!("{i}\n"));
+        }
+        let controllers = "cpuset cpu io memory pids";
+        tree.write("cg/cgroup.controllers", &format!("{controllers}\n"));
+        let (reader, _) = v2_tree(&tree, controllers, "0::/c0\n", HostPaths::default());
+        let mut sets: Vec<CgroupSet> = names.iter().map(|n| reader.layout().set_at(n)).collect();
+        sets.insert(17, reader.layout().set_at("gone"));
+        let single: Vec<Option<ContainerSnapshot>> = sets
+            .iter()
+            .map(|set| reader.snapshot(set, Parts::ALL).ok())
+            .collect();
+        for threads in [0, 1, 3] {
+            let many = reader.snapshot_many(&sets, Parts::ALL, threads);
+            assert_eq!(many.len(), sets.len());
+            for (i, (many, single)) in many.into_iter().zip(&single).enumerate() {
+                match many {
+                    Ok(snap) => assert_eq!(Some(&snap), single.as_ref(), "set {i}"),
+                    Err(e) => {
+                        assert!(matches!(e, Error::Vanished { .. }), "{e}");
+                        assert_eq!(i, 17);
+                    }
+                }
+            }
+        }
+        let pids: Vec<u64> = reader
+            .snapshot_many(&sets[..3], Parts::PIDS, 2)
+            .into_iter()
+            .map(|snap| snap.unwrap().pids.unwrap().current)
+            .collect();
+        assert_eq!(pids, [0, 1, 2]);
+    }
+
+    /// Siblings under one v1 parent whose quota is the tightest: one collection reads the
+    /// parent's files once and gives each child what a single snapshot gives; the next
+    /// collection reads them afresh.
+    #[test]
+    fn ancestors_files_are_shared_within_one_collection_only() {
+        let tree = FakeTree::new();
+        let mounts = ["memory", "cpu", "cpuacct"];
+        let children: Vec<String> = (0..20).map(|i| format!("parent/c{i}")).collect();
+        for m in mounts {
+            for child in &children {
+                copy_fixture_dir("v1/6.18", &tree.path(&format!("cg/{m}/{child}")));
+            }
+        }
+        tree.write("cg/cpu/parent/cpu.cfs_quota_us", "20000\n");
+        tree.write("cg/cpu/parent/cpu.cfs_period_us", "100000\n");
+        let mountinfo = v1_mountinfo(&tree, &mounts);
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "");
+        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
+        let sets: Vec<CgroupSet> = children.iter().map(|c| reader.layout().set_at(c)).collect();
+        let quotas = |threads| -> Vec<Option<u64>> {
+            reader
+                .snapshot_many(&sets, Parts::ALL, threads)
+                .into_iter()
+                .map(|snap| snap.unwrap().cpu_quota.map(|q| q.quota_us))
+                .collect()
+        };
+        let single = reader.snapshot(&sets[3], Parts::ALL).unwrap();
+        assert_eq!(single.cpu_quota.map(|q| q.quota_us), Some(20000));
+        for threads in [1, 2] {
+            let many = reader.snapshot_many(&sets, Parts::ALL, threads);
+            assert_eq!(many[3].as_ref().unwrap(), &single);
+            assert_eq!(quotas(threads), vec![Some(20000); 20]);
+        }
+        tree.write("cg/cpu/parent/cpu.cfs_quota_us", "-1\n");
+        assert_eq!(
+            quotas(2),
+            vec![Some(50000); 20],
+            "the children's own, now the tightest"
+        );
+    }
+
+    /// One collection gives what the list and a snapshot of each cgroup found give.
+    #[test]
+    fn a_collection_is_the_list_and_its_snapshots() {
+        let tree = FakeTree::new();
+        let mounts = ["memory", "cpu", "cpuacct", "pids"];
+        for m in mounts {
+            for i in 0..40 {
+                copy_fixture_dir("v1/6.18", &tree.path(&format!("cg/{m}/parent/c{i}")));
+            }
+        }
+        tree.write("cg/pids/parent/c5/pids.current", "0\n");
+        tree.write("cg/pids/parent/c6/pids.current", "3\n");
+        let mountinfo = v1_mountinfo(&tree, &mounts);
+        let layout = Layout::from_mounts(&parse_mountinfo(&mountinfo).unwrap(), "");
+        let reader = Collector::new(layout, HostPaths::default(), FileCache::new(0));
+        let discovery = crate::Discovery {
+            roots: vec!["/parent".to_string()],
+            ..crate::Discovery::default()
+        };
+        let listed = reader.list(&discovery).unwrap();
+        assert_eq!(listed.len(), 39, "c5 has no processes");
+        for threads in [1, 2] {
+            let collected = reader.collect(&discovery, Parts::ALL, threads).unwrap();
+            let found: Vec<&crate::FoundCgroup> = collected.iter().map(|(f, _)| f).collect();
+            assert_eq!(found, listed.iter().collect::<Vec<_>>());
+            for (found, snap) in &collected {
+                let single = reader.snapshot(&found.set, Parts::ALL).unwrap();
+                assert_eq!(snap.as_ref().unwrap(), &single, "{}", found.path);
+            }
+            let c6 = collected.iter().find(|(f, _)| f.path == "/parent/c6");
+            let pids = c6.and_then(|(_, snap)| snap.as_ref().unwrap().pids);
+            assert_eq!(pids.map(|p| p.current), Some(3));
+        }
+    }
+
+    #[test]
+    fn controllers_are_listed_in_declaration_order() {
+        for (i, controller) in CONTROLLERS.into_iter().enumerate() {
+            assert_eq!(controller as usize, i, "{controller:?}");
+        }
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! no `stat`), so a cgroup missing from one v1 hierarchy (a systemd unit without CPU
 //! accounting, say) gets no path there instead of a path that does not exist.
 
-use crate::collector::Collector;
+use crate::collector::{in_parallel, Collector, CGROUPS_PER_BLOCK};
 use crate::error::{Error, Result};
 use crate::layout::{join_cgroup, CgroupSet, Controller, Version};
+use crate::model::{ContainerSnapshot, Parts};
+use crate::raw::{RawFile, Shared};
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -165,53 +167,112 @@ impl Collector {
     /// pids.current, a value file read through a kept descriptor (a leaf's count is its own).
     /// v2: cgroup.procs through a kept descriptor (a read at offset 0 lists the cgroup afresh).
     /// Otherwise v1 cgroup.procs through a fresh descriptor: v1 keeps a pid list per open file
-    /// and hands it out again for a second.
-    fn has_processes(&self, identity: usize, path: &str, leaf: bool) -> bool {
+    /// and hands it out again for a second. With the answer, the pids.current read for it (a
+    /// snapshot in the same collection takes it instead of reading it again).
+    fn has_processes(&self, identity: usize, path: &str, leaf: bool) -> (bool, Option<RawFile>) {
         let hierarchies = &self.layout().hierarchies;
         let pids = self.layout().hierarchy_for(Controller::Pids);
         if let Some(pids) = pids.filter(|&i| leaf && hierarchies[i].version == Version::V1) {
             let file = join_cgroup(&hierarchies[pids].mount_point, path).join("pids.current");
             if let Ok(text) = self.read(&file) {
-                return text.trim() != "0";
+                let processes = text.trim() != "0";
+                return (processes, Some(RawFile::new(file, text)));
             }
         }
         let procs = join_cgroup(&hierarchies[identity].mount_point, path).join("cgroup.procs");
         if hierarchies[identity].version == Version::V2 {
-            return self.read(&procs).is_ok_and(|text| !text.trim().is_empty());
+            let processes = self.read(&procs).is_ok_and(|text| !text.trim().is_empty());
+            return (processes, None);
         }
         let mut buf = [0u8; 16];
-        File::open(procs)
+        let processes = File::open(procs)
             .and_then(|mut f| f.read(&mut buf))
-            .is_ok_and(|n| n > 0)
+            .is_ok_and(|n| n > 0);
+        (processes, None)
     }
 
     /// Every cgroup under `discovery`'s roots that holds processes of its own, and every
     /// Kubernetes pod cgroup, sorted by path. Cgroups removed during the walk are skipped.
     pub fn list(&self, discovery: &Discovery) -> Result<Vec<FoundCgroup>> {
+        Ok(self
+            .find(discovery, 1)?
+            .into_iter()
+            .map(|(found, _)| found)
+            .collect())
+    }
+
+    /// One collection: [`Collector::list`] and the `parts` of each cgroup found, as
+    /// [`Collector::snapshot_many`] reads them, on up to `threads` threads (0: the host's
+    /// available parallelism). Each file is read once: a v1 leaf's pids.current, read to tell
+    /// whether it has processes, is the one its snapshot shows. A cgroup that vanishes between
+    /// the list and its snapshot has its `Vanished` error beside it.
+    pub fn collect(
+        &self,
+        discovery: &Discovery,
+        parts: Parts,
+        threads: usize,
+    ) -> Result<Vec<(FoundCgroup, Result<ContainerSnapshot>)>> {
+        let found = self.find(discovery, threads)?;
+        let shared = Shared::default();
+        let snapshots = in_parallel(&found, threads, CGROUPS_PER_BLOCK, |(found, pids)| {
+            self.snapshot_with(&found.set, parts, Some(&shared), pids.clone())
+        });
+        Ok(found
+            .into_iter()
+            .map(|(found, _)| found)
+            .zip(snapshots)
+            .collect())
+    }
+
+    /// [`Collector::list`], telling cgroups with processes on up to `threads` threads, each
+    /// cgroup with the pids.current read for that (see [`Collector::has_processes`]).
+    fn find(
+        &self,
+        discovery: &Discovery,
+        threads: usize,
+    ) -> Result<Vec<(FoundCgroup, Option<RawFile>)>> {
         let Some(identity) = self.identity_hierarchy() else {
             return Ok(Vec::new());
         };
         let hierarchies = &self.layout().hierarchies;
-        let mut found = Vec::new();
+        let mut walked = Vec::new();
         for root in &discovery.roots {
             let root = format!("/{}", root.trim_matches('/'));
-            let mount = &hierarchies[identity].mount_point;
-            let mut walked = Vec::new();
-            walk(mount, &root, discovery, &mut walked)?;
-            for Walked { path, leaf } in walked {
-                let kind = classify(&path);
-                let listed = matches!(kind, CgroupKind::KubePod { .. })
-                    || (path != "/" && self.has_processes(identity, &path, leaf));
-                if listed {
-                    found.push((path, kind));
-                }
-            }
+            walk(
+                &hierarchies[identity].mount_point,
+                &root,
+                discovery,
+                &mut walked,
+            )?;
         }
+        let listed = in_parallel(
+            &walked,
+            threads,
+            CGROUPS_PER_BLOCK,
+            |Walked { path, leaf }| {
+                let kind = classify(path);
+                if matches!(kind, CgroupKind::KubePod { .. }) {
+                    return Some((kind, None));
+                }
+                if path == "/" {
+                    return None;
+                }
+                match self.has_processes(identity, path, *leaf) {
+                    (true, pids) => Some((kind, pids)),
+                    (false, _) => None,
+                }
+            },
+        );
+        let mut found: Vec<(String, CgroupKind, Option<RawFile>)> = walked
+            .into_iter()
+            .zip(listed)
+            .filter_map(|(walked, listed)| listed.map(|(kind, pids)| (walked.path, kind, pids)))
+            .collect();
         found.sort_by(|a, b| a.0.cmp(&b.0));
         found.dedup_by(|a, b| a.0 == b.0);
         // Which of those paths exist in each other hierarchy the collector reads: one listing
         // of each distinct parent directory (runtimes keep their containers side by side).
-        let mut parents: Vec<&str> = found.iter().map(|(path, _)| parent_of(path)).collect();
+        let mut parents: Vec<&str> = found.iter().map(|(path, ..)| parent_of(path)).collect();
         parents.sort_unstable();
         parents.dedup();
         let readable = [
@@ -222,23 +283,28 @@ impl Collector {
             Controller::Io,
             Controller::Pids,
         ];
-        let mut in_hierarchy: Vec<Option<HashSet<String>>> = vec![None; hierarchies.len()];
-        for controller in readable {
-            let Some(index) = self.layout().hierarchy_for(controller) else {
-                continue;
-            };
-            if index == identity || in_hierarchy[index].is_some() {
-                continue;
-            }
+        let mut listed: Vec<usize> = readable
+            .into_iter()
+            .filter_map(|controller| self.layout().hierarchy_for(controller))
+            .filter(|&index| index != identity)
+            .collect();
+        listed.sort_unstable();
+        listed.dedup();
+        // One hierarchy per thread at a time: each is a listing of every parent directory.
+        let listings = in_parallel(&listed, threads, 1, |&index| {
             let mut present = HashSet::new();
             for parent in &parents {
                 children(&hierarchies[index].mount_point, parent, &mut present)?;
             }
-            in_hierarchy[index] = Some(present);
+            Ok(present)
+        });
+        let mut in_hierarchy: Vec<Option<HashSet<String>>> = vec![None; hierarchies.len()];
+        for (index, present) in listed.into_iter().zip(listings) {
+            in_hierarchy[index] = Some(present?);
         }
         Ok(found
             .into_iter()
-            .map(|(path, kind)| {
+            .map(|(path, kind, pids)| {
                 let paths = (0..hierarchies.len())
                     .map(|index| {
                         let present = index == identity
@@ -248,11 +314,12 @@ impl Collector {
                         present.then(|| path.clone())
                     })
                     .collect();
-                FoundCgroup {
+                let found = FoundCgroup {
                     path,
                     set: CgroupSet { paths },
                     kind,
-                }
+                };
+                (found, pids)
             })
             .collect())
     }

@@ -6,8 +6,10 @@
 use crate::error::{Error, Result};
 use crate::files::FileCache;
 use crate::parse::ParseResult;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// A kernel file's text, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,23 +70,65 @@ pub(crate) fn own_limit(
     }
 }
 
+/// Ancestors' files as read once in one collection (by path; `None` where absent): the limit
+/// files of a parent are the same for all of its children, so a collection of many siblings
+/// reads them once, not once per child. Shared by the collection's threads; lives for one
+/// collection only, never across two.
+pub(crate) type Shared = Mutex<HashMap<PathBuf, Option<RawFile>>>;
+
 /// Reads files through the collector's kept descriptors, noting whether a file that may be
 /// absent was (which can also mean its cgroup was removed during the read).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Edge<'a> {
     files: &'a FileCache,
     absent: &'a Cell<bool>,
+    /// Where ancestors' files read in this collection are kept; `None`: read them every time.
+    shared: Option<&'a Shared>,
+    /// A file of the cgroup that this collection read already, taken instead of read again.
+    given: Option<&'a RefCell<Option<RawFile>>>,
 }
 
 impl<'a> Edge<'a> {
     /// Reads through `files`; `absent` is set when an optional file was not there.
     pub(crate) fn new(files: &'a FileCache, absent: &'a Cell<bool>) -> Self {
-        Edge { files, absent }
+        Edge {
+            files,
+            absent,
+            shared: None,
+            given: None,
+        }
+    }
+
+    /// Takes the file in `given` (read earlier in the same collection) when asked for its path.
+    pub(crate) fn given(self, given: &'a RefCell<Option<RawFile>>) -> Self {
+        Edge {
+            given: Some(given),
+            ..self
+        }
+    }
+
+    /// Reads ancestors' files ([`Edge::ancestor`]) once into `shared`, then from there.
+    pub(crate) fn sharing(self, shared: &'a Shared) -> Self {
+        Edge {
+            shared: Some(shared),
+            ..self
+        }
     }
 
     /// Reads `dir/name`; absent is `Vanished`.
     pub(crate) fn read(&self, dir: &Path, name: &str) -> Result<RawFile> {
         let path = dir.join(name);
+        if let Some(given) = self.given {
+            let mut given = given.borrow_mut();
+            if given
+                .as_ref()
+                .is_some_and(|file| file.path.as_os_str() == path.as_os_str())
+            {
+                if let Some(file) = given.take() {
+                    return Ok(file);
+                }
+            }
+        }
         let text = self.files.read(&path)?;
         Ok(RawFile { path, text })
     }
@@ -102,9 +146,40 @@ impl<'a> Edge<'a> {
         }
     }
 
+    /// Reads `dir/name` of an ancestor of the cgroup being read, like [`Edge::optional`], but
+    /// only once in a collection when the edge is [`Edge::sharing`].
+    pub(crate) fn ancestor(&self, dir: &Path, name: &str) -> Result<Option<RawFile>> {
+        let Some(shared) = self.shared else {
+            return self.optional(dir, name);
+        };
+        let path = dir.join(name);
+        // Held while a file not yet known is read (once per ancestor's file in a collection),
+        // so that no other thread reads it too.
+        let mut known = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let file = match known.get(&path) {
+            Some(file) => file.clone(),
+            None => {
+                let file = self.optional(dir, name)?;
+                known.insert(path, file.clone());
+                file
+            }
+        };
+        drop(known);
+        if file.is_none() {
+            self.absent.set(true);
+        }
+        Ok(file)
+    }
+
     /// Reads file `name` in each of `dirs` (a cgroup, then its ancestors); `None` where
     /// absent (an ancestor that does not enable the controller sets no limit).
     pub(crate) fn chain(&self, dirs: &[PathBuf], name: &str) -> Result<Vec<Option<RawFile>>> {
-        dirs.iter().map(|dir| self.optional(dir, name)).collect()
+        dirs.iter()
+            .enumerate()
+            .map(|(i, dir)| match i {
+                0 => self.optional(dir, name),
+                _ => self.ancestor(dir, name),
+            })
+            .collect()
     }
 }

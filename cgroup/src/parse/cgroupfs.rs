@@ -47,6 +47,23 @@ pub fn flat_keyed_pairs(text: &str) -> impl Iterator<Item = ParseResult<(&str, u
     })
 }
 
+/// The values of `keys` in a flat keyed file (`None` for a key it does not have), every line
+/// checked as [`parse_flat_keyed`] checks it, and a key given twice keeping its last value: in
+/// one pass, no allocation.
+pub fn flat_keyed_values<const N: usize>(
+    text: &str,
+    keys: [&str; N],
+) -> ParseResult<[Option<u64>; N]> {
+    let mut values = [None; N];
+    for pair in flat_keyed_pairs(text) {
+        let (key, value) = pair?;
+        if let Some(at) = keys.iter().position(|k| *k == key) {
+            values[at] = Some(value);
+        }
+    }
+    Ok(values)
+}
+
 /// Parses v2 cpu.max ("max 100000" or "50000 100000").
 pub fn parse_cpu_max(text: &str) -> ParseResult<CpuMax> {
     let mut parts = text.split_whitespace();
@@ -150,12 +167,13 @@ pub fn parse_blkio(service_bytes: &str, serviced: &str) -> ParseResult<Vec<IoDev
     let mut devices: BTreeMap<(u32, u32), IoDeviceStat> = BTreeMap::new();
     for (text, is_bytes) in [(service_bytes, true), (serviced, false)] {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            match f.as_slice() {
-                ["Total", value] => {
+            let mut fields = line.split_whitespace();
+            let f = [fields.next(), fields.next(), fields.next(), fields.next()];
+            match f {
+                [Some("Total"), Some(value), None, None] => {
                     number(value, "blkio Total")?;
                 }
-                [dev, op, value] => {
+                [Some(dev), Some(op), Some(value), None] => {
                     let (major, minor) = parse_dev(dev)?;
                     let value = number(value, op)?;
                     let stat = devices.entry((major, minor)).or_insert(IoDeviceStat {
@@ -163,7 +181,7 @@ pub fn parse_blkio(service_bytes: &str, serviced: &str) -> ParseResult<Vec<IoDev
                         minor,
                         ..Default::default()
                     });
-                    let field = match (*op, is_bytes) {
+                    let field = match (op, is_bytes) {
                         ("Read", true) => &mut stat.read_bytes,
                         ("Write", true) => &mut stat.write_bytes,
                         ("Discard", true) => &mut stat.discard_bytes,
@@ -571,6 +589,35 @@ mod tests {
                 discard_ios: 0
             }]
         );
+    }
+
+    #[test]
+    fn picked_keys_agree_with_the_keyed_map_on_mutated_text() {
+        let names = [
+            "v1/6.18/cpu.stat",
+            "v1/6.18/memory.oom_control",
+            "v1/6.18/cpuacct.stat",
+            "v2/6.1/cpu.stat",
+            "v2/6.1/memory.events",
+        ];
+        check_fixture_mutants("flat_keyed_values", &names, |text| {
+            let keys = [
+                "nr_periods",
+                "oom_kill",
+                "user",
+                "usage_usec",
+                "max",
+                "absent",
+            ];
+            let (picked, keyed) = (flat_keyed_values(text, keys), parse_flat_keyed(text));
+            prop_assert_eq!(picked.is_ok(), keyed.is_ok(), "both accept or both reject");
+            if let (Ok(picked), Ok(map)) = (&picked, &keyed) {
+                for (key, value) in keys.iter().zip(picked) {
+                    prop_assert_eq!(*value, map.get(key).copied(), "{}", key);
+                }
+            }
+            Ok(picked.map(|_| ()))
+        });
     }
 
     #[test]

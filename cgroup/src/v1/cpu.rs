@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::model::{CpuMax, CpuQuota, CpuThrottling, CpuWeight};
-use crate::parse::cgroupfs::{parse_flat_keyed, parse_u64, parse_v1_quota};
+use crate::parse::cgroupfs::{flat_keyed_values, parse_u64, parse_v1_quota};
 use crate::raw::{parse_optional, Edge, RawFile};
 use std::path::Path;
 
@@ -19,14 +19,28 @@ pub struct CfsFiles {
 impl CfsFiles {
     /// Reads the CFS files of `dir`; `None` when the cgroup has none. The period is read only
     /// when the quota is set, or when `always_period` (the cgroup's own setting is wanted):
-    /// the view of an unlimited container then costs one read less.
-    pub(crate) fn read(edge: Edge<'_>, dir: &Path, always_period: bool) -> Result<Option<Self>> {
-        let Some(quota) = edge.optional(dir, "cpu.cfs_quota_us")? else {
+    /// the view of an unlimited container then costs one read less. An `ancestor`'s files
+    /// (of the cgroup being read) are read once per collection ([`Edge::ancestor`]).
+    pub(crate) fn read(
+        edge: Edge<'_>,
+        dir: &Path,
+        always_period: bool,
+        ancestor: bool,
+    ) -> Result<Option<Self>> {
+        let read = |name: &str| match ancestor {
+            true => edge.ancestor(dir, name),
+            false => edge.optional(dir, name),
+        };
+        let Some(quota) = read("cpu.cfs_quota_us")? else {
             return Ok(None);
         };
         let limited = quota.parse(parse_v1_quota)?.is_some();
         let period = if limited || always_period {
-            Some(edge.read(dir, "cpu.cfs_period_us")?)
+            match read("cpu.cfs_period_us")? {
+                Some(period) => Some(period),
+                // The quota's cgroup is there, its period not: gone since (Vanished).
+                None => Some(edge.read(dir, "cpu.cfs_period_us")?),
+            }
         } else {
             None
         };
@@ -62,12 +76,12 @@ pub fn weight(cpu_shares: Option<&RawFile>) -> Result<Option<CpuWeight>> {
 
 /// Throttling counts from the cpu hierarchy's cpu.stat (throttled_time is in ns).
 pub fn throttling(cpu_stat: &RawFile) -> Result<CpuThrottling> {
-    let keys = cpu_stat.parse(parse_flat_keyed)?;
-    let get = |k: &str| keys.get(k).copied().unwrap_or(0);
+    let [periods, throttled_periods, throttled_ns] = cpu_stat
+        .parse(|text| flat_keyed_values(text, ["nr_periods", "nr_throttled", "throttled_time"]))?;
     Ok(CpuThrottling {
-        periods: get("nr_periods"),
-        throttled_periods: get("nr_throttled"),
-        throttled_ns: get("throttled_time"),
+        periods: periods.unwrap_or(0),
+        throttled_periods: throttled_periods.unwrap_or(0),
+        throttled_ns: throttled_ns.unwrap_or(0),
     })
 }
 

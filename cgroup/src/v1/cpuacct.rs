@@ -9,7 +9,7 @@
 
 use crate::error::Result;
 use crate::model::CpuUsage;
-use crate::parse::cgroupfs::{parse_flat_keyed, parse_u64, parse_usage_all};
+use crate::parse::cgroupfs::{flat_keyed_values, parse_u64, parse_usage_all};
 use crate::raw::{Edge, RawFile};
 use crate::USER_HZ;
 use std::path::Path;
@@ -71,14 +71,10 @@ fn usage_by_mode(file: &UsageFile) -> Result<CpuUsage> {
             })
         }
         UsageFile::Stat(file) => {
-            let keys = file.parse(parse_flat_keyed)?;
-            let ns = |k: &str| {
-                keys.get(k)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_mul(1_000_000_000 / USER_HZ)
-            };
-            let (user_ns, system_ns) = (ns("user"), ns("system"));
+            let [user, system] = file.parse(|text| flat_keyed_values(text, ["user", "system"]))?;
+            let ns =
+                |ticks: Option<u64>| ticks.unwrap_or(0).saturating_mul(1_000_000_000 / USER_HZ);
+            let (user_ns, system_ns) = (ns(user), ns(system));
             Ok(CpuUsage {
                 total_ns: user_ns.saturating_add(system_ns),
                 user_ns,

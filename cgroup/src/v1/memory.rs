@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::model::{MemoryDetail, MemoryEvents, MemorySnapshot, MemoryStat, Parts};
-use crate::parse::cgroupfs::{flat_keyed_pairs, parse_flat_keyed, parse_u64};
+use crate::parse::cgroupfs::{flat_keyed_pairs, flat_keyed_values, parse_u64};
 use crate::parse::ParseResult;
 use crate::raw::{min_limit, own_limit, parse_optional, Edge, RawFile};
 use std::path::PathBuf;
@@ -162,7 +162,10 @@ pub fn detail(files: &MemoryFiles) -> Result<MemoryDetail> {
         (Some(memsw), Some(memory)) => Some(memsw.saturating_sub(memory)),
         _ => None,
     };
-    let oom = parse_optional(files.oom_control.as_ref(), parse_flat_keyed)?.unwrap_or_default();
+    let oom_kill = parse_optional(files.oom_control.as_ref(), |text| {
+        flat_keyed_values(text, ["oom_kill"])
+    })?
+    .and_then(|[oom_kill]| oom_kill);
     Ok(MemoryDetail {
         own_limit_bytes,
         high_bytes: None,
@@ -172,7 +175,7 @@ pub fn detail(files: &MemoryFiles) -> Result<MemoryDetail> {
             high: None,
             max: parse_optional(files.failcnt.as_ref(), parse_u64)?.unwrap_or(0),
             oom: None,
-            oom_kill: oom.get("oom_kill").copied(),
+            oom_kill,
         },
     })
 }
@@ -248,7 +251,10 @@ mod tests {
     #[test]
     fn one_pass_stat_agrees_with_the_keyed_map_on_mutated_text() {
         check_fixture_mutants("v1 memory parse_stat", &["v1/6.18/memory.stat"], |text| {
-            let (one_pass, keyed) = (parse_stat(text), parse_flat_keyed(text));
+            let (one_pass, keyed) = (
+                parse_stat(text),
+                crate::parse::cgroupfs::parse_flat_keyed(text),
+            );
             prop_assert_eq!(
                 one_pass.is_ok(),
                 keyed.is_ok(),

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, ParseError, Result};
 use crate::model::{CpuMax, CpuQuota, CpuThrottling, CpuUsage, CpuWeight};
-use crate::parse::cgroupfs::{parse_cpu_max, parse_flat_keyed, parse_u64};
+use crate::parse::cgroupfs::{flat_keyed_values, parse_cpu_max, parse_u64};
 use crate::raw::{parse_optional, RawFile};
 
 /// The tightest quota over a chain of cpu.max files (the cgroup first; `None` entries are
@@ -29,16 +29,18 @@ pub fn weight(cpu_weight: Option<&RawFile>) -> Result<Option<CpuWeight>> {
 
 /// CPU time from cpu.stat (µs in the file, ns in the model).
 pub fn usage(cpu_stat: &RawFile) -> Result<CpuUsage> {
-    let keys = cpu_stat.parse(parse_flat_keyed)?;
-    let get = |k: &str| {
-        keys.get(k).map(|v| v.saturating_mul(1000)).ok_or_else(|| {
-            Error::parse(&cpu_stat.path, ParseError::new(format!("cpu.stat: no {k}")))
+    const KEYS: [&str; 3] = ["usage_usec", "user_usec", "system_usec"];
+    let values = cpu_stat.parse(|text| flat_keyed_values(text, KEYS))?;
+    let get = |at: usize| {
+        values[at].map(|v| v.saturating_mul(1000)).ok_or_else(|| {
+            let missing = format!("cpu.stat: no {}", KEYS[at]);
+            Error::parse(&cpu_stat.path, ParseError::new(missing))
         })
     };
     Ok(CpuUsage {
-        total_ns: get("usage_usec")?,
-        user_ns: get("user_usec")?,
-        system_ns: get("system_usec")?,
+        total_ns: get(0)?,
+        user_ns: get(1)?,
+        system_ns: get(2)?,
         per_cpu: None,
     })
 }
@@ -46,12 +48,9 @@ pub fn usage(cpu_stat: &RawFile) -> Result<CpuUsage> {
 /// Throttling counts from cpu.stat; `None` where the cpu controller is not enabled (the file
 /// then has only the usage keys).
 pub fn throttling(cpu_stat: &RawFile) -> Result<Option<CpuThrottling>> {
-    let keys = cpu_stat.parse(parse_flat_keyed)?;
-    let (Some(&periods), Some(&throttled_periods), Some(&throttled_us)) = (
-        keys.get("nr_periods"),
-        keys.get("nr_throttled"),
-        keys.get("throttled_usec"),
-    ) else {
+    let values = cpu_stat
+        .parse(|text| flat_keyed_values(text, ["nr_periods", "nr_throttled", "throttled_usec"]))?;
+    let [Some(periods), Some(throttled_periods), Some(throttled_us)] = values else {
         return Ok(None);
     };
     Ok(Some(CpuThrottling {

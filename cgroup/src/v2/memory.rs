@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::model::{MemoryDetail, MemoryEvents, MemorySnapshot, MemoryStat, Parts};
-use crate::parse::cgroupfs::{flat_keyed_pairs, parse_flat_keyed, parse_limit, parse_u64};
+use crate::parse::cgroupfs::{flat_keyed_pairs, flat_keyed_values, parse_limit, parse_u64};
 use crate::parse::ParseResult;
 use crate::raw::{min_limit, own_limit, parse_optional, Edge, RawFile};
 use std::path::PathBuf;
@@ -115,17 +115,20 @@ pub fn memory(files: &MemoryFiles) -> Result<MemorySnapshot> {
 
 /// The cgroup's own limits, its peak and its event counts.
 pub fn detail(files: &MemoryFiles) -> Result<MemoryDetail> {
-    let events = parse_optional(files.events.as_ref(), parse_flat_keyed)?.unwrap_or_default();
+    let [high, max, oom, oom_kill] = parse_optional(files.events.as_ref(), |text| {
+        flat_keyed_values(text, ["high", "max", "oom", "oom_kill"])
+    })?
+    .unwrap_or_default();
     Ok(MemoryDetail {
         own_limit_bytes: own_limit(&files.max, parse_limit)?,
         high_bytes: parse_optional(files.high.as_ref(), parse_limit)?.flatten(),
         own_swap_limit_bytes: own_limit(&files.swap_max, parse_limit)?,
         peak_bytes: parse_optional(files.peak.as_ref(), parse_u64)?,
         events: MemoryEvents {
-            high: events.get("high").copied(),
-            max: events.get("max").copied().unwrap_or(0),
-            oom: events.get("oom").copied(),
-            oom_kill: events.get("oom_kill").copied(),
+            high,
+            max: max.unwrap_or(0),
+            oom,
+            oom_kill,
         },
     })
 }
@@ -213,7 +216,10 @@ mod tests {
     #[test]
     fn one_pass_stat_agrees_with_the_keyed_map_on_mutated_text() {
         check_fixture_mutants("v2 memory parse_stat", &["v2/6.1/memory.stat"], |text| {
-            let (one_pass, keyed) = (parse_stat(text), parse_flat_keyed(text));
+            let (one_pass, keyed) = (
+                parse_stat(text),
+                crate::parse::cgroupfs::parse_flat_keyed(text),
+            );
             prop_assert_eq!(
                 one_pass.is_ok(),
                 keyed.is_ok(),

@@ -1,9 +1,14 @@
 //! The collector benchmark: how long `proclens-cgroup` takes to list every container of a host
 //! and read a full snapshot ([`Parts::ALL`]) of each, at 1,000 and 5,000 live cgroups (each with
 //! one sleeping process, limits in every v1 hierarchy or in v2), against the floor of reading
-//! the same files with one open+read+close each and nothing else. Run as root:
+//! the same files with one open+read+close each, or one pread of a kept descriptor (on one
+//! thread and on `--threads`), and nothing else. Each round times, one after the other so that
+//! all see the same load: [`Collector::list`] then [`Collector::snapshot`] of each on this
+//! thread; `list` then [`Collector::snapshot_many`] on `--threads` threads; and
+//! [`Collector::collect`] (both in one call, each file read once) on this thread and on
+//! `--threads` threads. Run as root:
 //!
-//!     cargo run --release -p proclens-tests --bin proclens-collect-bench -- [--cgroups 1000,5000] [--rounds 20] [--kept-only]
+//!     cargo run --release -p proclens-tests --bin proclens-collect-bench -- [--cgroups 1000,5000] [--rounds 20] [--threads N] [--kept-only]
 //!
 //! Prints a Markdown table (median and p90 over the rounds, per collection and per container).
 
@@ -20,6 +25,8 @@ use proclens_tests::rig::TempCgroup;
 struct Options {
     cgroups: Vec<usize>,
     rounds: usize,
+    /// Threads of the parallel snapshots (0: the host's available parallelism).
+    threads: usize,
     /// Only the run with kept descriptors (for a profiler).
     kept_only: bool,
 }
@@ -28,6 +35,7 @@ fn parse_args() -> Result<Options> {
     let mut options = Options {
         cgroups: vec![1000, 5000],
         rounds: 20,
+        threads: 0,
         kept_only: false,
     };
     let mut args = std::env::args().skip(1);
@@ -41,9 +49,11 @@ fn parse_args() -> Result<Options> {
                     .collect::<Result<_>>()?
             }
             "--rounds" => options.rounds = value()?.parse().context("--rounds: a number")?,
+            "--threads" => options.threads = value()?.parse().context("--threads: a number")?,
             "--kept-only" => options.kept_only = true,
             other => bail!(
-                "unknown option {other:?} (options: --cgroups N[,N...] --rounds N --kept-only)"
+                "unknown option {other:?} (options: --cgroups N[,N...] --rounds N --threads N \
+                 --kept-only)"
             ),
         }
     }
@@ -125,11 +135,39 @@ fn snapshot_files(collector: &Collector, path: &str) -> Vec<PathBuf> {
     files
 }
 
-/// Median and 90th percentile of `samples`.
-fn p50_p90(samples: &mut [Duration]) -> (Duration, Duration) {
+/// One subject's times per round: the list alone (when it is a call of its own), the list with
+/// the snapshots, and the CPU time of all the process's threads in that.
+#[derive(Default)]
+struct Timings {
+    list: Vec<Duration>,
+    total: Vec<Duration>,
+    cpu: Vec<Duration>,
+}
+
+impl Timings {
+    fn push(&mut self, list: Option<Duration>, cpu: Duration, total: Duration) {
+        self.list.extend(list);
+        self.total.push(total);
+        self.cpu.push(cpu);
+    }
+}
+
+/// CPU time used so far by all of this process's threads (those that ended included).
+fn process_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec passed.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Median and 90th percentile of `samples`; `None` when there are none.
+fn p50_p90(samples: &mut [Duration]) -> Option<(Duration, Duration)> {
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.9))
+    (!samples.is_empty()).then(|| (at(0.5), at(0.9)))
 }
 
 fn ms(d: Duration) -> String {
@@ -211,36 +249,85 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
     } else {
         &[keep, 0]
     };
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     for &capacity in capacities {
-        let collector = Collector::discover(HostPaths::default(), FileCache::new(capacity))?;
-        let mut list_times = Vec::new();
-        let mut full_times = Vec::new();
+        // As an exporter would: a cache for reads in rounds, its idle descriptors closed after
+        // each collection (timed with it).
+        let collector = Collector::discover(HostPaths::default(), FileCache::for_rounds(capacity))?;
+        // Per round, one after the other: the list, then the snapshots on this thread; the
+        // list, then the snapshots on `threads` threads; the collection (list and snapshots in
+        // one call) on this thread, and on `threads` threads.
+        let subjects = [
+            "list, then `snapshot` of each on this thread".to_string(),
+            format!("list, then `snapshot_many` on {threads} threads"),
+            "`collect` on this thread".to_string(),
+            format!("`collect` on {threads} threads"),
+        ];
+        let mut timings: Vec<Timings> = subjects.iter().map(|_| Timings::default()).collect();
         for round in 0..=rounds {
-            let start = Instant::now();
-            let found = collector.list(&discovery)?;
-            let listed = start.elapsed();
-            if found.len() != n {
-                bail!("listed {} cgroups, created {n}", found.len());
-            }
-            for f in &found {
-                collector.snapshot(&f.set, Parts::ALL)?;
-            }
-            // Round 0 opens the descriptors: not counted.
-            if round > 0 {
-                list_times.push(listed);
-                full_times.push(start.elapsed());
+            for (subject, timings) in timings.iter_mut().enumerate() {
+                let cpu = process_cpu_time();
+                let start = Instant::now();
+                let (listed, snapshots) = match subject {
+                    0 | 1 => {
+                        let found = collector.list(&discovery)?;
+                        let listed = start.elapsed();
+                        let sets: Vec<_> = found.iter().map(|f| &f.set).collect();
+                        let snapshots = match subject {
+                            0 => sets
+                                .iter()
+                                .map(|set| collector.snapshot(set, Parts::ALL))
+                                .collect(),
+                            _ => collector.snapshot_many(&sets, Parts::ALL, threads),
+                        };
+                        (Some(listed), snapshots)
+                    }
+                    _ => {
+                        let threads = if subject == 2 { 1 } else { threads };
+                        let collected = collector.collect(&discovery, Parts::ALL, threads)?;
+                        (None, collected.into_iter().map(|(_, snap)| snap).collect())
+                    }
+                };
+                collector.files().close_idle();
+                let total = start.elapsed();
+                let cpu = process_cpu_time() - cpu;
+                if snapshots.len() != n {
+                    bail!("listed {} cgroups, created {n}", snapshots.len());
+                }
+                for snap in snapshots {
+                    snap?;
+                }
+                // Round 0 opens the descriptors: not counted.
+                if round > 0 {
+                    timings.push(listed, cpu, total);
+                }
             }
         }
-        let (list50, list90) = p50_p90(&mut list_times);
-        let (full50, full90) = p50_p90(&mut full_times);
-        rows.push(format!(
-            "| {n} | proclens, {capacity} kept descriptors | {} / {} | {} / {} | {} |",
-            ms(list50),
-            ms(list90),
-            ms(full50),
-            ms(full90),
-            us(full50, n)
-        ));
+        for (subject, timings) in subjects.iter().zip(&mut timings) {
+            // The snapshots alone: each round's total less its list, paired before sorting.
+            let mut snapshots: Vec<Duration> = (timings.total.iter().zip(&timings.list))
+                .map(|(total, list)| *total - *list)
+                .collect();
+            let (list, snapshots) = match (p50_p90(&mut timings.list), p50_p90(&mut snapshots)) {
+                (Some((list50, list90)), Some((snap50, snap90))) => (
+                    format!("{} / {}", ms(list50), ms(list90)),
+                    format!("{} / {}", ms(snap50), ms(snap90)),
+                ),
+                _ => ("–".to_string(), "–".to_string()),
+            };
+            let (cpu50, _) = p50_p90(&mut timings.cpu).unwrap_or_default();
+            let (full50, full90) = p50_p90(&mut timings.total).unwrap_or_default();
+            rows.push(format!(
+                "| {n} | {subject}, {capacity} kept descriptors | {list} | {snapshots} | {} / {} | {} | {} |",
+                ms(full50),
+                ms(full90),
+                ms(cpu50),
+                us(full50, n)
+            ));
+        }
     }
     if options.kept_only {
         return Ok(rows);
@@ -261,9 +348,9 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
             floor_times.push(start.elapsed());
         }
     }
-    let (floor50, floor90) = p50_p90(&mut floor_times);
+    let (floor50, floor90) = p50_p90(&mut floor_times).unwrap_or_default();
     rows.push(format!(
-        "| {n} | floor: open+read+close of the same {} files, no parsing | – | {} / {} | {} |",
+        "| {n} | floor: open+read+close of the same {} files, no parsing | – | {} / {} | – | – | {} |",
         files.len(),
         ms(floor50),
         ms(floor90),
@@ -288,9 +375,44 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
                 pread_times.push(start.elapsed());
             }
         }
-        let (kept50, kept90) = p50_p90(&mut pread_times);
+        let (kept50, kept90) = p50_p90(&mut pread_times).unwrap_or_default();
         rows.push(format!(
-            "| {n} | floor: pread of kept descriptors of the same files, no parsing | – | {} / {} | {} |",
+            "| {n} | floor: pread of kept descriptors of the same files, no parsing | – | {} / {} | – | – | {} |",
+            ms(kept50),
+            ms(kept90),
+            us(kept50, n)
+        ));
+        // The same on `threads` threads, each its share of the descriptors: the kernel's cost
+        // with every core generating files.
+        let share = kept.len().div_ceil(threads);
+        let mut parallel_times = Vec::new();
+        for round in 0..=rounds {
+            let start = Instant::now();
+            std::thread::scope(|scope| -> Result<()> {
+                let readers: Vec<_> = kept
+                    .chunks(share)
+                    .map(|files| {
+                        scope.spawn(move || -> std::io::Result<()> {
+                            let mut buf = vec![0u8; 1 << 16];
+                            for file in files {
+                                std::os::unix::fs::FileExt::read_at(file, &mut buf, 0)?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                for reader in readers {
+                    reader.join().expect("reader panicked")?;
+                }
+                Ok(())
+            })?;
+            if round > 0 {
+                parallel_times.push(start.elapsed());
+            }
+        }
+        let (kept50, kept90) = p50_p90(&mut parallel_times).unwrap_or_default();
+        rows.push(format!(
+            "| {n} | floor: the same preads on {threads} threads | – | {} / {} | – | – | {} |",
             ms(kept50),
             ms(kept90),
             us(kept50, n)
@@ -305,9 +427,9 @@ fn main() -> Result<()> {
     let options = parse_args()?;
     let nofile = raise_nofile()?;
     let mut rows = vec![
-        "| cgroups | subject | list p50 / p90 | list + full snapshot p50 / p90 | per cgroup (p50) |"
+        "| cgroups | subject | list p50 / p90 | full snapshots p50 / p90 | list + full snapshots p50 / p90 | CPU time p50 (all threads) | per cgroup (p50) |"
             .to_string(),
-        "|---|---|---|---|---|".to_string(),
+        "|---|---|---|---|---|---|---|".to_string(),
     ];
     for &n in &options.cgroups {
         rows.extend(run(n, &options, nofile)?);
