@@ -462,13 +462,13 @@ impl Collector {
 
 /// Items a thread takes at a time from a collection's cgroups: enough to amortize the shared
 /// counter, few enough to even out the threads' shares.
-pub(crate) const CGROUPS_PER_BLOCK: usize = 16;
+pub const CGROUPS_PER_BLOCK: usize = 16;
 
 /// `each(item)` for every item, in `items`' order, on up to `threads` threads (0: the host's
 /// available parallelism; 1: this thread only), no more than there are blocks of `block`
 /// items. Threads take blocks of neighbouring items in turn, so a thread slowed by other work
 /// on the host takes fewer; a panic in one is resumed on the caller's.
-pub(crate) fn in_parallel<T, R>(
+pub fn in_parallel<T, R>(
     items: &[T],
     threads: usize,
     block: usize,

@@ -23,6 +23,8 @@ pub struct Config {
     pub listen: Option<String>,
     /// Descriptors of cgroup files kept open (0: open every file for every read).
     pub open_files: Option<usize>,
+    /// Threads a collection reads on (0 or absent: one per CPU).
+    pub threads: Option<usize>,
     /// Web configuration file (exporter-toolkit format: TLS, basic auth, headers);
     /// `--web.config.file` wins. A relative path is taken from the working directory.
     pub web_config: Option<PathBuf>,

@@ -95,7 +95,7 @@ fn main() -> Result<()> {
             .as_deref()
             .or(config.web_config.as_deref()),
     )?;
-    let files = FileCache::new(open_files(config.open_files));
+    let files = FileCache::for_rounds(open_files(config.open_files));
     let collector = Collector::discover(HostPaths::default(), files)
         .context("cannot find the host's cgroups")?;
     let filter = MetricFilter::new(config.metrics.allow.clone(), config.metrics.deny.clone());
@@ -117,7 +117,8 @@ fn main() -> Result<()> {
             .context("cannot start the CRI label inventory")?;
         Arc::new(CriLabels::new(inventory))
     };
-    let exporter = Exporter::new(collector, config.discovery.discovery(), &filter, labels);
+    let exporter = Exporter::new(collector, config.discovery.discovery(), &filter, labels)
+        .with_threads(config.threads.unwrap_or(0));
     let (exporter, push) = match push {
         Some(settings) => {
             let stats = Arc::new(RemoteWriteStats::default());

@@ -6,6 +6,7 @@ use crate::families::{ContainerSample, Family, ScrapeContext, Source, FAMILIES};
 use crate::filter::MetricFilter;
 use crate::remote_write::RemoteWriteStats;
 use crate::series::SeriesSet;
+use proclens_cgroup::collector::{in_parallel, CGROUPS_PER_BLOCK};
 use proclens_cgroup::parse::cpulist::parse_cpulist;
 use proclens_cgroup::parse::host::{parse_diskstats_names, parse_meminfo};
 use proclens_cgroup::{CgroupKind, Collector, Discovery, Error as CgroupError, FoundCgroup, Parts};
@@ -75,6 +76,8 @@ pub struct Exporter {
     read_network: bool,
     read_start_time: bool,
     labels: Arc<dyn LabelSource>,
+    /// Threads a collection reads on (0: the host's available parallelism).
+    threads: usize,
     stats: ExporterStats,
     /// Remote write's counters, written with the exporter's own when remote write is on.
     remote_write: Option<Arc<RemoteWriteStats>>,
@@ -123,6 +126,7 @@ impl Exporter {
             read_network: network,
             read_start_time: start,
             labels,
+            threads: 0,
             stats: ExporterStats::default(),
             remote_write: None,
             last_len: Mutex::new(0),
@@ -132,6 +136,13 @@ impl Exporter {
     /// Also writes remote write's counters (`proclens_remote_write_*`) with the exporter's own.
     pub fn with_remote_write_stats(mut self, stats: Arc<RemoteWriteStats>) -> Self {
         self.remote_write = Some(stats);
+        self
+    }
+
+    /// Reads a collection on up to `threads` threads (0, the default: the host's available
+    /// parallelism; 1: the scraping thread only).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
         self
     }
 
@@ -172,18 +183,37 @@ impl Exporter {
         Ok(set)
     }
 
-    /// Lists and reads every container.
+    /// Lists and reads every container, on up to `threads` threads: its cgroup files through
+    /// [`Collector::collect`] (each file once), then its processes, network and creation time.
     fn collect(&self) -> Result<Collected, CgroupError> {
         let started = Instant::now();
-        let found = self.collector.list(&self.discovery)?;
+        let found = self
+            .collector
+            .collect(&self.discovery, self.parts, self.threads)?;
         let host_netns = if self.read_network {
             self.collector.host_netns_inode().ok()
         } else {
             None
         };
+        let rest = in_parallel(
+            &found,
+            self.threads,
+            CGROUPS_PER_BLOCK,
+            |(cgroup, snapshot)| {
+                snapshot
+                    .as_ref()
+                    .ok()
+                    .map(|_| self.sample_without_snapshot(cgroup, host_netns))
+            },
+        );
         let mut samples = Vec::with_capacity(found.len());
-        for cgroup in &found {
-            match self.sample(cgroup, host_netns) {
+        for ((cgroup, snapshot), rest) in found.into_iter().zip(rest) {
+            let sample = match (snapshot, rest) {
+                (Ok(snapshot), Some(Ok(sample))) => Ok(ContainerSample { snapshot, ..sample }),
+                (Err(e), _) | (Ok(_), Some(Err(e))) => Err(e),
+                (Ok(_), None) => continue,
+            };
+            match sample {
                 Ok(sample) => samples.push(sample),
                 Err(CgroupError::Vanished { .. }) => {
                     self.stats.vanished.fetch_add(1, Ordering::Relaxed);
@@ -194,6 +224,8 @@ impl Exporter {
                 }
             }
         }
+        // Descriptors no file of this collection used (cgroups removed since the last one).
+        self.collector.files().close_idle();
         let at = SystemTime::now();
         Ok(Collected {
             started,
@@ -223,17 +255,15 @@ impl Exporter {
         self.write_own(encoder);
     }
 
-    /// Reads one container.
-    fn sample(
+    /// Reads what one container has beyond its cgroup files (read before this): its labels,
+    /// processes, network and creation time. A cgroup gone by now fails with `Vanished`.
+    fn sample_without_snapshot(
         &self,
         cgroup: &FoundCgroup,
         host_netns: Option<u64>,
     ) -> Result<ContainerSample, CgroupError> {
-        let labels = self.label_list(cgroup);
-        let snapshot = self.collector.snapshot(&cgroup.set, self.parts)?;
         let mut sample = ContainerSample {
-            labels,
-            snapshot,
+            labels: self.label_list(cgroup),
             ..ContainerSample::default()
         };
         if self.read_processes {

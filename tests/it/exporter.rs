@@ -60,7 +60,10 @@ impl Workload {
     /// The workload binary (`proclens-workload`, env `PROCLENS_WORKLOAD_BIN`).
     fn binary() -> Result<String> {
         let path = rig::find_binary("PROCLENS_WORKLOAD_BIN", "proclens-workload")?;
-        Ok(path.to_str().context("workload path is not UTF-8")?.to_string())
+        Ok(path
+            .to_str()
+            .context("workload path is not UTF-8")?
+            .to_string())
     }
 
     /// A process that, once in `cg`, allocates and touches `bytes` and says "ready".
@@ -452,7 +455,16 @@ fn traffic_into_a_container_namespace_shows_in_its_network_counters() -> Result<
     let mut receiver = Workload::start_in(
         &cg,
         "ip",
-        &["netns", "exec", &netns.name, &workload, "udp-recv", &listen, "100", "5000"],
+        &[
+            "netns",
+            "exec",
+            &netns.name,
+            &workload,
+            "udp-recv",
+            &listen,
+            "100",
+            "5000",
+        ],
     )?;
     let mut line = String::new();
     receiver

@@ -75,7 +75,10 @@ fn systemd_analyze_verify_is_clean() -> Result<()> {
             "{unit}: systemd-analyze verify failed: {stderr}"
         );
         let name = name.to_string_lossy();
-        let complaints: Vec<&str> = stderr.lines().filter(|l| l.contains(name.as_ref())).collect();
+        let complaints: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains(name.as_ref()))
+            .collect();
         assert!(
             complaints.is_empty(),
             "{unit}: systemd-analyze complained: {complaints:?}"

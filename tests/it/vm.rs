@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use proclens_tests::rig::vm::{self, V2Vm, VmProgram};
 use proclens_tests::rig;
+use proclens_tests::rig::vm::{self, V2Vm, VmProgram};
 
 /// Tests of this suite that do not run in the VM (libtest `--skip` filters), and why.
 const NOT_IN_VM: [(&str, &str); 7] = [

@@ -66,7 +66,9 @@ fn main() -> Result<()> {
             say(&received.to_string())?;
             wait_for_line()?;
         }
-        _ => bail!("usage: proclens-workload alloc BYTES | burn | udp-recv ADDR:PORT COUNT TIMEOUT_MS"),
+        _ => bail!(
+            "usage: proclens-workload alloc BYTES | burn | udp-recv ADDR:PORT COUNT TIMEOUT_MS"
+        ),
     }
     Ok(())
 }

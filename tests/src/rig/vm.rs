@@ -48,7 +48,14 @@ const KERNEL_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/vm/kernel.sh");
 
 /// Modules the VM loads (their dependencies come along): FUSE, the virtio-blk scratch disk,
 /// zram swap with its default compressor, veth pairs (the exporter's network test).
-const MODULES: [&str; 6] = ["fuse", "virtio_pci", "virtio_blk", "zram", "lzo-rle", "veth"];
+const MODULES: [&str; 6] = [
+    "fuse",
+    "virtio_pci",
+    "virtio_blk",
+    "zram",
+    "lzo-rle",
+    "veth",
+];
 
 /// lxcfs and what it needs beyond its `ldd` libraries: `liblxcfs.so` is `dlopen`ed, and
 /// libfuse falls back to `fusermount3` when a mount(2) fails.
