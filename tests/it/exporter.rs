@@ -660,6 +660,7 @@ fn at_most_60_series_per_container() -> Result<()> {
         .lines()
         .filter(|l| !l.starts_with('#') && l.contains(&needle))
         .collect();
+    eprintln!("{} series for one fully limited container", series.len());
     assert!(
         series.len() <= 60,
         "{} series for one container (budget 60):\n{}",
