@@ -191,6 +191,12 @@ impl<'a> Encoder<'a> {
         out.push('\n');
     }
 
+    /// Writes a family of one sample without labels (a process's own counters and gauges).
+    pub fn single(&mut self, name: &'static str, help: &str, kind: Kind, value: Value) {
+        self.family(name, help, kind);
+        self.sample("", &[], value);
+    }
+
     /// Ends the exposition (OpenMetrics' `# EOF`).
     pub fn finish(self) {
         if let Sink::Text {

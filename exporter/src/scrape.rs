@@ -384,8 +384,12 @@ impl Exporter {
             ),
         ];
         for (name, help, value) in counters {
-            encoder.family(name, help, Kind::Counter);
-            encoder.sample("", &[], Value::Int(value.load(Ordering::Relaxed)));
+            encoder.single(
+                name,
+                help,
+                Kind::Counter,
+                Value::Int(value.load(Ordering::Relaxed)),
+            );
         }
         encoder.family(
             "proclens_exporter_containers",

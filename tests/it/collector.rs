@@ -2,46 +2,20 @@
 //! containers, and what it reads from one named by path, exactly as the kernel holds it. Runs
 //! on the v1 host and again in the v2 VM.
 
-use std::process::{Child, Command, Stdio};
-
 use anyhow::{Context, Result};
 use proclens_cgroup::files::FileCache;
 use proclens_cgroup::{
     CgroupKind, Collector, Controller, CpuMax, CpuQuota, CpuWeight, Discovery, Error, HostPaths,
     Parts, Version,
 };
-use proclens_tests::rig::TempCgroup;
 
-use crate::util::{container_cgroup, MIB};
+use crate::util::{container_cgroup, Sleeper, MIB};
 
 /// A Kubernetes pod UID, as the kubelet names pod cgroups after it.
 const POD_UID: &str = "0b5e6a3c-1d2e-4f00-9a7b-3c2d1e0f9a8b";
 
 /// What the v1 kernel shows as "no limit" in memory.limit_in_bytes (PAGE_COUNTER_MAX pages).
 const V1_UNLIMITED_BYTES: u64 = 0x7fff_ffff_ffff_f000;
-
-/// A `sleep` moved into a cgroup, killed on drop.
-struct Sleeper(Child);
-
-impl Sleeper {
-    fn start_in(cg: &TempCgroup) -> Result<Self> {
-        let child = Command::new("sleep")
-            .arg("1000")
-            .stdin(Stdio::null())
-            .spawn()
-            .context("spawn sleep")?;
-        let sleeper = Sleeper(child);
-        cg.add_pid(sleeper.0.id())?;
-        Ok(sleeper)
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn memory_version(collector: &Collector, path: &str) -> Result<Version> {
     let set = collector.cgroup_at(path)?;

@@ -8,7 +8,6 @@ use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -19,34 +18,10 @@ use proclens_tests::rig::prometheus::free_port;
 use proclens_tests::rig::{self, ExporterDaemon, PrometheusOptions, PrometheusServer, TempCgroup};
 use tempfile::TempDir;
 
-use crate::util::MIB;
+use crate::util::{Sleeper, MIB};
 
 /// How long a condition may take to appear (a busy 2-core machine; TCG in the VM).
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-/// A process sleeping in a cgroup (only a cgroup holding a process is listed), killed on drop.
-struct Sleeper(Child);
-
-impl Sleeper {
-    fn start_in(cg: &TempCgroup) -> Result<Self> {
-        let child = Command::new("sleep")
-            .arg("infinity")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .context("spawn sleep")?;
-        let sleeper = Sleeper(child);
-        cg.add_pid(sleeper.0.id())?;
-        Ok(sleeper)
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `text` as an exporter configuration file in a temporary directory (kept while the
 /// directory lives).

@@ -174,3 +174,29 @@ pub fn uncached_file(dir: &Path, bytes: usize) -> Result<PathBuf> {
     ensure!(rc == 0, "posix_fadvise(DONTNEED): errno {rc}");
     Ok(path)
 }
+
+/// A `sleep` moved into a cgroup (a cgroup is listed as a container only while it holds a
+/// process), killed on drop.
+pub struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    /// Starts `sleep infinity` and moves it into `cg`.
+    pub fn start_in(cg: &TempCgroup) -> Result<Self> {
+        let child = std::process::Command::new("sleep")
+            .arg("infinity")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("spawn sleep")?;
+        let sleeper = Sleeper(child);
+        cg.add_pid(sleeper.0.id())?;
+        Ok(sleeper)
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -122,8 +122,12 @@ impl RemoteWriteStats {
             ),
         ];
         for (name, help, value) in counters {
-            encoder.family(name, help, Kind::Counter);
-            encoder.sample("", &[], Value::Int(value.load(Ordering::Relaxed)));
+            encoder.single(
+                name,
+                help,
+                Kind::Counter,
+                Value::Int(value.load(Ordering::Relaxed)),
+            );
         }
         let gauges: [(&'static str, &str, &AtomicU64); 2] = [
             (
@@ -138,8 +142,12 @@ impl RemoteWriteStats {
             ),
         ];
         for (name, help, value) in gauges {
-            encoder.family(name, help, Kind::Gauge);
-            encoder.sample("", &[], Value::Int(value.load(Ordering::Relaxed)));
+            encoder.single(
+                name,
+                help,
+                Kind::Gauge,
+                Value::Int(value.load(Ordering::Relaxed)),
+            );
         }
     }
 }
