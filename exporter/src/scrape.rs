@@ -289,7 +289,7 @@ impl Exporter {
     }
 
     /// The container's label list: `id`, then what the runtime knows (pod cgroups get `pod`
-    /// and `namespace`, no `container`), else the pod UID the path names.
+    /// and `namespace`, no `container`), else for a Docker cgroup its id as `name`.
     fn label_list(&self, cgroup: &FoundCgroup) -> String {
         let mut labels = String::with_capacity(cgroup.path.len() + 8);
         push_label(&mut labels, "id", &cgroup.path);

@@ -554,8 +554,8 @@ fn traffic_into_a_container_namespace_shows_in_its_network_counters() -> Result<
 }
 
 /// A label source that destroys one cgroup (its process killed, its directories removed) when
-/// the exporter asks for that cgroup's labels: between the listing and the reading of its
-/// files, the moment a container exiting mid-scrape hits.
+/// the exporter asks for that cgroup's labels: after its cgroup files were read and before its
+/// processes are, the moment a container exiting mid-scrape hits.
 struct DestroyWhenAsked {
     victim: String,
     doomed: Mutex<Option<(Workload, TempCgroup)>>,
