@@ -116,7 +116,8 @@ fn main() -> Result<()> {
             .context("cannot start the CRI label inventory")?;
         Arc::new(CriLabels::new(inventory))
     };
-    let exporter = Exporter::new(collector, config.discovery.discovery(), &filter, labels);
+    let exporter = Exporter::new(collector, config.discovery.discovery(), &filter, labels)
+        .with_fused_stats(config.fused.stats_file());
     let (exporter, push) = match push {
         Some(settings) => {
             let stats = Arc::new(RemoteWriteStats::default());
