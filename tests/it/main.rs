@@ -17,6 +17,8 @@ mod cri;
 mod container;
 // proclens-exporter scraped by a real Prometheus: memory, CPU, throttling, formats.
 mod exporter;
+// proclens-fused's own numbers: counted, kept across worker kills, published, exported.
+mod fused_stats;
 // Bad kernel input (unparsable or vanished cgroup files): EIO for that read only.
 mod errors;
 // Differential tests: the same reader reads proclens and lxcfs 5.0.3, every shared field compared.
