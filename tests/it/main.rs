@@ -7,6 +7,8 @@
 mod callers;
 // The collector library on real cgroups: enumeration, reading by path, exact values.
 mod collector;
+// The Grafana dashboard: every metric its PromQL uses is one the exporter emits.
+mod dashboard;
 // Cgroups destroyed and recreated under the same paths while readers read.
 mod churn;
 // The daemon's command line, start-up, mount options and shutdown.
