@@ -589,13 +589,13 @@ impl Handler for ProcFs {
     ) -> Result<(), Errno> {
         // Like seq_file: offset 0 renders afresh; other offsets read the last rendering, which
         // lives in shared memory and so survives a worker restart.
-        let started = std::time::Instant::now();
+        let started = (offset == 0).then(std::time::Instant::now);
         let (target, cached) = self.shared.get(fh, offset != 0).ok_or(libc::EBADF)?;
         let content = match cached {
             Some(content) => content,
             None => {
                 let rendered = self.render_target(req, target);
-                if offset == 0 {
+                if let Some(started) = started {
                     let file = match target.kind {
                         TARGET_COMPUTED => computed_index(target.id),
                         _ => crate::stats::PASSTHROUGH,

@@ -473,12 +473,12 @@ impl Handler for SubtreeFs {
         };
         // The page cache asks for what it misses: the rendering the last GETATTR described
         // (or a new one, once that is gone).
-        let started = std::time::Instant::now();
+        let started = (offset == 0).then(std::time::Instant::now);
         let content = self.caller_of(req, container).and_then(|caller| {
             self.table
                 .content(container, index, || self.render(&caller, index))
         });
-        if offset == 0 {
+        if let Some(started) = started {
             // The subtree's files are the first of the lxcfs layout's, in the same order.
             self.procfs
                 .shared()
