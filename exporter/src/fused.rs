@@ -498,6 +498,32 @@ mod tests {
     }
 
     #[test]
+    fn remote_write_gets_the_same_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = FusedStats::new(&write_file(dir.path(), GOOD));
+        let mut set = crate::series::SeriesSet::new(0);
+        let mut encoder = Encoder::series(&mut set);
+        stats.write(&mut encoder);
+        encoder.finish();
+        let bucket = set
+            .iter()
+            .find(|s| s.name == "proclens_fused_read_duration_seconds_bucket")
+            .unwrap();
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+        assert_eq!(
+            bucket.extra,
+            [pair("file", "meminfo"), pair("le", "0.000025")]
+        );
+        assert_eq!(bucket.value, 1.0);
+        assert_eq!(
+            set.len(),
+            8 + 2,
+            "the file's samples, up and the error counter"
+        );
+        assert_eq!(set.unparsable(), 0);
+    }
+
+    #[test]
     fn missing_stale_or_malformed_leaves_fused_out_but_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let missing = FusedStats::new(&dir.path().join("none"));
