@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context, Result};
-use proclens_tests::rig::{self, TempCgroup};
+use proclens_tests::rig::{self, PrometheusOptions, PrometheusServer, TempCgroup};
 use serde_json::Value;
 
 use crate::fused_stats::{exporter_reading, PublishingFused};
@@ -306,6 +306,65 @@ fn every_metric_the_dashboard_uses_is_emitted() -> Result<()> {
     ensure!(
         missing.is_empty(),
         "the dashboard uses names the exporter does not emit: {missing:?}"
+    );
+    Ok(())
+}
+
+/// `expr` as Grafana would send it with every variable at "All" and a 1 m rate interval.
+fn as_grafana_sends(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$namespace", ".*")
+        .replace("$pod", ".*")
+}
+
+#[test]
+fn every_dashboard_query_runs_in_a_real_prometheus() -> Result<()> {
+    rig::preflight()?;
+    let text = std::fs::read_to_string(dashboard_path())?;
+    let dashboard: Value = serde_json::from_str(&text)?;
+    let cg = TempCgroup::builder().create()?;
+    let mut probe = probe_in(&cg)?;
+    let fused = PublishingFused::start()?;
+    let meminfo = fused.daemon.path("proc/meminfo");
+    let (exporter, _config) = exporter_reading(&cg, &fused.stats_file)?;
+    let prometheus = PrometheusServer::start(&PrometheusOptions {
+        targets: vec![exporter.target()],
+        interval: std::time::Duration::from_secs(1),
+        ..PrometheusOptions::default()
+    })?;
+    // Reads between scrapes, until Prometheus sees fused's reads and latencies go up.
+    let p99 = "histogram_quantile(0.99, sum by (file, le) \
+               (rate(proclens_fused_read_duration_seconds_bucket{file=\"meminfo\"}[1m])))";
+    rig::poll(
+        std::time::Duration::from_secs(60),
+        "fused's meminfo p99 in Prometheus",
+        || {
+            probe.read_string(&meminfo)?;
+            let samples = prometheus.query(p99)?;
+            Ok(samples
+                .first()
+                .filter(|s| s.value > 0.0 && s.value.is_finite())
+                .map(|_| ()))
+        },
+    )
+    .with_context(|| format!("Prometheus log: {}", prometheus.log()))?;
+    for expr in expressions(&dashboard)? {
+        if expr.starts_with("label_values(") {
+            continue;
+        }
+        let sent = as_grafana_sends(&expr);
+        prometheus
+            .query(&sent)
+            .with_context(|| format!("the dashboard's {expr:?}"))?;
+    }
+    let reads = prometheus.query(&as_grafana_sends(
+        "sum by (instance, file) (rate(proclens_fused_reads_total[$__rate_interval]))",
+    ))?;
+    ensure!(
+        reads
+            .iter()
+            .any(|s| s.label("file") == "meminfo" && s.value > 0.0),
+        "{reads:?}"
     );
     Ok(())
 }
