@@ -1,5 +1,6 @@
 //! proclens-fused's own numbers: counted as a real reader reads, kept across a worker's kill -9,
-//! published to its stats file, and carried into a real exporter's scrapes.
+//! a reload and a supervisor re-exec, published to its stats file, and carried into a real
+//! exporter's scrapes.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -122,7 +123,7 @@ pub fn promtool_complaints(text: &str) -> Result<Vec<String>> {
 }
 
 #[test]
-fn reads_are_counted_across_a_worker_kill_and_reach_the_exporter() -> Result<()> {
+fn reads_are_counted_across_kill_reload_and_reexec_and_reach_the_exporter() -> Result<()> {
     rig::preflight()?;
     let cg = container_cgroup()?;
     let mut probe = probe_in(&cg)?;
@@ -161,12 +162,35 @@ fn reads_are_counted_across_a_worker_kill_and_reach_the_exporter() -> Result<()>
     for _ in 0..READS {
         probe.read_string(&meminfo)?;
     }
-    let total = wait_for_stat(
+    let mut total = wait_for_stat(
         stats,
         "proclens_fused_reads_total",
         label,
         before + READS as f64,
     )?;
+
+    // A reload (new worker) and a supervisor re-exec (new supervisor image, same region): the
+    // counts carry on from where they were (a reset would show fewer than total + READS).
+    for (signal, what) in [(libc::SIGHUP, "reload"), (libc::SIGUSR2, "re-exec")] {
+        let workers = fused.daemon.worker_pids()?;
+        ensure!(workers.len() == 1, "expected one worker, found {workers:?}");
+        rig::process::signal(fused.daemon.pid(), signal)?;
+        new_worker(&fused.daemon, workers[0]).with_context(|| what.to_string())?;
+        for _ in 0..READS {
+            probe.read_string(&meminfo)?;
+        }
+        total = wait_for_stat(
+            stats,
+            "proclens_fused_reads_total",
+            label,
+            total + READS as f64,
+        )
+        .with_context(|| format!("after the {what}"))?;
+    }
+    ensure!(
+        stats_now(stats, "proclens_fused_worker_restarts_total", "")? >= restarts + 1.0,
+        "the restart count went back"
+    );
 
     // The exporter carries them, in both formats, and promtool is content.
     let (exporter, _config) = exporter_reading(&cg, stats)?;
