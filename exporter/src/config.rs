@@ -36,6 +36,35 @@ pub struct Config {
     pub remote_write: RemoteWriteConfig,
     /// Where container labels come from (containerd's CRI).
     pub cri: CriConfig,
+    /// Where proclens-fused publishes its own numbers.
+    pub fused: FusedConfig,
+}
+
+/// Where proclens-fused writes its stats file when neither says otherwise (its `--stats-file`).
+pub const DEFAULT_FUSED_STATS_FILE: &str = "/run/proclens/fused.stats";
+
+/// `[fused]`: proclens-fused's own numbers (reads, errors, read latency per file, worker
+/// restarts), read from the file it rewrites every few seconds and copied into every scrape.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FusedConfig {
+    /// fused's `--stats-file` (`""` turns the fused families off).
+    pub stats_file: PathBuf,
+}
+
+impl Default for FusedConfig {
+    fn default() -> Self {
+        FusedConfig {
+            stats_file: PathBuf::from(DEFAULT_FUSED_STATS_FILE),
+        }
+    }
+}
+
+impl FusedConfig {
+    /// The stats file to read, if any.
+    pub fn stats_file(&self) -> Option<&Path> {
+        (!self.stats_file.as_os_str().is_empty()).then_some(self.stats_file.as_path())
+    }
 }
 
 /// `[discovery]`: the cgroup subtrees walked.
@@ -498,6 +527,20 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn fused_section() {
+        let default = Config::parse("").unwrap();
+        assert_eq!(
+            default.fused.stats_file(),
+            Some(Path::new(DEFAULT_FUSED_STATS_FILE))
+        );
+        let set = Config::parse("[fused]\nstats_file = \"/tmp/f.stats\"\n").unwrap();
+        assert_eq!(set.fused.stats_file(), Some(Path::new("/tmp/f.stats")));
+        let off = Config::parse("[fused]\nstats_file = \"\"\n").unwrap();
+        assert_eq!(off.fused.stats_file(), None);
+        assert!(Config::parse("[fused]\nstats = \"x\"\n").is_err());
     }
 
     #[test]

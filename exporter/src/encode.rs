@@ -60,6 +60,9 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Observations counted in buckets: `_bucket{le}`, `_sum` and `_count` samples, written
+    /// with [`Encoder::sample_named`].
+    Histogram,
 }
 
 /// A sample value: integers stay exact, others are written as the shortest round-trip decimal.
@@ -140,6 +143,7 @@ impl<'a> Encoder<'a> {
         };
         let (declared, kind_word) = match (*format, kind) {
             (_, Kind::Gauge) => (name, "gauge"),
+            (_, Kind::Histogram) => (name, "histogram"),
             (Format::Text, Kind::Counter) => (name, "counter"),
             (Format::OpenMetrics, Kind::Counter) => match name.strip_suffix("_total") {
                 Some(stem) => (stem, "counter"),
@@ -153,14 +157,26 @@ impl<'a> Encoder<'a> {
     /// Writes one sample of the current family: `labels` is a pre-escaped comma-separated list
     /// (a container's), `extra` more label pairs (escaped here).
     pub fn sample(&mut self, labels: &str, extra: &[(&str, &str)], value: Value) {
+        self.sample_named(self.family, labels, extra, value);
+    }
+
+    /// Writes one sample of the current family under its own `name`: a histogram's
+    /// `<family>_bucket`, `_sum` and `_count`.
+    pub fn sample_named(
+        &mut self,
+        name: &'static str,
+        labels: &str,
+        extra: &[(&str, &str)],
+        value: Value,
+    ) {
         let out = match &mut self.sink {
             Sink::Text { out, .. } => &mut **out,
             Sink::Series(set) => {
-                set.push(self.family, labels, extra, value);
+                set.push(name, labels, extra, value);
                 return;
             }
         };
-        out.push_str(self.family);
+        out.push_str(name);
         if !labels.is_empty() || !extra.is_empty() {
             out.push('{');
             out.push_str(labels);
@@ -261,6 +277,26 @@ mod tests {
              # HELP container_memory_failcnt Hits.\n# TYPE container_memory_failcnt unknown\n\
              container_memory_failcnt 0\n# EOF\n"
         );
+    }
+
+    #[test]
+    fn histograms_keep_their_type_and_sample_names_in_both_formats() {
+        for (format, eof) in [(Format::Text, ""), (Format::OpenMetrics, "# EOF\n")] {
+            let mut out = String::new();
+            let mut enc = Encoder::new(&mut out, format);
+            enc.family("h_seconds", "Time.", Kind::Histogram);
+            enc.sample_named("h_seconds_bucket", "", &[("le", "+Inf")], Value::Int(2));
+            enc.sample_named("h_seconds_sum", "", &[], Value::Float(0.5));
+            enc.sample_named("h_seconds_count", "", &[], Value::Int(2));
+            enc.finish();
+            assert_eq!(
+                out,
+                format!(
+                    "# HELP h_seconds Time.\n# TYPE h_seconds histogram\n\
+                     h_seconds_bucket{{le=\"+Inf\"}} 2\nh_seconds_sum 0.5\nh_seconds_count 2\n{eof}"
+                )
+            );
+        }
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! scraper asked for. [`server`] serves it over HTTP; [`web`] adds what an operator's web config
 //! file asks for (TLS, basic auth, headers). With remote write on, [`remote_write`] has the same
 //! code collect every interval into a [`series::SeriesSet`] instead of text, and pushes it
-//! (protobuf, snappy) through a bounded queue.
+//! (protobuf, snappy) through a bounded queue. [`fused`] adds proclens-fused's own numbers, read
+//! from the stats file it rewrites.
 
 pub mod config;
 pub mod encode;
 pub mod families;
 pub mod filter;
+pub mod fused;
 pub mod remote_write;
 pub mod runtime;
 pub mod scrape;

@@ -118,7 +118,8 @@ fn main() -> Result<()> {
         Arc::new(CriLabels::new(inventory))
     };
     let exporter = Exporter::new(collector, config.discovery.discovery(), &filter, labels)
-        .with_threads(config.threads.unwrap_or(0));
+        .with_threads(config.threads.unwrap_or(0))
+        .with_fused_stats(config.fused.stats_file());
     let (exporter, push) = match push {
         Some(settings) => {
             let stats = Arc::new(RemoteWriteStats::default());

@@ -4,6 +4,7 @@
 use crate::encode::{push_label, Encoder, Format, Kind, Value};
 use crate::families::{ContainerSample, Family, ScrapeContext, Source, FAMILIES};
 use crate::filter::MetricFilter;
+use crate::fused::FusedStats;
 use crate::remote_write::RemoteWriteStats;
 use crate::series::SeriesSet;
 use proclens_cgroup::collector::{in_parallel, CGROUPS_PER_BLOCK};
@@ -81,6 +82,8 @@ pub struct Exporter {
     stats: ExporterStats,
     /// Remote write's counters, written with the exporter's own when remote write is on.
     remote_write: Option<Arc<RemoteWriteStats>>,
+    /// proclens-fused's numbers, when its stats file is configured.
+    fused: Option<FusedStats>,
     /// The last scrape's output size, so the next one allocates once.
     last_len: Mutex<usize>,
 }
@@ -129,6 +132,7 @@ impl Exporter {
             threads: 0,
             stats: ExporterStats::default(),
             remote_write: None,
+            fused: None,
             last_len: Mutex::new(0),
         }
     }
@@ -143,6 +147,13 @@ impl Exporter {
     /// parallelism; 1: the scraping thread only).
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads;
+        self
+    }
+
+    /// Also writes proclens-fused's numbers, read from its stats file at `path` at every
+    /// collection (`None`: not).
+    pub fn with_fused_stats(mut self, path: Option<&std::path::Path>) -> Self {
+        self.fused = path.map(FusedStats::new);
         self
     }
 
@@ -410,6 +421,9 @@ impl Exporter {
         encoder.sample("", &[], Value::Float(us as f64 / 1e6));
         if let Some(remote_write) = &self.remote_write {
             remote_write.write(encoder);
+        }
+        if let Some(fused) = &self.fused {
+            fused.write(encoder);
         }
     }
 }

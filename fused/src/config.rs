@@ -11,6 +11,9 @@ pub const DEFAULT_OPEN_FILES: usize = 2048;
 /// Default mountpoint, where bind-mount manifests point (`<mnt>/proc/meminfo`, ...).
 pub const DEFAULT_MOUNTPOINT: &str = "/var/lib/proclens";
 
+/// Default of `--stats-file`, where the exporter looks for fused's numbers.
+pub const DEFAULT_STATS_FILE: &str = "/run/proclens/fused.stats";
+
 /// How many CPUs a container is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CpuViewArg {
@@ -66,6 +69,18 @@ pub struct Args {
     #[arg(long)]
     pub log_level: Option<String>,
 
+    /// Where fused publishes its own numbers (reads, errors and read latency per file, worker
+    /// restarts) for the exporter, in the Prometheus text format, replaced atomically every
+    /// `--stats-interval`; the directory is created if missing. An empty path turns it off.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_STATS_FILE,
+          value_parser = clap::value_parser!(std::ffi::OsString))]
+    pub stats_file: std::ffi::OsString,
+
+    /// How often the stats file is written (seconds, 1-3600).
+    #[arg(long, value_name = "SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub stats_interval: u64,
+
     /// Root of the procfs to read host and process files from (for tests and nested setups).
     #[arg(long, default_value = "/proc")]
     pub proc_root: PathBuf,
@@ -92,6 +107,10 @@ pub struct Config {
     pub subtree_max_age: std::time::Duration,
     /// Absolute mountpoint of the per-container subtree.
     pub subtree_mountpoint: PathBuf,
+    /// Absolute path of the stats file (`None`: not written).
+    pub stats_file: Option<PathBuf>,
+    /// How often the stats file is written.
+    pub stats_interval: std::time::Duration,
     /// Host roots.
     pub host: proclens_cgroup::HostPaths,
 }
@@ -114,6 +133,15 @@ impl Args {
             subtree_mountpoint.display(),
             mountpoint.display()
         );
+        let stats_file = if self.stats_file.is_empty() {
+            None
+        } else {
+            let path = PathBuf::from(&self.stats_file);
+            Some(
+                std::path::absolute(&path)
+                    .map_err(|e| anyhow::anyhow!("stats file {}: {e}", path.display()))?,
+            )
+        };
         Ok(Config {
             mountpoint,
             cpu_view: match self.cpu_view {
@@ -125,6 +153,8 @@ impl Args {
             open_files: self.open_files,
             subtree_max_age: std::time::Duration::from_millis(self.subtree_max_age),
             subtree_mountpoint,
+            stats_file,
+            stats_interval: std::time::Duration::from_secs(self.stats_interval),
             host: proclens_cgroup::HostPaths {
                 proc_root: self.proc_root,
                 sys_root: self.sys_root,

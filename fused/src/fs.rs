@@ -63,6 +63,12 @@ fn computed_ino(file: Computed) -> u64 {
     COMPUTED_BASE + index as u64
 }
 
+/// The index in [`crate::stats::FILES`] of computed inode `ino` (the same order as
+/// [`COMPUTED`]); past the end for any other inode, which is then not counted.
+fn computed_index(ino: u64) -> usize {
+    usize::try_from(ino.saturating_sub(COMPUTED_BASE)).unwrap_or(usize::MAX)
+}
+
 fn computed_of(ino: u64) -> Option<Computed> {
     let index = usize::try_from(ino.checked_sub(COMPUTED_BASE)?).ok()?;
     COMPUTED.get(index).map(|(f, _)| *f)
@@ -226,6 +232,11 @@ impl ProcFs {
     /// containers' files); returns how many were closed.
     pub fn close_idle_files(&self) -> usize {
         self.renderer.reader().files().close_idle()
+    }
+
+    /// The state shared with the supervisor and the next worker.
+    pub fn shared(&self) -> &SharedState {
+        &self.shared
     }
 
     /// The renderer of every view.
@@ -432,6 +443,15 @@ impl ProcFs {
         Ok(out)
     }
 
+    /// Renders what handle target `target` is open on.
+    fn render_target(&self, req: &Request, target: Target) -> Result<Vec<u8>, Errno> {
+        let opened = match target.kind {
+            TARGET_COMPUTED => Opened::Computed(computed_of(target.id).ok_or(libc::EBADF)?),
+            _ => Opened::Passthrough(self.pass_entry(target.id).ok_or(libc::EBADF)?),
+        };
+        self.render(req, &opened)
+    }
+
     fn render(&self, req: &Request, target: &Opened) -> Result<Vec<u8>, Errno> {
         match target {
             Opened::Computed(file) => {
@@ -569,15 +589,22 @@ impl Handler for ProcFs {
     ) -> Result<(), Errno> {
         // Like seq_file: offset 0 renders afresh; other offsets read the last rendering, which
         // lives in shared memory and so survives a worker restart.
+        let started = (offset == 0).then(std::time::Instant::now);
         let (target, cached) = self.shared.get(fh, offset != 0).ok_or(libc::EBADF)?;
         let content = match cached {
             Some(content) => content,
             None => {
-                let opened = match target.kind {
-                    TARGET_COMPUTED => Opened::Computed(computed_of(target.id).ok_or(libc::EBADF)?),
-                    _ => Opened::Passthrough(self.pass_entry(target.id).ok_or(libc::EBADF)?),
-                };
-                let content = self.render(req, &opened)?;
+                let rendered = self.render_target(req, target);
+                if let Some(started) = started {
+                    let file = match target.kind {
+                        TARGET_COMPUTED => computed_index(target.id),
+                        _ => crate::stats::PASSTHROUGH,
+                    };
+                    self.shared
+                        .stats()
+                        .record(file, started.elapsed(), rendered.is_ok());
+                }
+                let content = rendered?;
                 self.shared.store(fh, &content);
                 content
             }
@@ -653,6 +680,11 @@ mod tests {
                 "uptime"
             ]
         );
+        for (index, (file, name)) in COMPUTED.iter().enumerate() {
+            let label = crate::stats::FILES[computed_index(computed_ino(*file))];
+            assert_eq!(label.rsplit('/').next(), Some(*name), "{index}");
+        }
+        assert_eq!(crate::stats::PASSTHROUGH, COMPUTED.len());
         let cpu_names: Vec<&str> = static_children(SYS_CPU, false)
             .iter()
             .map(|(n, _)| *n)

@@ -23,6 +23,7 @@ mod shared;
 mod shm;
 mod signals;
 mod state;
+mod stats;
 mod subtree;
 mod supervisor;
 mod worker;

@@ -301,7 +301,11 @@ impl LoadTracker {
     pub fn run(&self) {
         tracing::debug!("loadavg sampler running");
         loop {
-            let due = self.registry().take_due(monotonic_ns());
+            let (due, tracked) = {
+                let mut registry = self.registry();
+                (registry.take_due(monotonic_ns()), registry.entries.len())
+            };
+            self.shared.stats().set_containers(tracked as u64);
             for due in due {
                 if self.is_stopped() {
                     return;

@@ -9,7 +9,9 @@
 //!
 //! Layout version 1 (all integers native-endian):
 //! - header, 4096 bytes: magic, version, handle slot count, container slot count, cell count,
-//!   next file handle counter, handle high-water mark.
+//!   next file handle counter, handle high-water mark; bytes 1024..3088 hold fused's own
+//!   counters ([`crate::stats`]; zero in a region an older binary made, which is where they
+//!   start).
 //! - handle slots, 64 bytes each: fh, state, target kind, target id, content length, first cell,
 //!   cell count, last use.
 //! - container slots, 96 bytes each: key (two u64), state, row count, first cell, cell count,
@@ -573,6 +575,11 @@ impl SharedState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(slot);
+    }
+
+    /// fused's own counters, which live in this region's header page.
+    pub fn stats(&self) -> crate::stats::Counters<'_> {
+        crate::stats::Counters::new(&self.region)
     }
 
     /// Number of container slots: at most this many containers keep state at once.

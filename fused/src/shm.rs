@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::AtomicU64;
 
 /// A mapped region.
 #[derive(Debug)]
@@ -199,6 +200,15 @@ impl Region {
         self.check(offset, 8, 8);
         // SAFETY: as in `u32`.
         unsafe { std::ptr::write_volatile(self.ptr.add(offset).cast::<u64>(), value) }
+    }
+
+    /// The u64 at `offset` (8-aligned) as an atomic, for counters every process mapping the
+    /// region adds to at once. Those bytes must be reached only through this accessor.
+    pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        self.check(offset, 8, 8);
+        // SAFETY: in bounds and 8-aligned (checked), valid for as long as `self` keeps the
+        // mapping; the memory is shared, and every access to these bytes is atomic.
+        unsafe { AtomicU64::from_ptr(self.ptr.add(offset).cast::<u64>()) }
     }
 
     /// Copies `out.len()` bytes from `offset`.

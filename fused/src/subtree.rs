@@ -473,10 +473,19 @@ impl Handler for SubtreeFs {
         };
         // The page cache asks for what it misses: the rendering the last GETATTR described
         // (or a new one, once that is gone).
-        let caller = self.caller_of(req, container)?;
-        let content = self
-            .table
-            .content(container, index, || self.render(&caller, index))?;
+        let started = (offset == 0).then(std::time::Instant::now);
+        let content = self.caller_of(req, container).and_then(|caller| {
+            self.table
+                .content(container, index, || self.render(&caller, index))
+        });
+        if let Some(started) = started {
+            // The subtree's files are the first of the lxcfs layout's, in the same order.
+            self.procfs
+                .shared()
+                .stats()
+                .record(index, started.elapsed(), content.is_ok());
+        }
+        let content = content?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(size as usize).min(content.len());
         out.extend_from_slice(content.get(start..end).unwrap_or(&[]));

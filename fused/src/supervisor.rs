@@ -17,7 +17,9 @@ use crate::config::Config;
 use crate::fuse;
 use crate::resident;
 use crate::shared;
+use crate::shm::Region;
 use crate::signals::SignalSet;
+use crate::stats;
 use crate::worker;
 use anyhow::{bail, Context};
 use std::ffi::OsString;
@@ -110,6 +112,56 @@ struct Supervisor {
     resend_supported: Option<bool>,
     last_restart: Option<Instant>,
     backoff: Duration,
+    /// The state region, mapped for fused's own counters (only its header page is touched).
+    region: Region,
+    /// Writes the stats file, if one is configured.
+    publisher: Option<Publisher>,
+}
+
+/// Writes fused's counters to the stats file every interval ([`crate::stats`]). Runs in the
+/// supervisor, which only loads the counters: publishing never touches a read.
+struct Publisher {
+    path: PathBuf,
+    interval: Duration,
+    next: Instant,
+    /// Whether the last write failed (logged once until one succeeds).
+    failing: bool,
+}
+
+impl Publisher {
+    /// Writes the file now if it is due, and returns how long until the next write.
+    fn tick(&mut self, region: &Region) -> Duration {
+        let now = Instant::now();
+        if now >= self.next {
+            self.publish(region);
+            self.next = now + self.interval;
+        }
+        self.next.saturating_duration_since(now)
+    }
+
+    fn publish(&mut self, region: &Region) {
+        let written_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let text = stats::render(
+            &stats::Counters::new(region).snapshot(),
+            written_at,
+            self.interval,
+        );
+        match stats::write_atomically(&self.path, &text) {
+            Ok(()) if self.failing => {
+                tracing::info!(path = %self.path.display(), "stats file written again");
+                self.failing = false;
+            }
+            Ok(()) => {}
+            Err(err) if !self.failing => {
+                tracing::warn!(path = %self.path.display(), %err,
+                    "cannot write the stats file (retried every interval; logged once)");
+                self.failing = true;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Runs the supervisor until SIGTERM/SIGINT.
@@ -164,6 +216,9 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
         Some(connection) => connection,
         None => mount_subtree(&config)?,
     };
+    let region = Region::map(state.try_clone().context("duplicating the state fd")?)
+        .context("mapping the shared state for fused's counters")?;
+    let publisher = supervisor_publisher(&config);
     let mut supervisor = Supervisor {
         config,
         args,
@@ -177,6 +232,8 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
         resend_supported: None,
         last_restart: None,
         backoff: Duration::from_millis(10),
+        region,
+        publisher,
     };
     let mut worker = match worker_pid {
         Some(pid) => {
@@ -196,7 +253,11 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
     // resident (and again after each event, which runs that code once more).
     release_startup_pages();
     loop {
-        let Some(signal) = signals.wait(Duration::from_secs(1))? else {
+        let mut timeout = Duration::from_secs(1);
+        if let Some(publisher) = &mut supervisor.publisher {
+            timeout = timeout.min(publisher.tick(&supervisor.region));
+        }
+        let Some(signal) = signals.wait(timeout.max(Duration::from_millis(1)))? else {
             // Catch a worker exit whose SIGCHLD was merged with another signal.
             if let Some(status) = worker.try_reap() {
                 worker = supervisor.recover(status)?;
@@ -238,6 +299,19 @@ pub fn run(config: Config, args: Vec<OsString>) -> anyhow::Result<()> {
         }
         release_startup_pages();
     }
+}
+
+/// The stats file's writer, when `--stats-file` names one; the first write is due at once.
+fn supervisor_publisher(config: &Config) -> Option<Publisher> {
+    let path = config.stats_file.clone()?;
+    tracing::info!(path = %path.display(), interval = ?config.stats_interval,
+        "publishing fused's numbers");
+    Some(Publisher {
+        path,
+        interval: config.stats_interval,
+        next: Instant::now(),
+        failing: false,
+    })
 }
 
 /// Releases the resident pages the supervisor does not need while it waits
@@ -475,6 +549,7 @@ impl Supervisor {
             bail!("the filesystem was unmounted from outside; exiting");
         }
         tracing::warn!(%status, "worker died: starting a new one");
+        stats::Counters::new(&self.region).count_restart();
         self.requeue_in_flight()?;
         if let Some(last) = self.last_restart {
             if last.elapsed() < CRASH_LOOP_WINDOW {

@@ -55,7 +55,15 @@ fn help_lists_every_option() -> Result<()> {
         "--help exited {}:\n{stdout}",
         out.status
     );
-    for word in ["--cpu-view", "cpuset", "quota", "--threads", "--log-level"] {
+    for word in [
+        "--cpu-view",
+        "cpuset",
+        "quota",
+        "--threads",
+        "--log-level",
+        "--stats-file",
+        "--stats-interval",
+    ] {
         assert!(
             stdout.contains(word),
             "--help does not mention {word}:\n{stdout}"
@@ -175,6 +183,7 @@ fn every_option_takes_effect() -> Result<()> {
     fake_roots(roots.path())?;
     let subtree = MountDir::new()?;
     let (proc_root, sys_root) = (roots.path().join("proc"), roots.path().join("sys"));
+    let stats_file = roots.path().join("run/fused.stats");
     let utf8 = |p: &Path| p.to_str().context("utf-8 path").map(str::to_string);
     let args = [
         "--cpu-view".to_string(),
@@ -195,6 +204,10 @@ fn every_option_takes_effect() -> Result<()> {
         utf8(&proc_root)?,
         "--sys-root".to_string(),
         utf8(&sys_root)?,
+        "--stats-file".to_string(),
+        utf8(&stats_file)?,
+        "--stats-interval".to_string(),
+        "1".to_string(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let set = FusedDaemon::start(&args)?;
@@ -305,6 +318,27 @@ fn every_option_takes_effect() -> Result<()> {
         || Ok((total(&plain)? == 196_608).then_some(())),
     )?;
     assert_eq!(total(&set)?, 262_144, "--subtree-max-age 3600000");
+
+    // --stats-file and --stats-interval 1: fused's numbers are written there (its directory
+    // made), saying they are rewritten every second; the default says every 5 s.
+    let interval = |path: &Path| -> Result<Option<String>> {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Ok(None);
+        };
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("proclens_fused_stats_interval_seconds "))
+            .map(str::to_string))
+    };
+    rig::poll(
+        Duration::from_secs(10),
+        "the stats file at --stats-file",
+        || Ok(interval(&stats_file)?.filter(|v| v == "1")),
+    )?;
+    let plain_stats = plain.stats_file().context("the rig's default stats file")?;
+    rig::poll(Duration::from_secs(10), "the default's stats file", || {
+        Ok(interval(plain_stats)?.filter(|v| v == "5"))
+    })?;
 
     // --log-level debug: debug lines, which the default (info) does not write.
     wait_for_log(&set, " DEBUG ", Duration::from_secs(10))?;

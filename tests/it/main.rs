@@ -7,6 +7,8 @@
 mod callers;
 // The collector library on real cgroups: enumeration, reading by path, exact values.
 mod collector;
+// The Grafana dashboard: every metric its PromQL uses is one the exporter emits.
+mod dashboard;
 // Cgroups destroyed and recreated under the same paths while readers read.
 mod churn;
 // The daemon's command line, start-up, mount options and shutdown.
@@ -17,6 +19,8 @@ mod cri;
 mod container;
 // proclens-exporter scraped by a real Prometheus: memory, CPU, throttling, formats.
 mod exporter;
+// proclens-fused's own numbers: counted, kept across worker kills, published, exported.
+mod fused_stats;
 // Bad kernel input (unparsable or vanished cgroup files): EIO for that read only.
 mod errors;
 // Differential tests: the same reader reads proclens and lxcfs 5.0.3, every shared field compared.

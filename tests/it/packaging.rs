@@ -97,6 +97,7 @@ fn the_example_exporter_config_is_the_defaults_and_valid() -> Result<()> {
     assert_eq!(config.discovery, defaults.discovery);
     assert_eq!(config.metrics, defaults.metrics);
     assert_eq!(config.cri, defaults.cri);
+    assert_eq!(config.fused, defaults.fused);
     assert_eq!(
         config.listen.as_deref(),
         Some(proclens_exporter::config::DEFAULT_LISTEN)

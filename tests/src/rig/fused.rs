@@ -32,6 +32,7 @@ pub struct FusedDaemon {
     stderr: Captured,
     stopped: bool,
     leave_mount: bool,
+    stats_file: Option<PathBuf>,
     _notify_dir: TempDir,
     _mount_dir: Option<MountDir>,
 }
@@ -71,10 +72,23 @@ impl FusedDaemon {
         let notify_dir = tempfile::Builder::new()
             .prefix("proclens-test-notify-")
             .tempdir()?;
+        // Each daemon publishes its numbers in its own directory unless the test says where:
+        // daemons running at once must not share the default stats file.
+        let stats_file = match args.iter().position(|a| *a == "--stats-file") {
+            Some(at) => args.get(at + 1).map(PathBuf::from),
+            None => Some(notify_dir.path().join("fused.stats")),
+        };
+        let own_stats: Vec<std::ffi::OsString> = match &stats_file {
+            Some(path) if !args.contains(&"--stats-file") && publishes_stats(bin)? => {
+                vec!["--stats-file".into(), path.clone().into_os_string()]
+            }
+            _ => Vec::new(),
+        };
         let socket_path = notify_dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&socket_path)
             .with_context(|| format!("bind {}", socket_path.display()))?;
         let mut child = Command::new(bin)
+            .args(&own_stats)
             .args(args)
             .arg(mountpoint)
             .env("NOTIFY_SOCKET", &socket_path)
@@ -90,6 +104,9 @@ impl FusedDaemon {
             stderr,
             stopped: false,
             leave_mount: false,
+            stats_file: stats_file
+                .filter(|p| !p.as_os_str().is_empty())
+                .filter(|_| !own_stats.is_empty() || args.contains(&"--stats-file")),
             _notify_dir: notify_dir,
             _mount_dir: mount_dir,
         };
@@ -142,6 +159,13 @@ impl FusedDaemon {
             ),
             None => bail!("sent READY=1 before its mount appeared in /proc/self/mountinfo"),
         }
+    }
+
+    /// Where the daemon publishes its own numbers (`--stats-file`): in a directory of its own
+    /// unless the test's arguments name one; `None` when they turn it off or the binary
+    /// predates `--stats-file`.
+    pub fn stats_file(&self) -> Option<&Path> {
+        self.stats_file.as_deref()
     }
 
     /// The mount point.
@@ -267,6 +291,26 @@ fn non_empty(text: &str) -> &str {
     } else {
         text
     }
+}
+
+/// Whether the daemon binary `bin` has `--stats-file` (binaries from before it, such as a
+/// benchmark's baseline, refuse it); asked once per binary through `--help`.
+fn publishes_stats(bin: &Path) -> Result<bool> {
+    static KNOWN: std::sync::Mutex<Vec<(PathBuf, bool)>> = std::sync::Mutex::new(Vec::new());
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, has)) = known.iter().find(|(path, _)| path == bin) {
+        return Ok(*has);
+    }
+    let help = Command::new(bin)
+        .arg("--help")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .with_context(|| format!("{} --help", bin.display()))?;
+    let has = String::from_utf8_lossy(&help.stdout).contains("--stats-file");
+    known.push((bin.to_path_buf(), has));
+    Ok(has)
 }
 
 /// A mount point in a fresh temp dir. `Drop` lazily unmounts whatever is still mounted there
