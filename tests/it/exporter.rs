@@ -217,9 +217,16 @@ fn prometheus_scrapes_memory_and_cpu_of_real_cgroups() -> Result<()> {
 #[test]
 fn a_throttled_cgroup_shows_throttling_in_prometheus() -> Result<()> {
     rig::preflight()?;
-    // Half a core for two burners: throttled in nearly every period.
+    // Half a core for four burners: throttled in nearly every period, also on a busy machine
+    // (CFS shares the CPUs by runnable thread: with two burners and a load of 8 they would get
+    // less than half a core between them and never reach the quota).
     let cg = TempCgroup::builder().cfs_quota(50_000, 100_000).create()?;
-    let _burners = [Workload::burning(&cg)?, Workload::burning(&cg)?];
+    let _burners = [
+        Workload::burning(&cg)?,
+        Workload::burning(&cg)?,
+        Workload::burning(&cg)?,
+        Workload::burning(&cg)?,
+    ];
     let exporter = ExporterDaemon::start_over(&[id_of(&cg)], &[])?;
     let prometheus = PrometheusServer::start(&PrometheusOptions {
         targets: vec![exporter.target()],
@@ -711,11 +718,12 @@ fn a_containerd_pod_gets_cri_labels_and_fires_cpu_throttling_high() -> Result<()
             name: "server".into(),
             image: BUSYBOX_IMAGE.into(),
             labels: kubelet_labels,
-            // Two burners under half a core: throttled in nearly every period.
+            // Four burners under half a core: throttled in nearly every period, on a busy
+            // machine too.
             command: vec![
                 "sh".into(),
                 "-c".into(),
-                "while :; do :; done & while :; do :; done".into(),
+                "for i in 1 2 3; do while :; do :; done & done; while :; do :; done".into(),
             ],
         },
     )?;
