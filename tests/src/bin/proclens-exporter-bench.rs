@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use proclens_cgroup::files::FileCache;
 use proclens_cgroup::{Collector, Discovery, HostPaths, Parts};
 use proclens_tests::cgbench::{ms, open_all, p50_p90, pread_rounds, raise_nofile, us, Population};
-use proclens_tests::perf::{clock_ticks_per_sec, cpu_ticks, status_kb};
+use proclens_tests::perf::{clock_ticks_per_sec, status_kb, user_system_ticks};
 
 /// Command-line options.
 struct Options {
@@ -202,8 +202,8 @@ struct Rounds {
     times: Vec<Duration>,
     /// `proclens_exporter_collect_seconds` of each scrape.
     collect: Vec<Duration>,
-    /// Exporter CPU time over all rounds, divided by their number.
-    cpu_per_scrape: Duration,
+    /// Exporter CPU time over all rounds, divided by their number: user and system.
+    cpu_per_scrape: (Duration, Duration),
     /// Body bytes of the last scrape (compressed when gzip).
     body: usize,
     /// Series of the last scrape.
@@ -225,7 +225,7 @@ fn rounds(exporter: &ExporterProcess, n: usize, rounds: usize, gzip: bool) -> Re
     let mut times = Vec::with_capacity(rounds);
     let mut collect = Vec::with_capacity(rounds);
     let mut last = None;
-    let ticks = cpu_ticks(exporter.pid())?;
+    let before = user_system_ticks(exporter.pid())?;
     for _ in 0..rounds {
         let scrape = scrape(&agent, &exporter.url, gzip)?;
         times.push(scrape.elapsed);
@@ -235,9 +235,14 @@ fn rounds(exporter: &ExporterProcess, n: usize, rounds: usize, gzip: bool) -> Re
         collect.push(Duration::from_secs_f64(seconds));
         last = Some(scrape);
     }
-    let ticks = cpu_ticks(exporter.pid())? - ticks;
-    let cpu_per_scrape =
-        Duration::from_secs_f64(ticks as f64 / clock_ticks_per_sec() as f64 / rounds as f64);
+    let after = user_system_ticks(exporter.pid())?;
+    let per_scrape = |ticks: u64| {
+        Duration::from_secs_f64(ticks as f64 / clock_ticks_per_sec() as f64 / rounds as f64)
+    };
+    let cpu_per_scrape = (
+        per_scrape(after.0 - before.0),
+        per_scrape(after.1 - before.1),
+    );
     let last = last.context("no round")?;
     let text = last.text()?;
     Ok(Rounds {
@@ -267,6 +272,11 @@ fn exporter_kept_descriptors() -> Result<usize> {
         bail!("getrlimit: {}", std::io::Error::last_os_error());
     }
     Ok(20_000.min(usize::try_from(limit.rlim_max / 2).unwrap_or(usize::MAX)))
+}
+
+/// CPU time as `total (user + system)`.
+fn cpu((user, system): (Duration, Duration)) -> String {
+    format!("{} ({} + {})", ms(user + system), ms(user), ms(system))
 }
 
 fn format_rss(kb: u64) -> String {
@@ -364,7 +374,7 @@ fn run(n: usize, options: &Options, nofile: u64, threads: usize) -> Result<[Stri
         ms(p50),
         ms(p90),
         us(p50, n),
-        ms(plain.cpu_per_scrape),
+        cpu(plain.cpu_per_scrape),
         format_rss(rss),
         format_rss(peak),
         plain.series,
@@ -381,7 +391,7 @@ fn run(n: usize, options: &Options, nofile: u64, threads: usize) -> Result<[Stri
         ms(p50.saturating_sub(collect50)),
         ms(gzip50),
         ms(gzip90),
-        ms(gzip.cpu_per_scrape),
+        cpu(gzip.cpu_per_scrape),
         gzip.body as f64 / 1e6,
         format_rss(peak_gzip),
     );
@@ -404,13 +414,13 @@ fn main() -> Result<()> {
     let kept = exporter_kept_descriptors()?;
     let mut main_rows = vec![
         format!(
-            "| cgroups | scrape p50 / p90 | per container (p50) | exporter CPU per scrape | RSS / peak | series | body | floor p50: pread of kept descriptors on {threads} threads | scrape p50 / floor p50 |"
+            "| cgroups | scrape p50 / p90 | per container (p50) | exporter CPU per scrape (user + system) | RSS / peak | series | body | floor p50: pread of kept descriptors on {threads} threads | scrape p50 / floor p50 |"
         ),
         "|---|---|---|---|---|---|---|---|---|".to_string(),
     ];
     let mut split_rows = vec![
         format!(
-            "| cgroups | exporter's collect_seconds p50 / p90 | `Collector::collect` alone p50 / p90 ({kept} kept descriptors, {threads} threads) | scrape p50 less collect_seconds p50 | gzip scrape p50 / p90 | gzip CPU per scrape | gzip body | peak RSS after gzip |"
+            "| cgroups | exporter's collect_seconds p50 / p90 | `Collector::collect` alone p50 / p90 ({kept} kept descriptors, {threads} threads) | scrape p50 less collect_seconds p50 | gzip scrape p50 / p90 | gzip CPU per scrape (user + system) | gzip body | peak RSS after gzip |"
         ),
         "|---|---|---|---|---|---|---|---|".to_string(),
     ];
