@@ -12,9 +12,10 @@
 //! `/proc/<pid>/status` (VmRSS and VmHWM) after the rounds. Where the time goes: the exporter's
 //! own `proclens_exporter_collect_seconds` of each scrape (listing, reading and writing the
 //! container families), and [`Collector::collect`] alone in this process with the exporter's
-//! number of kept descriptors. Run as root, with release builds:
+//! number of kept descriptors, then with as many as this process's open-file limit holds. Run
+//! as root, with release builds (`--bin` selects in every package named, so both are named):
 //!
-//!     cargo build --release -p proclens-exporter -p proclens-tests --bin proclens-exporter-bench
+//!     cargo build --release -p proclens-exporter -p proclens-tests --bin proclens-exporter --bin proclens-exporter-bench
 //!     ./target/release/proclens-exporter-bench [--cgroups 100,1000,5000] [--rounds 30] [--threads N] [--exporter PATH]
 //!
 //! Prints two Markdown tables (medians and 90th percentiles over the rounds).
