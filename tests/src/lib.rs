@@ -15,10 +15,13 @@
 //!
 //! The benchmark (`perf/`, binary `proclens-bench`, run by `scripts/bench.sh`) uses the same
 //! guards plus [`rig::LxcfsDaemon`], [`rig::FloorDaemon`] and [`rig::BindMount`], its own reader
-//! `proclens-bench-reader` and the measurement helpers in [`perf`].
+//! `proclens-bench-reader` and the measurement helpers in [`perf`]. The collector's and the
+//! exporter's benchmarks (`proclens-collect-bench`, `proclens-exporter-bench`) share their
+//! cgroups, their kernel floor and their summaries through [`cgbench`].
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod cgbench;
 pub mod enter;
 pub mod parse;
 pub mod perf;

@@ -325,6 +325,13 @@ pub fn cpu_percent(before: &ProcSample, after: &ProcSample, elapsed: Duration) -
 
 /// utime + stime of process `pid` (fields 14 and 15 of `/proc/<pid>/stat`), clock ticks.
 pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let (user, system) = user_system_ticks(pid)?;
+    Ok(user + system)
+}
+
+/// utime and stime of process `pid` apart (fields 14 and 15 of `/proc/<pid>/stat`): time in
+/// its own code and in the kernel's on its behalf, clock ticks.
+pub fn user_system_ticks(pid: u32) -> Result<(u64, u64)> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
@@ -340,7 +347,7 @@ pub fn cpu_ticks(pid: u32) -> Result<u64> {
             .with_context(|| format!("{path}: field {} in {text:?}", i + 3))
     };
     // `rest` starts at field 3 (state): utime is field 14, stime field 15.
-    Ok(field(11)? + field(12)?)
+    Ok((field(11)?, field(12)?))
 }
 
 /// A `kB` line of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`, …).

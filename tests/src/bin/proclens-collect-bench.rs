@@ -12,14 +12,14 @@
 //!
 //! Prints a Markdown table (median and p90 over the rounds, per collection and per container).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use proclens_cgroup::files::FileCache;
 use proclens_cgroup::{Collector, Discovery, HostPaths, Parts};
-use proclens_tests::rig::TempCgroup;
+use proclens_tests::cgbench::{
+    ms, open_all, p50_p90, pread_rounds, raise_nofile, snapshot_files, us, Population,
+};
 
 /// Command-line options.
 struct Options {
@@ -60,81 +60,6 @@ fn parse_args() -> Result<Options> {
     Ok(options)
 }
 
-/// Sleeping processes, killed on drop (before their cgroups are removed).
-struct Sleepers(Vec<Child>);
-
-impl Drop for Sleepers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-        }
-        for child in &mut self.0 {
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The files a full snapshot reads for one cgroup (its own directory only; ancestors' limit
-/// files come on top), by hierarchy version: the floor reads these.
-fn snapshot_files(collector: &Collector, path: &str) -> Vec<PathBuf> {
-    let v1 = [
-        "memory.stat",
-        "memory.usage_in_bytes",
-        "memory.limit_in_bytes",
-        "memory.memsw.usage_in_bytes",
-        "memory.memsw.limit_in_bytes",
-        "memory.max_usage_in_bytes",
-        "memory.failcnt",
-        "memory.oom_control",
-        "cpuset.effective_cpus",
-        "cpuset.effective_mems",
-        "cpu.cfs_quota_us",
-        "cpu.cfs_period_us",
-        "cpu.shares",
-        "cpu.stat",
-        "cpuacct.usage_all",
-        "blkio.throttle.io_service_bytes_recursive",
-        "blkio.throttle.io_serviced_recursive",
-        "pids.current",
-        "pids.max",
-    ];
-    let v2 = [
-        "memory.max",
-        "memory.current",
-        "memory.swap.current",
-        "memory.swap.max",
-        "memory.stat",
-        "memory.high",
-        "memory.events",
-        "cpuset.cpus.effective",
-        "cpuset.mems.effective",
-        "cpu.max",
-        "cpu.weight",
-        "cpu.stat",
-        "io.stat",
-        "cpu.pressure",
-        "memory.pressure",
-        "io.pressure",
-        "pids.current",
-        "pids.max",
-    ];
-    let mut files = Vec::new();
-    for h in &collector.layout().hierarchies {
-        let dir = h.mount_point.join(path.trim_start_matches('/'));
-        let names: &[&str] = match h.version {
-            proclens_cgroup::Version::V1 => &v1,
-            proclens_cgroup::Version::V2 => &v2,
-        };
-        for name in names {
-            let file = dir.join(name);
-            if file.exists() {
-                files.push(file);
-            }
-        }
-    }
-    files
-}
-
 /// One subject's times per round: the list alone (when it is a call of its own), the list with
 /// the snapshots, and the CPU time of all the process's threads in that.
 #[derive(Default)]
@@ -163,76 +88,12 @@ fn process_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Median and 90th percentile of `samples`; `None` when there are none.
-fn p50_p90(samples: &mut [Duration]) -> Option<(Duration, Duration)> {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (!samples.is_empty()).then(|| (at(0.5), at(0.9)))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-fn us(d: Duration, n: usize) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6 / n.max(1) as f64)
-}
-
-fn raise_nofile() -> Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            bail!("getrlimit: {}", std::io::Error::last_os_error());
-        }
-        // Up to the kernel's per-process maximum where allowed: 5,000 cgroups keep ~100,000
-        // files.
-        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-            .ok()
-            .and_then(|t| t.trim().parse::<libc::rlim_t>().ok())
-            .unwrap_or(limit.rlim_max);
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max.max(nr_open),
-            rlim_max: limit.rlim_max.max(nr_open),
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-            return Ok(raised.rlim_cur);
-        }
-        // Without CAP_SYS_RESOURCE: up to the hard limit.
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            bail!("setrlimit: {}", std::io::Error::last_os_error());
-        }
-    }
-    Ok(limit.rlim_cur)
-}
-
 fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
     let rounds = options.rounds;
     eprintln!("creating {n} cgroups with one sleeper each");
-    let top = TempCgroup::builder()
-        .memory_limit(64 << 30)
-        .cfs_quota(400_000, 100_000)
-        .create()?;
-    top.enable_controllers_for_children()?;
-    let mut children = Vec::with_capacity(n);
-    let mut sleepers = Sleepers(Vec::with_capacity(n));
-    for i in 0..n {
-        let child = top.child(&format!("c{i}"))?;
-        let sleeper = Command::new("sleep")
-            .arg("3600")
-            .stdin(Stdio::null())
-            .spawn()
-            .context("spawn sleep")?;
-        child.add_pid(sleeper.id())?;
-        sleepers.0.push(sleeper);
-        children.push(child);
-    }
+    let population = Population::create(n)?;
     let discovery = Discovery {
-        roots: vec![top.name().to_string()],
+        roots: vec![population.top().name().to_string()],
         ..Discovery::default()
     };
     let mut rows = Vec::new();
@@ -240,7 +101,7 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
     // and none (every file opened for every read).
     let files_per_cgroup = {
         let probe = Collector::discover(HostPaths::default(), FileCache::new(0))?;
-        snapshot_files(&probe, &format!("/{}", children[0].name())).len()
+        snapshot_files(&probe, &format!("/{}", population.children()[0].name())).len()
     };
     let wanted = (files_per_cgroup + 4) * n;
     let keep = wanted.min(nofile.saturating_sub(256) as usize);
@@ -334,10 +195,7 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
     }
     // The floor: open+read+close of each file of each cgroup, the list already known.
     let probe = Collector::discover(HostPaths::default(), FileCache::new(0))?;
-    let files: Vec<PathBuf> = children
-        .iter()
-        .flat_map(|c| snapshot_files(&probe, &format!("/{}", c.name())))
-        .collect();
+    let files = population.snapshot_files(&probe);
     let mut floor_times = Vec::new();
     for round in 0..=rounds {
         let start = Instant::now();
@@ -359,22 +217,8 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
     // The kept-descriptor floor: one pread at offset 0 of each file through a descriptor kept
     // open, into one reused buffer: the kernel's own cost of generating the files.
     if files.len() + 256 <= nofile as usize {
-        let kept: Vec<std::fs::File> = files
-            .iter()
-            .map(std::fs::File::open)
-            .collect::<std::io::Result<_>>()
-            .context("open the files")?;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut pread_times = Vec::new();
-        for round in 0..=rounds {
-            let start = Instant::now();
-            for file in &kept {
-                std::os::unix::fs::FileExt::read_at(file, &mut buf, 0)?;
-            }
-            if round > 0 {
-                pread_times.push(start.elapsed());
-            }
-        }
+        let kept = open_all(&files)?;
+        let mut pread_times = pread_rounds(&kept, 1, rounds)?;
         let (kept50, kept90) = p50_p90(&mut pread_times).unwrap_or_default();
         rows.push(format!(
             "| {n} | floor: pread of kept descriptors of the same files, no parsing | – | {} / {} | – | – | {} |",
@@ -384,32 +228,7 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
         ));
         // The same on `threads` threads, each its share of the descriptors: the kernel's cost
         // with every core generating files.
-        let share = kept.len().div_ceil(threads);
-        let mut parallel_times = Vec::new();
-        for round in 0..=rounds {
-            let start = Instant::now();
-            std::thread::scope(|scope| -> Result<()> {
-                let readers: Vec<_> = kept
-                    .chunks(share)
-                    .map(|files| {
-                        scope.spawn(move || -> std::io::Result<()> {
-                            let mut buf = vec![0u8; 1 << 16];
-                            for file in files {
-                                std::os::unix::fs::FileExt::read_at(file, &mut buf, 0)?;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .collect();
-                for reader in readers {
-                    reader.join().expect("reader panicked")?;
-                }
-                Ok(())
-            })?;
-            if round > 0 {
-                parallel_times.push(start.elapsed());
-            }
-        }
+        let mut parallel_times = pread_rounds(&kept, threads, rounds)?;
         let (kept50, kept90) = p50_p90(&mut parallel_times).unwrap_or_default();
         rows.push(format!(
             "| {n} | floor: the same preads on {threads} threads | – | {} / {} | – | – | {} |",
@@ -418,8 +237,7 @@ fn run(n: usize, options: &Options, nofile: u64) -> Result<Vec<String>> {
             us(kept50, n)
         ));
     }
-    drop(sleepers);
-    drop(children);
+    drop(population);
     Ok(rows)
 }
 
