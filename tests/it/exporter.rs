@@ -266,30 +266,8 @@ fn exposition_passes_promtool_but_for_the_documented_cadvisor_names() -> Result<
     let exporter = ExporterDaemon::start(None, &[])?;
     let text = exporter.scrape()?;
     assert!(text.contains(&format!("id=\"{}\"", id_of(&cg))), "{text}");
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("spawn promtool (apt-get install prometheus)")?;
-    promtool
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(text.as_bytes())?;
-    let out = promtool.wait_with_output()?;
-    let complaints = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let unexpected: Vec<&str> = complaints
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter(|l| !l.starts_with("container_memory_failcnt "))
-        .collect();
-    assert!(unexpected.is_empty(), "promtool: {complaints}");
+    let unexpected = crate::util::promtool_complaints(&text)?;
+    assert!(unexpected.is_empty(), "promtool: {unexpected:?}");
     assert!(families(&text).contains("container_memory_failcnt"));
     Ok(())
 }

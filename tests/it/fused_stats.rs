@@ -2,9 +2,7 @@
 //! a reload and a supervisor re-exec, published to its stats file, and carried into a real
 //! exporter's scrapes.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -12,7 +10,7 @@ use proclens_tests::rig::prometheus::http_get;
 use proclens_tests::rig::{self, ExporterDaemon, FusedDaemon, TempCgroup};
 use tempfile::TempDir;
 
-use crate::util::{container_cgroup, new_worker, probe_in};
+use crate::util::{container_cgroup, new_worker, probe_in, promtool_complaints};
 
 /// Reads of meminfo the test makes before it looks.
 const READS: u64 = 25;
@@ -92,34 +90,6 @@ pub fn exporter_reading(cg: &TempCgroup, stats_file: &Path) -> Result<(ExporterD
         ),
     )?;
     Ok((ExporterDaemon::start(Some(&config), &[])?, dir))
-}
-
-/// What `promtool check metrics` says about `text`, but for cAdvisor's documented
-/// `container_memory_failcnt` (a counter without `_total`).
-pub fn promtool_complaints(text: &str) -> Result<Vec<String>> {
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("spawn promtool (apt-get install prometheus)")?;
-    promtool
-        .stdin
-        .take()
-        .context("no stdin")?
-        .write_all(text.as_bytes())?;
-    let out = promtool.wait_with_output()?;
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(said
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("container_memory_failcnt "))
-        .map(str::to_string)
-        .collect())
 }
 
 #[test]

@@ -200,3 +200,31 @@ impl Drop for Sleeper {
         let _ = self.0.wait();
     }
 }
+
+/// What `promtool check metrics` says about `text`, but for cAdvisor's documented
+/// `container_memory_failcnt` (a counter without `_total`).
+pub fn promtool_complaints(text: &str) -> Result<Vec<String>> {
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("spawn promtool (apt-get install prometheus)")?;
+    promtool
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(text.as_bytes())?;
+    let out = promtool.wait_with_output()?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(said
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("container_memory_failcnt "))
+        .map(str::to_string)
+        .collect())
+}
