@@ -15,13 +15,42 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:9639";
 /// for ~1,000 containers' files (each re-read with one pread instead of open+read+close).
 pub const DEFAULT_OPEN_FILES: usize = 20_000;
 
+/// How many cgroup-file descriptors to keep, and whether that leaves too little room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescriptorBudget {
+    /// Descriptors the collector keeps between scrapes.
+    pub keep: usize,
+    /// Whether a configured number leaves less than the reserve for sockets and fresh opens.
+    pub over_limit: bool,
+}
+
+/// The descriptors to keep under an open-file limit of `nofile`: `configured` if set, else
+/// [`DEFAULT_OPEN_FILES`] capped at the limit less a reserve of an eighth of it (at least
+/// 1,024) for sockets, the CRI and remote write connections and the files opened fresh each
+/// scrape (`cgroup.procs`, network counters, files beyond the kept ones).
+pub fn descriptor_budget(configured: Option<usize>, nofile: u64) -> DescriptorBudget {
+    let nofile = usize::try_from(nofile).unwrap_or(usize::MAX);
+    let room = nofile.saturating_sub((nofile / 8).max(1024));
+    match configured {
+        Some(keep) => DescriptorBudget {
+            keep,
+            over_limit: keep > room,
+        },
+        None => DescriptorBudget {
+            keep: DEFAULT_OPEN_FILES.min(room),
+            over_limit: false,
+        },
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `host:port` to serve /metrics on (`--listen` wins).
     pub listen: Option<String>,
-    /// Descriptors of cgroup files kept open (0: open every file for every read).
+    /// Descriptors of cgroup files kept open (0: open every file for every read; absent:
+    /// [`descriptor_budget`]'s default). Each costs the kernel a seq_file buffer (~4.5 KiB).
     pub open_files: Option<usize>,
     /// Threads a collection reads on (0 or absent: one per CPU).
     pub threads: Option<usize>,
@@ -561,6 +590,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn descriptor_budget_keeps_a_reserve() {
+        // This dev host: a hard limit of 20,000 leaves 17,500.
+        assert_eq!(descriptor_budget(None, 20_000).keep, 17_500);
+        // The unit's LimitNOFILE=65536: the default applies.
+        assert_eq!(descriptor_budget(None, 65_536).keep, DEFAULT_OPEN_FILES);
+        // A small limit keeps at least 1,024 free.
+        assert_eq!(descriptor_budget(None, 1_024).keep, 0);
+        assert_eq!(descriptor_budget(None, 4_096).keep, 3_072);
+        let asked = descriptor_budget(Some(19_000), 20_000);
+        assert_eq!((asked.keep, asked.over_limit), (19_000, true));
+        assert!(!descriptor_budget(Some(0), 20_000).over_limit);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use clap::Parser;
 use proclens_cgroup::files::FileCache;
 use proclens_cgroup::{Collector, HostPaths};
 use proclens_cri::Inventory;
-use proclens_exporter::config::{self, Config, DEFAULT_LISTEN, DEFAULT_OPEN_FILES};
+use proclens_exporter::config::{self, Config, DEFAULT_LISTEN};
 use proclens_exporter::filter::MetricFilter;
 use proclens_exporter::remote_write::{self, RemoteWriteStats, Settings};
 use proclens_exporter::runtime::CriLabels;
@@ -132,9 +132,8 @@ fn main() -> Result<()> {
     runtime.block_on(serve(exporter, listen, web, push))
 }
 
-/// Descriptors to keep for cgroup files: the configured number, else the default capped at half
-/// the open-file limit (raised to its hard maximum first), so sockets and fresh opens always
-/// have room.
+/// Descriptors to keep for cgroup files ([`config::descriptor_budget`]), after raising the
+/// open-file limit to its hard maximum.
 fn open_files(configured: Option<usize>) -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -155,16 +154,16 @@ fn open_files(configured: Option<usize>) -> usize {
             limit.rlim_cur
         }
     };
-    let half = usize::try_from(soft / 2).unwrap_or(usize::MAX);
-    let chosen = configured.unwrap_or_else(|| DEFAULT_OPEN_FILES.min(half));
-    if chosen > half {
+    let budget = config::descriptor_budget(configured, soft);
+    if budget.over_limit {
         tracing::warn!(
-            open_files = chosen,
+            open_files = budget.keep,
             nofile = soft,
-            "open_files is more than half the open-file limit: scrapes may fail with EMFILE"
+            "open_files leaves less than an eighth of the open-file limit for sockets and \
+             fresh opens: scrapes may fail with EMFILE"
         );
     }
-    chosen
+    budget.keep
 }
 
 async fn serve(
