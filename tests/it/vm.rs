@@ -51,7 +51,9 @@ fn v2_programs() -> Result<Vec<VmProgram>> {
         // As under cargo: the package directory is the working directory.
         .current_dir(&manifest)
         // errors.rs builds its fake cgroup tree from the v2 fixtures.
-        .file(workspace.join("cgroup/fixtures/v2"));
+        .file(workspace.join("cgroup/fixtures/v2"))
+        // dashboard.rs checks the Grafana dashboard against the exporter's scrapes.
+        .file(workspace.join("packaging/grafana"));
     Ok(vec![integration])
 }
 
