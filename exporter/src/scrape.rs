@@ -282,10 +282,14 @@ impl Exporter {
             sample.processes = Some(pids.len() as u64);
             if let (true, Some(host), Some(&pid)) = (self.read_network, host_netns, pids.first()) {
                 // A process exiting between the listing and this read leaves the network out.
+                // A namespace that cannot be read (permissions, a parse failure) leaves only
+                // the network series out: the cgroup's own series do not depend on it.
                 match self.collector.network_of(pid, host) {
                     Ok(network) => sample.network = network.map(Arc::new),
                     Err(CgroupError::Vanished { .. }) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        tracing::debug!(id = %cgroup.path, pid, error = %e, "network counters left out");
+                    }
                 }
             }
         }
