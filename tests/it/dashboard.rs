@@ -295,7 +295,7 @@ fn every_metric_the_dashboard_uses_is_emitted() -> Result<()> {
         "fused's stats file",
         || Ok(fused.stats_file.exists().then_some(())),
     )?;
-    let (exporter, _config) = exporter_reading(&cg, &fused.stats_file)?;
+    let exporter = exporter_reading(&cg, &fused.stats_file)?;
     let scrape = exporter.scrape()?;
     let emitted = emitted(&scrape);
     ensure!(
@@ -326,7 +326,7 @@ fn every_dashboard_query_runs_in_a_real_prometheus() -> Result<()> {
     let mut probe = probe_in(&cg)?;
     let fused = PublishingFused::start()?;
     let meminfo = fused.daemon.path("proc/meminfo");
-    let (exporter, _config) = exporter_reading(&cg, &fused.stats_file)?;
+    let exporter = exporter_reading(&cg, &fused.stats_file)?;
     let prometheus = PrometheusServer::start(&PrometheusOptions {
         targets: vec![exporter.target()],
         interval: std::time::Duration::from_secs(1),

@@ -723,19 +723,14 @@ fn a_containerd_pod_gets_cri_labels_and_fires_cpu_throttling_high() -> Result<()
     )
     .with_context(|| format!("limit {} to half a core", cpu_dir.display()))?;
 
-    let dir = tempfile::Builder::new()
-        .prefix("proclens-exporter-config-")
-        .tempdir()?;
-    let config = dir.path().join("exporter.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let exporter = ExporterDaemon::start_with_config(
+        &format!(
             "[discovery]\nroots = [{:?}]\n[cri]\nendpoint = {:?}\nrefresh = \"1s\"\n",
             daemon.cgroup_root(),
             daemon.socket().display().to_string()
         ),
+        &[],
     )?;
-    let exporter = ExporterDaemon::start(Some(&config), &[])?;
 
     // The container's series carry its CRI labels, the pod's series its pod's (no container).
     let text = rig::poll(Duration::from_secs(60), "CRI labels on the series", || {

@@ -76,20 +76,15 @@ impl PublishingFused {
 }
 
 /// An exporter over `cg` only, reading fused's numbers from `stats_file`.
-pub fn exporter_reading(cg: &TempCgroup, stats_file: &Path) -> Result<(ExporterDaemon, TempDir)> {
-    let dir = tempfile::Builder::new()
-        .prefix("proclens-exporter-config-")
-        .tempdir()?;
-    let config = dir.path().join("exporter.toml");
-    std::fs::write(
-        &config,
-        format!(
+pub fn exporter_reading(cg: &TempCgroup, stats_file: &Path) -> Result<ExporterDaemon> {
+    ExporterDaemon::start_with_config(
+        &format!(
             "[discovery]\nroots = [\"/{}\"]\n[fused]\nstats_file = {:?}\n",
             cg.name(),
             stats_file.to_str().context("utf-8 path")?
         ),
-    )?;
-    Ok((ExporterDaemon::start(Some(&config), &[])?, dir))
+        &[],
+    )
 }
 
 #[test]
@@ -163,7 +158,7 @@ fn reads_are_counted_across_kill_reload_and_reexec_and_reach_the_exporter() -> R
     );
 
     // The exporter carries them, in both formats, and promtool is content.
-    let (exporter, _config) = exporter_reading(&cg, stats)?;
+    let exporter = exporter_reading(&cg, stats)?;
     let text = exporter.scrape()?;
     let exported = value_of(&text, "proclens_fused_reads_total", label)
         .with_context(|| format!("no meminfo reads in the scrape:\n{text}"))?;
@@ -209,7 +204,7 @@ fn a_malformed_stats_file_leaves_fused_out_of_a_scrape_that_still_succeeds() -> 
         &stats,
         "proclens_fused_reads_total{file=\"meminfo\"} 3\nproclens_fused_reads_total{file=\"meminfo\" 4\n",
     )?;
-    let (exporter, _config) = exporter_reading(&cg, &stats)?;
+    let exporter = exporter_reading(&cg, &stats)?;
     let text = exporter.scrape()?;
     ensure!(
         !text.contains("proclens_fused_reads_total"),

@@ -7,7 +7,6 @@ use std::collections::{BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -16,24 +15,11 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use proclens_tests::rig::prometheus::free_port;
 use proclens_tests::rig::{self, ExporterDaemon, PrometheusOptions, PrometheusServer, TempCgroup};
-use tempfile::TempDir;
 
 use crate::util::{Sleeper, MIB};
 
 /// How long a condition may take to appear (a busy 2-core machine; TCG in the VM).
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-/// `text` as an exporter configuration file in a temporary directory (kept while the
-/// directory lives).
-fn config_file(text: &str) -> Result<(TempDir, PathBuf)> {
-    let dir = tempfile::Builder::new()
-        .prefix("proclens-rw-")
-        .tempdir()
-        .context("create a config directory")?;
-    let path = dir.path().join("exporter.toml");
-    std::fs::write(&path, text).context("write the exporter's config")?;
-    Ok((dir, path))
-}
 
 /// The value of the unlabelled sample `name` in exposition `text`.
 fn metric(text: &str, name: &str) -> Result<f64> {
@@ -276,11 +262,11 @@ fn prometheus_receives_the_pushed_series() -> Result<()> {
     })?;
     let id = format!("/{}", cg.name());
     // Only the test's cgroup, in batches of 10: one collection is several requests.
-    let (_dir, config) = config_file(&format!(
+    let config = format!(
         "[discovery]\nroots = [\"{id}\"]\n[remote_write]\ninterval = \"500ms\"\nbatch_samples = 10\n"
-    ))?;
+    );
     let url = format!("{}/api/v1/write", prometheus.url());
-    let exporter = ExporterDaemon::start(Some(&config), &["--remote-write", &url])?;
+    let exporter = ExporterDaemon::start_with_config(&config, &["--remote-write", &url])?;
 
     let expr = format!("container_spec_memory_limit_bytes{{id=\"{id}\"}}");
     let samples = prometheus
@@ -317,9 +303,9 @@ fn the_whole_host_is_pushed_without_a_refusal() -> Result<()> {
     })?;
     // Every cgroup of the host, in the default batches: Prometheus refuses a request (400)
     // holding two series with one label set, so none may.
-    let (_dir, config) = config_file("[remote_write]\ninterval = \"1s\"\n")?;
+    let config = "[remote_write]\ninterval = \"1s\"\n";
     let url = format!("{}/api/v1/write", prometheus.url());
-    let exporter = ExporterDaemon::start(Some(&config), &["--remote-write", &url])?;
+    let exporter = ExporterDaemon::start_with_config(config, &["--remote-write", &url])?;
     prometheus
         .wait_for(
             "count_over_time(machine_cpu_cores{job=\"proclens\"}[5m]) >= 3",
@@ -351,13 +337,13 @@ fn memory_stays_bounded(url: &str) -> Result<Counters> {
     let cg = TempCgroup::builder().memory_limit(64 * MIB).create()?;
     let _sleeper = Sleeper::start_in(&cg)?;
     let id = format!("/{}", cg.name());
-    let (_dir, config) = config_file(&format!(
+    let config = format!(
         "[discovery]\nroots = [\"{id}\"]\n[remote_write]\ninterval = \"20ms\"\ntimeout = \"2s\"\n\
          queue_samples = {QUEUE_SAMPLES}\nbatch_samples = 20\n\
          [remote_write.external_labels]\npadding = \"{}\"\n",
         random_text(32 * 1024)
-    ))?;
-    let exporter = ExporterDaemon::start(Some(&config), &["--remote-write", url])?;
+    );
+    let exporter = ExporterDaemon::start_with_config(&config, &["--remote-write", url])?;
     let pid = exporter.pid();
     let within_bound = |c: &Counters| -> Result<()> {
         if c.queue_samples > QUEUE_SAMPLES {
@@ -440,10 +426,9 @@ fn a_503_with_retry_after_is_retried_after_that_long_then_sent() -> Result<()> {
     let cg = TempCgroup::builder().create()?;
     let _sleeper = Sleeper::start_in(&cg)?;
     let id = format!("/{}", cg.name());
-    let (_dir, config) = config_file(&format!(
-        "[discovery]\nroots = [\"{id}\"]\n[remote_write]\ninterval = \"100ms\"\n"
-    ))?;
-    let exporter = ExporterDaemon::start(Some(&config), &["--remote-write", &endpoint.url()])?;
+    let config = format!("[discovery]\nroots = [\"{id}\"]\n[remote_write]\ninterval = \"100ms\"\n");
+    let exporter =
+        ExporterDaemon::start_with_config(&config, &["--remote-write", &endpoint.url()])?;
     let c = rig::poll(TIMEOUT, "the endpoint to accept", || {
         let c = counters(&exporter)?;
         Ok((c.sent > 0 && c.queue_samples == 0).then_some(c))
@@ -473,10 +458,11 @@ fn a_4xx_answer_is_counted_failed_and_not_retried() -> Result<()> {
     let cg = TempCgroup::builder().create()?;
     let _sleeper = Sleeper::start_in(&cg)?;
     let id = format!("/{}", cg.name());
-    let (_dir, config) = config_file(&format!(
+    let config = format!(
         "[discovery]\nroots = [\"{id}\"]\n[remote_write]\ninterval = \"100ms\"\nbatch_samples = 20\n"
-    ))?;
-    let exporter = ExporterDaemon::start(Some(&config), &["--remote-write", &endpoint.url()])?;
+    );
+    let exporter =
+        ExporterDaemon::start_with_config(&config, &["--remote-write", &endpoint.url()])?;
     let c = rig::poll(TIMEOUT, "ten refused requests", || {
         let c = counters(&exporter)?;
         Ok((endpoint.received().len() >= 10 && c.failed > 0).then_some(c))

@@ -372,18 +372,23 @@ impl ExporterDaemon {
     /// own cgroups), so what else runs on the host (a benchmark's 5,000 cgroups, say) cannot
     /// slow its scrapes.
     pub fn start_over(roots: &[String], args: &[&str]) -> Result<Self> {
+        let quoted: Vec<String> = roots.iter().map(|r| format!("{r:?}")).collect();
+        ExporterDaemon::start_with_config(
+            &format!("[discovery]\nroots = [{}]\n", quoted.join(", ")),
+            args,
+        )
+    }
+
+    /// Starts the exporter with `config` (TOML text) as its `--config` file, kept in a
+    /// temporary directory as long as the daemon lives.
+    pub fn start_with_config(config: &str, args: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("proclens-exporter-config-")
             .tempdir()
             .context("create the exporter's config directory")?;
-        let quoted: Vec<String> = roots.iter().map(|r| format!("{r:?}")).collect();
-        let config = dir.path().join("exporter.toml");
-        std::fs::write(
-            &config,
-            format!("[discovery]\nroots = [{}]\n", quoted.join(", ")),
-        )
-        .context("write the exporter's config")?;
-        let mut daemon = ExporterDaemon::start(Some(&config), args)?;
+        let path = dir.path().join("exporter.toml");
+        std::fs::write(&path, config).context("write the exporter's config")?;
+        let mut daemon = ExporterDaemon::start(Some(&path), args)?;
         daemon._config_dir = Some(dir);
         Ok(daemon)
     }
