@@ -157,7 +157,7 @@ fn strip_scope(component: &str) -> &str {
 
 impl Collector {
     /// The identity hierarchy: v1 memory, else the cpu or cpuacct hierarchy, else the one v2.
-    fn identity_hierarchy(&self) -> Option<usize> {
+    pub(crate) fn identity_hierarchy(&self) -> Option<usize> {
         [Controller::Memory, Controller::Cpu, Controller::Cpuacct]
             .into_iter()
             .find_map(|c| self.layout().hierarchy_for(c))

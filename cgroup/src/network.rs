@@ -4,7 +4,7 @@
 use crate::collector::Collector;
 use crate::error::{Error, ParseError, Result};
 use crate::files::read_file;
-use crate::layout::{join_cgroup, CgroupSet, Controller};
+use crate::layout::{join_cgroup, CgroupSet};
 use crate::model::NetworkSnapshot;
 use crate::parse::host::parse_net_dev;
 use std::os::unix::fs::MetadataExt;
@@ -12,12 +12,13 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 impl Collector {
-    /// The directory of the container's cgroup in its identity hierarchy (v1 memory, else the
-    /// first hierarchy where the set has a non-root path).
+    /// The directory of the container's cgroup in the identity hierarchy (the one its `id`
+    /// path comes from, [`Collector::list`]), else in the first hierarchy where the set has a
+    /// path (a set read by path may lack the identity hierarchy).
     fn identity_dir(&self, set: &CgroupSet) -> Option<PathBuf> {
         let layout = self.layout();
-        let index = layout
-            .hierarchy_for(Controller::Memory)
+        let index = self
+            .identity_hierarchy()
             .filter(|&i| set.path(i).is_some())
             .or_else(|| (0..layout.hierarchies.len()).find(|&i| set.path(i).is_some()))?;
         let path = set.path(index)?;
